@@ -1,0 +1,405 @@
+"""Load and validate a xenpipe config file (TOML) into frozen dataclasses.
+
+Validation is strict and happens before any task runs: every problem is one line naming the
+file, the line, the table and the key. The schema below is data; the checking code is generic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.toml"
+FORCED_SYMBOLS = ("CONFIG_XEN_PCIDEV_BACKEND=y",)
+
+
+# ---------------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+    items: type | None = None  # element type for lists
+
+
+S, I, B, L = str, int, bool, list
+SCHEMA: dict[str, dict[str, Key]] = {
+    "workspace": {"dir": Key(S, "build"), "mirror": Key(S)},
+    "sources.*": {
+        "vcs": Key(S, required=True, choices=("hg", "git", "tarball")),
+        "url": Key(S, required=True),
+        "rev": Key(S),
+        "patches": Key(S),
+    },
+    "xen": {
+        "source": Key(S, required=True),
+        "targets": Key(L, items=S),
+        "make_args": Key(L, [], items=S),
+    },
+    "kernel": {
+        "source": Key(S, required=True),
+        "base": Key(S, "x86_64_defconfig"),
+        "fragments": Key(L, [], items=S),
+        "symbols": Key(L, [], items=S),
+        "frontend": Key(S, "oldconfig", choices=("oldconfig", "menuconfig")),
+        "make_args": Key(L, [], items=S),
+        "flavour": Key(S, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
+    },
+    "build": {"jobs": Key(I, 0), "ccache": Key(B, False)},
+    "install": {
+        "root": Key(S),
+        "bootloader": Key(S, "grub2", choices=("grub2", "grub-legacy", "none")),
+        "initramfs": Key(
+            S, "auto", choices=("auto", "mkinitrd", "dracut", "update-initramfs", "none")
+        ),
+        "xen_cmdline": Key(S, "iommu=1"),
+        "dom0_cmdline": Key(S, "ro root=LABEL=/"),
+        "once": Key(B, True),
+        "allow_system_devices": Key(B, False),
+    },
+    "passthrough": {"devices": Key(L, [], items=S), "reassign": Key(B, False)},
+    "guests[]": {
+        "name": Key(S, required=True),
+        "config": Key(S, required=True),
+        "toolstack": Key(S, "xl", choices=("xl", "xm")),
+        "devices": Key(L, [], items=S),
+    },
+    "boot": {
+        "xen": Key(S),
+        "qemu": Key(S, "qemu-system-x86_64"),
+        "machine": Key(S, "q35"),
+        "devices": Key(L, [], items=S),
+        "timeout": Key(I, 600),
+        "memory": Key(I, 2048),
+        "guest": Key(B, False),
+    },
+}
+TOP_LEVEL = ("workspace", "sources", "xen", "kernel", "build", "install", "passthrough", "guests", "boot")
+
+
+# ------------------------------------------------------------------------------ dataclasses
+@dataclass(frozen=True)
+class SourceCfg:
+    name: str
+    vcs: str
+    url: str  # a URL, or an absolute path for local sources
+    rev: str | None
+    patches: Path | None
+
+
+@dataclass(frozen=True)
+class XenCfg:
+    source: str
+    targets: tuple[str, ...] | None  # None: pick by what the tree's Makefile offers
+    make_args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KernelCfg:
+    source: str
+    base: str  # a make target, or an absolute path to a config file
+    fragments: tuple[Path, ...]
+    symbols: tuple[str, ...]  # always includes FORCED_SYMBOLS
+    frontend: str
+    make_args: tuple[str, ...]
+    flavour: str
+
+
+@dataclass(frozen=True)
+class BuildCfg:
+    jobs: int
+    ccache: bool
+
+
+@dataclass(frozen=True)
+class InstallCfg:
+    root: Path
+    bootloader: str
+    initramfs: str
+    xen_cmdline: str
+    dom0_cmdline: str
+    once: bool
+    allow_system_devices: bool
+
+
+@dataclass(frozen=True)
+class PassthroughCfg:
+    devices: tuple[str, ...]
+    reassign: bool
+
+
+@dataclass(frozen=True)
+class GuestCfg:
+    name: str
+    config: str  # absolute path inside install.root
+    toolstack: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BootCfg:
+    xen: Path | None
+    qemu: str
+    machine: str
+    devices: tuple[str, ...]
+    timeout: int
+    memory: int
+    guest: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    workspace: Path
+    mirror: Path | None
+    sources: dict[str, SourceCfg]
+    xen: XenCfg | None
+    kernel: KernelCfg | None
+    build: BuildCfg
+    install: InstallCfg
+    passthrough: PassthroughCfg
+    guests: tuple[GuestCfg, ...]
+    boot: BootCfg
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def source(self, name: str) -> SourceCfg:
+        return self.sources[name]
+
+
+# -------------------------------------------------------------------------------- loading
+def choose_path(var: str | None = None) -> Path:
+    """``config=PATH`` on the doit command line, else ``$XENPIPE_CONFIG``, else the default."""
+    chosen = var or os.environ.get("XENPIPE_CONFIG") or str(DEFAULT_CONFIG)
+    return resolve_path(chosen, Path.cwd())
+
+
+def resolve_path(value: str, base: Path = ROOT) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def display(path: Path) -> str:
+    """A path as the user would write it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+class _Checker:
+    """Generic schema checking with positions in the file for every message."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def fail(self, table: str, key: str | None, msg: str) -> ConfigError:
+        line = self.locate(table, key)
+        where = f"{display(self.path)}:{line}" if line else display(self.path)
+        head = f"[{table}]" + (f" {key}" if key else "")
+        return ConfigError(f"{where}: {head}: {msg}")
+
+    def locate(self, table: str, key: str | None) -> int | None:
+        """Best-effort line number of *key* in *table* (tomllib keeps no positions)."""
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(table.split("[")[0]) + r"\s*\]\]?")
+        start = None
+        for i, line in enumerate(self.lines):
+            if header.match(line):
+                start = i
+                if key is None:
+                    return i + 1
+                break
+        if key is None:
+            return None
+        rng = range(start + 1, len(self.lines)) if start is not None else range(len(self.lines))
+        pat = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for i in rng:
+            if start is not None and re.match(r"^\s*\[", self.lines[i]):
+                break
+            if pat.match(self.lines[i]):
+                return i + 1
+        return start + 1 if start is not None else None
+
+    def table(self, name: str, schema: dict[str, Key], data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(name, None, f"expected a table, got {_tname(data)}")
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in schema:
+                hint = difflib.get_close_matches(key, list(schema), n=1)
+                sugg = f' (did you mean "{hint[0]}"?)' if hint else ""
+                known = ", ".join(schema)
+                raise self.fail(name, key, f"unknown key{sugg}; known keys: {known}")
+        for key, spec in schema.items():
+            if key not in data:
+                if spec.required:
+                    raise self.fail(name, None, f'missing required key "{key}"')
+                out[key] = spec.default
+                continue
+            out[key] = self.value(name, key, spec, data[key])
+        return out
+
+    def value(self, table: str, key: str, spec: Key, value: Any) -> Any:
+        ok = isinstance(value, spec.type) and not (spec.type is I and isinstance(value, bool))
+        if not ok:
+            raise self.fail(table, key, f"expected {_tname_t(spec.type)}, got {_tname(value)} {value!r}")
+        if spec.items is not None:
+            for item in value:
+                if not isinstance(item, spec.items):
+                    raise self.fail(
+                        table, key, f"expected a list of {_tname_t(spec.items)}s, got {item!r}"
+                    )
+        if spec.choices and value not in spec.choices:
+            opts = ", ".join(f'"{c}"' for c in spec.choices[:-1]) + f' or "{spec.choices[-1]}"'
+            raise self.fail(table, key, f'expected {opts}, got "{value}"')
+        if spec.type is I and value < 0:
+            raise self.fail(table, key, f"expected a number >= 0, got {value}")
+        return value
+
+
+def _tname(v: Any) -> str:
+    return {bool: "a boolean", int: "a number", str: "a string", list: "a list", dict: "a table"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _tname_t(t: type | tuple[type, ...]) -> str:
+    return {bool: "a boolean", int: "a number", str: "a string", list: "a list"}.get(t, str(t))  # type: ignore[call-overload]
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value
+
+
+def load(path: Path) -> Config:
+    """Read, parse and validate *path*; raise ConfigError with a one-line message."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{display(path)}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{display(path)}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        msg = re.sub(r"\s*\(at line.*\)", "", str(exc))
+        where = f"{display(path)}:{m[1]}" if m else display(path)
+        raise ConfigError(f"{where}: not valid TOML: {msg}") from None
+    return parse(path, text, data)
+
+
+def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
+    c = _Checker(path, text)
+    for top in data:
+        if top not in TOP_LEVEL:
+            hint = difflib.get_close_matches(top, TOP_LEVEL, n=1)
+            sugg = f' (did you mean "[{hint[0]}]"?)' if hint else ""
+            raise c.fail(top, None, f"unknown table{sugg}; known tables: {', '.join(TOP_LEVEL)}")
+
+    ws = c.table("workspace", SCHEMA["workspace"], data.get("workspace", {}))
+    workspace = resolve_path(ws["dir"])
+    mirror = resolve_path(ws["mirror"]) if ws["mirror"] else None
+
+    raw_sources = data.get("sources", {})
+    if not isinstance(raw_sources, dict):
+        raise c.fail("sources", None, "expected tables [sources.<name>]")
+    sources: dict[str, SourceCfg] = {}
+    for name, body in raw_sources.items():
+        tname = f"sources.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise c.fail(tname, None, "a source name may hold only letters, digits, '-', '_' and '.'")
+        v = c.table(tname, SCHEMA["sources.*"], body)
+        url = v["url"] if _is_url(v["url"]) else str(resolve_path(v["url"]))
+        if v["vcs"] == "tarball" and v["rev"] is not None:
+            raise c.fail(tname, "rev", "a tarball has no revisions; pin it by its file name or URL")
+        patches = None
+        if v["patches"] is not None:
+            patches = resolve_path(v["patches"])
+            if not patches.is_dir():
+                raise c.fail(tname, "patches", f"directory {display(patches)} does not exist")
+        sources[name] = SourceCfg(name, v["vcs"], url, v["rev"], patches)
+
+    def source_ref(table: str, name: str) -> str:
+        if name not in sources:
+            known = ", ".join(sources) or "none defined"
+            hint = difflib.get_close_matches(name, list(sources), n=1)
+            sugg = f' (did you mean "{hint[0]}"?)' if hint else ""
+            raise c.fail(table, "source", f'no [sources.{name}] table{sugg}; sources: {known}')
+        return name
+
+    xen = None
+    if "xen" in data:
+        v = c.table("xen", SCHEMA["xen"], data["xen"])
+        xen = XenCfg(
+            source_ref("xen", v["source"]),
+            tuple(v["targets"]) if v["targets"] is not None else None,
+            tuple(v["make_args"]),
+        )
+
+    kernel = None
+    if "kernel" in data:
+        v = c.table("kernel", SCHEMA["kernel"], data["kernel"])
+        fragments = []
+        for frag in v["fragments"]:
+            p = resolve_path(frag)
+            if not p.is_file():
+                raise c.fail("kernel", "fragments", f"fragment {display(p)} does not exist")
+            fragments.append(p)
+        base = v["base"]
+        if "/" in base or base.endswith(".config"):
+            bp = resolve_path(base)
+            if not bp.is_file():
+                raise c.fail("kernel", "base", f"config file {display(bp)} does not exist")
+            base = str(bp)
+        symbols = []
+        for sym in [*v["symbols"], *FORCED_SYMBOLS]:
+            if not re.fullmatch(r"CONFIG_[A-Za-z0-9_]+=(y|m|n|\".*\"|0x[0-9a-fA-F]+|-?\d+)", sym):
+                raise c.fail("kernel", "symbols", f'expected "CONFIG_NAME=value", got "{sym}"')
+            if sym not in symbols:
+                symbols.append(sym)
+        kernel = KernelCfg(
+            source_ref("kernel", v["source"]), base, tuple(fragments), tuple(symbols),
+            v["frontend"], tuple(v["make_args"]), v["flavour"],
+        )
+
+    b = c.table("build", SCHEMA["build"], data.get("build", {}))
+    build = BuildCfg(b["jobs"], b["ccache"])
+
+    i = c.table("install", SCHEMA["install"], data.get("install", {}))
+    install = InstallCfg(
+        resolve_path(i["root"]) if i["root"] else workspace / "root",
+        i["bootloader"], i["initramfs"], i["xen_cmdline"], i["dom0_cmdline"], i["once"],
+        i["allow_system_devices"],
+    )
+
+    p = c.table("passthrough", SCHEMA["passthrough"], data.get("passthrough", {}))
+    passthrough = PassthroughCfg(tuple(p["devices"]), p["reassign"])
+
+    raw_guests = data.get("guests", [])
+    if not isinstance(raw_guests, list):
+        raise c.fail("guests", None, "expected [[guests]] entries")
+    guests = []
+    for g in raw_guests:
+        v = c.table("guests", SCHEMA["guests[]"], g)
+        if not v["config"].startswith("/"):
+            raise c.fail("guests", "config", f'expected an absolute path inside install.root, got "{v["config"]}"')
+        guests.append(GuestCfg(v["name"], v["config"], v["toolstack"], tuple(v["devices"])))
+
+    bt = c.table("boot", SCHEMA["boot"], data.get("boot", {}))
+    boot = BootCfg(
+        Path(bt["xen"]) if bt["xen"] else None, bt["qemu"], bt["machine"], tuple(bt["devices"]),
+        bt["timeout"], bt["memory"], bt["guest"],
+    )
+
+    return Config(path, workspace, mirror, sources, xen, kernel, build, install, passthrough,
+                  tuple(guests), boot, data)
