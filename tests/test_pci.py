@@ -1,0 +1,480 @@
+"""PCI devices: BDFs, device paths, sysfs scanning, the root-disk guard, boot options, the CLI.
+
+Every machine is a recorded sysfs tree built as real directories and symlinks under tmp_path
+(see sysfs_trees.py); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, pci
+from pipeline.errors import DeviceError
+from pipeline.pci import Bdf, DevicePath, Hop
+
+from . import sysfs_trees as trees
+from .conftest import REPO, write_config
+
+# The 2009 grub.conf module line from REFERENCE.md, after the kernel image.
+GRUB_2009 = ("ro root=LABEL=/ reassigndev=0000:00:19.0,0000:01:01.0 "
+             "pciback.hide=(0000:00:19.0)(0000:01:01.0)")
+
+
+def cfg(tmp_path: Path, devices: list[str], reassign: bool = False,
+        allow: bool = False) -> config.Config:
+    body = (f"[passthrough]\ndevices = {devices!r}\nreassign = {str(reassign).lower()}\n"
+            f"[install]\nallow_system_devices = {str(allow).lower()}\n").replace("'", '"')
+    return config.load(write_config(tmp_path, body))
+
+
+def build(tmp_path: Path, machine: Callable[[Path], trees.Tree]) -> pci.Topology:
+    return pci.scan(machine(tmp_path / "sys").sysfs)
+
+
+def error(fn: Callable[..., object], *args: object) -> str:
+    with pytest.raises(DeviceError) as exc:
+        fn(*args)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+# ------------------------------------------------------------------------------------ BDFs
+@pytest.mark.parametrize("text, want", [
+    ("00:19.0", Bdf(0, 0, 0x19, 0)),
+    ("0000:01:01.0", Bdf(0, 1, 1, 0)),
+    ("0001:0A:1F.7", Bdf(1, 0x0A, 0x1F, 7)),
+    (" abcd:ff:00.3 ", Bdf(0xABCD, 0xFF, 0, 3)),
+])
+def test_bdf_parses_and_normalises(text: str, want: Bdf) -> None:
+    bdf = pci.parse_bdf(text)
+    assert bdf == want
+    assert pci.parse_bdf(str(bdf)) == bdf
+    assert str(bdf) == f"{want.domain:04x}:{want.bus:02x}:{want.dev:02x}.{want.func}"
+    assert pci.parse_device(text) == want
+
+
+@pytest.mark.parametrize("text, why", [
+    ("", "it is empty"),
+    ("00:19", "no '.' before the function"),
+    ("19.0", "0 ':' where 1 or 2 belong"),
+    ("0000:00:00:19.0", "3 ':' where 1 or 2 belong"),
+    ("0:19.0", 'bus "0" is not 2 hex digits'),
+    ("00000:00:19.0", 'domain "00000" is not 4 hex digits'),
+    ("0000:0g:19.0", 'bus "0g" is not 2 hex digits'),
+    ("00:1g.0", 'device "1g" is not 2 hex digits'),
+    ("00:19.10", 'function "10" is not 1 hex digit'),
+    ("00:20.0", "device 20 is above 1f"),
+    ("00:19.8", "function 8 is above 7"),
+])
+def test_bad_bdf_says_what_is_wrong(text: str, why: str) -> None:
+    msg = error(pci.parse_bdf, text)
+    assert msg.startswith(f'bad PCI address "{text}": {why}')
+    assert "BB:DD.F or DDDD:BB:DD.F" in msg
+
+
+# ---------------------------------------------------------------------------- device paths
+def test_device_path_parses_padded_or_not() -> None:
+    a = pci.parse_path("PNP0A08:0-1c.1-0.0")
+    assert a == DevicePath("PNP0A08", "0", (Hop(0x1C, 1), Hop(0, 0)))
+    assert a == pci.parse_path("PNP0A08:0-1C.1-00.0")
+    assert str(a) == "PNP0A08:0-1c.1-00.0"
+    b = pci.parse_path("PNP0A03:100-1c.1-00.0")
+    assert (b.hid, b.uid, str(b)) == ("PNP0A03", "100", "PNP0A03:100-1c.1-00.0")
+    c = pci.parse_path("PNP0A03-1d.7")
+    assert (c.uid, c.root, str(c)) == (None, "PNP0A03", "PNP0A03-1d.7")
+    assert pci.parse_device("PNP0A08:0-1c.1-0.0") == a
+
+
+@pytest.mark.parametrize("text, why", [
+    ("PNP0A08:0", "no -DD.F hop after the root bridge PNP0A08:0"),
+    ("PNP0A08", "no -DD.F hop after the root bridge PNP0A08"),
+    ("PNP0A08:0-", "no -DD.F hop after the root bridge PNP0A08:0"),
+    ("PNP0A08:0-1c.1--0.0", "hop 2 is empty"),
+    ("PNP0A08:0-1c.1-", "hop 2 is empty"),
+    (":0-1c.0", "no ACPI _HID"),
+    ("-1c.0", "no ACPI _HID"),
+    ("PNP0A08XX:0-1c.0", '_HID "PNP0A08XX" is longer than 8 characters'),
+    ("pnp0a08:0-1c.0", '"pnp0a08" is not an ACPI _HID'),
+    ("PNP0A08:-1c.0", "empty _UID after ':'"),
+    ("PNP0A08:123456789-1c.0", '_UID "123456789" is longer than 8 characters'),
+    ("PNP0A08:a,b-1c.0", '_UID "a,b" may hold only'),
+    ("PNP0A08:0-1c", 'hop 1 "1c" is not DD.F'),
+    ("PNP0A08:0-1c.1-123.0", 'hop 2 "123.0" is not DD.F'),
+    ("PNP0A08:0-(1c.0|1c.1)", 'hop 1 "(1c.0|1c.1)" is not DD.F'),
+    ("PNP0A08:0-20.0", 'hop 1 "20.0": device 20 is above 1f'),
+    ("PNP0A08:0-1c.1-00.8", 'hop 2 "00.8": function 8 is above 7'),
+])
+def test_bad_device_path_says_what_is_wrong(text: str, why: str) -> None:
+    msg = error(pci.parse_device, text)
+    assert msg.startswith(f'bad device path "{text}": {why}')
+    assert "HID[:UID]-DD.F[-DD.F...]" in msg
+
+
+def test_entry_kind_is_chosen_by_shape() -> None:
+    assert isinstance(pci.parse_device("abcd:00:19.0"), Bdf)  # all-hex domain: still a BDF
+    assert "bad PCI address" in error(pci.parse_device, "zz:00.0")
+    assert "bad device path" in error(pci.parse_device, "eth0")
+
+
+# -------------------------------------------------------------------------------- scanning
+def test_scan_reads_ids_class_driver_and_parents(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.q35)
+    nic = topo.get(pci.parse_bdf("01:00.0"))
+    assert nic is not None
+    assert (nic.cls, nic.ids, nic.driver) == (0x020000, "8086:10d3", "e1000e")
+    assert nic.parents == (pci.parse_bdf("00:1c.0"),)
+    assert nic.root.label == "PNP0A08:0"
+    host = topo.get(pci.parse_bdf("00:00.0"))
+    assert host is not None and host.driver is None and not host.is_bridge
+    assert [str(d.bdf) for d in topo.devices][:3] == ["0000:00:00.0", "0000:00:01.0",
+                                                       "0000:00:1c.0"]
+
+
+def test_scan_without_a_pci_bus_is_one_line_error(tmp_path: Path) -> None:
+    assert "bus/pci/devices not found" in error(pci.scan, tmp_path)
+
+
+def test_scan_follows_xenpipe_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENPIPE_SYSFS", str(trees.pc(tmp_path / "sys").sysfs))
+    assert pci.scan().get(pci.parse_bdf("00:03.0")) is not None
+
+
+@pytest.mark.parametrize("machine, bdf, path", [
+    (trees.q35, "01:00.0", "PNP0A08:0-1c.0-00.0"),  # behind a PCIe root port: two hops
+    (trees.q35, "04:00.0", "PNP0A08:0-1c.1-00.0-00.0-00.0"),  # root port, switch, NVMe
+    (trees.q35, "00:1f.0", "PNP0A08:0-1f.0"),  # multi-function device: every function
+    (trees.q35, "00:1f.2", "PNP0A08:0-1f.2"),
+    (trees.q35, "00:1f.3", "PNP0A08:0-1f.3"),
+    (trees.pc, "00:01.1", "PNP0A03:0-01.1"),
+    (trees.two_roots, "00:02.0", "PNP0A08:0-02.0"),
+    (trees.two_roots, "80:02.0", "PNP0A08:128-02.0"),
+    (trees.no_uid, "00:1d.7", "PNP0A03-1d.7"),
+    (trees.ref2009, "00:19.0", "PNP0A08:0-19.0"),
+    (trees.ref2009, "01:01.0", "PNP0A08:0-1e.0-01.0"),
+])
+def test_bdf_to_path_and_back(tmp_path: Path, machine: Callable[[Path], trees.Tree], bdf: str,
+                              path: str) -> None:
+    topo = build(tmp_path, machine)
+    b = pci.parse_bdf(bdf)
+    assert str(topo.path_of(b)) == path
+    assert topo.lookup(pci.parse_path(path)).bdf == b
+
+
+@pytest.mark.parametrize("machine", [trees.q35, trees.pc, trees.two_roots, trees.ref2009])
+def test_every_device_round_trips(tmp_path: Path, machine: Callable[[Path], trees.Tree]) -> None:
+    topo = build(tmp_path, machine)
+    for d in topo.devices:
+        assert topo.lookup(pci.parse_path(str(topo.path_of(d.bdf)))) == d
+
+
+def test_unpadded_hops_match(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.q35)
+    assert str(topo.lookup(pci.parse_path("PNP0A08:0-1c.0-0.0")).bdf) == "0000:01:00.0"
+
+
+def test_uid_must_match_exactly(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.no_uid)
+    msg = error(topo.lookup, pci.parse_path("PNP0A03:0-1d.7"))
+    assert "matches nothing: no PCI root bridge PNP0A03:0 (did you mean PNP0A03?)" in msg
+    topo = build(tmp_path / "2", trees.two_roots)
+    msg = error(topo.lookup, pci.parse_path("PNP0A08-02.0"))
+    assert "no PCI root bridge PNP0A08;" in msg
+    assert "PNP0A08:0 (pci0000:00), PNP0A08:128 (pci0000:80)" in msg
+
+
+def test_root_bus_without_acpi_has_no_path(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.no_uid)
+    msg = error(topo.path_of, pci.parse_bdf("0001:00:00.0"))
+    assert "root bus pci0001:00 has no ACPI companion" in msg
+    assert "no PCI device 0000:00:07.0" in error(topo.path_of, pci.parse_bdf("00:07.0"))
+
+
+@pytest.mark.parametrize("path, why", [
+    ("PNP0A08:0-05.0", "no device 05.0 (hop 1) on the root bus of PNP0A08:0 (pci0000:00)"),
+    ("PNP0A08:0-1c.0-01.0", "no device 01.0 (hop 2) on the secondary bus of bridge 0000:00:1c.0"),
+    ("PNP0A08:0-1f.2-00.0", "0000:00:1f.2 (hop 1) is not a PCI-PCI bridge, so hop 2 00.0"),
+    ("PNP0A08:7-1f.2", "no PCI root bridge PNP0A08:7 (did you mean PNP0A08:0?)"),
+])
+def test_path_that_matches_nothing_says_where_it_stops(tmp_path: Path, path: str,
+                                                       why: str) -> None:
+    topo = build(tmp_path, trees.q35)
+    msg = error(topo.lookup, pci.parse_path(path))
+    assert msg.startswith(f"device path {pci.parse_path(path)} matches nothing")
+    assert why in msg
+
+
+def test_path_that_matches_several_devices(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.same_root_twice)
+    msg = error(topo.lookup, pci.parse_path("PNP0A03-03.0"))
+    assert "matches several devices (0000:00:03.0, 0000:40:03.0)" in msg
+
+
+def test_bridge_covers_every_device_behind_it(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.q35)
+    assert [str(b) for b in topo.covered(pci.parse_path("PNP0A08:0-1c.1"))] == ["0000:04:00.0"]
+    assert [str(b) for b in topo.covered(pci.parse_path("PNP0A08:0-1c.0"))] == ["0000:01:00.0"]
+    assert "has no devices behind it" in error(topo.covered, pci.parse_path("PNP0A08:0-1c.2"))
+
+
+# ------------------------------------------------------------------- system devices, guard
+def test_root_disk_controller_is_found(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.ref2009)
+    proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2"),
+                                               ("0:22", "/sys", "sysfs", "sysfs")])
+    assert pci.system_devices(topo, proc) == {
+        pci.parse_bdf("00:1f.2"): "holds the root filesystem (/dev/sda2 on /)"
+    }
+
+
+def test_root_on_nvme_behind_bridges_needs_the_bridges_too(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.q35)
+    proc = trees.proc_tree(tmp_path / "proc", [("259:1", "/", "ext4", "/dev/nvme0n1p1"),
+                                               ("8:1", "/boot", "ext4", "/dev/sda1")],
+                           swaps=["/dev/sda2"])
+    needs = {str(b): why for b, why in pci.system_devices(topo, proc).items()}
+    assert needs == {
+        "0000:04:00.0": "holds the root filesystem (/dev/nvme0n1p1 on /)",
+        "0000:03:00.0": "is the bridge to 0000:04:00.0, which holds the root filesystem",
+        "0000:02:00.0": "is the bridge to 0000:04:00.0, which holds the root filesystem",
+        "0000:00:1c.1": "is the bridge to 0000:04:00.0, which holds the root filesystem",
+        "0000:00:1f.2": "holds /boot (/dev/sda1 on /boot)",
+    }
+
+
+@pytest.mark.parametrize("mount, mountinfo", [
+    (("253:0", "/", "ext4", "/dev/mapper/vg-root"), True),  # LVM: follow the dm slaves
+    (("0:33", "/", "btrfs", "/dev/mapper/vg-root"), True),  # no block major: by name
+    (("0:33", "/", "btrfs", "/dev/nvme0n1p1"), True),
+    (("", "/", "ext4", "/dev/mapper/vg-root"), False),  # /proc/mounts only
+])
+def test_root_device_is_traced_through_dm_and_names(tmp_path: Path,
+                                                    mount: tuple[str, str, str, str],
+                                                    mountinfo: bool) -> None:
+    tree = trees.q35(tmp_path / "sys")
+    tree.dm(0, "vg-root", "253:0", ["nvme0n1p1"])
+    proc = trees.proc_tree(tmp_path / "proc", [mount], mountinfo=mountinfo)
+    needs = pci.system_devices(pci.scan(tree.sysfs), proc)
+    assert needs[pci.parse_bdf("04:00.0")].startswith("holds the root filesystem")
+
+
+def test_passthrough_of_the_root_disk_is_refused(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.ref2009)
+    proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
+    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:19.0", "00:1f.2"]), topo, proc)
+    assert msg == (
+        "passthrough.devices: 0000:00:1f.2 holds the root filesystem (/dev/sda2 on /), so dom0 "
+        "needs it; remove it from passthrough.devices or set install.allow_system_devices = true"
+    )
+    allowed = cfg(tmp_path, ["00:19.0", "00:1f.2"], allow=True)
+    assert [str(b) for b in pci.check_passthrough(allowed, topo, proc)] == [
+        "0000:00:19.0", "0000:00:1f.2"]
+
+
+def test_bridge_in_front_of_the_root_disk_is_refused(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.q35)
+    proc = trees.proc_tree(tmp_path / "proc", [("259:1", "/", "ext4", "/dev/nvme0n1p1")])
+    msg = error(pci.check_passthrough, cfg(tmp_path, ["PNP0A08:0-1c.1"]), topo, proc)
+    assert "0000:04:00.0 holds the root filesystem (/dev/nvme0n1p1 on /)" in msg
+    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:1c.1"]), topo, proc)
+    assert "0000:00:1c.1 is the bridge to 0000:04:00.0, which holds the root filesystem" in msg
+
+
+def test_check_passthrough_resolves_paths_and_refuses_absent(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.ref2009)
+    proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
+    good = cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0", "0000:01:01.0"])
+    assert [str(b) for b in pci.check_passthrough(good, topo, proc)] == [
+        "0000:00:19.0", "0000:01:01.0"]
+    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:07.0"]), topo, proc)
+    assert msg.startswith("passthrough.devices: 00:07.0 is not present on this machine")
+
+
+# -------------------------------------------------------------------------------- report
+def test_report_2009_machine(tmp_path: Path) -> None:
+    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+    proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
+    out = pci.report(cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0"]), sysfs, proc)
+    lines = out.splitlines()
+    assert lines[0].split() == ["BDF", "DEVICE", "PATH", "CLASS", "VENDOR:DEV", "DRIVER",
+                                "PASSTHROUGH", "NOTES"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["0000:00:19.0"] == ["0000:00:19.0", "PNP0A08:0-19.0", "0200", "Ethernet",
+                                    "8086:10bd", "e1000e", "yes"]
+    assert rows["0000:01:01.0"][1:] == ["PNP0A08:0-1e.0-01.0", "0180", "Mass", "storage",
+                                        "1283:8212", "pata_it821x", "yes"]
+    assert rows["0000:00:1e.0"][-1] == "-"  # the bridge itself is not passed through
+    assert "holds the root filesystem" in " ".join(rows["0000:00:1f.2"])
+    assert not [line for line in lines if line.startswith("warning:")]
+
+
+def test_report_warnings(tmp_path: Path) -> None:
+    sysfs = trees.same_root_twice(tmp_path / "sys").sysfs
+    (sysfs / "class" / "block").mkdir(parents=True)
+    proc = trees.proc_tree(tmp_path / "proc", [("0:40", "/", "overlay", "overlay")])
+    entries = ["00:07.0", "PNP0A08:0-1c.1-0.0", "PNP0A03-03.0", "00:20.0"]
+    warnings = [line for line in pci.report(cfg(tmp_path, entries), sysfs, proc).splitlines()
+                if line.startswith("warning:")]
+    assert warnings[0] == ("warning: passthrough.devices: 00:07.0 is not present on this "
+                           f"machine ({sysfs})")
+    assert warnings[1].startswith("warning: passthrough.devices: device path "
+                                  "PNP0A08:0-1c.1-00.0 matches nothing")
+    assert "PNP0A03-03.0 matches several devices" in warnings[2]
+    assert 'bad PCI address "00:20.0"' in warnings[3]
+    assert warnings[4].startswith("warning: cannot tell which PCI device holds the root "
+                                  "filesystem (overlay, overlay)")
+    assert "no ACPI tables" in warnings[5]
+    assert len(warnings) == 6
+
+
+def test_report_warns_about_the_root_disk_and_a_missing_iommu(tmp_path: Path) -> None:
+    sysfs = trees.pc(tmp_path / "sys").sysfs
+    proc = trees.proc_tree(tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])
+    out = pci.report(cfg(tmp_path, ["PNP0A03:0-01.1"]), sysfs, proc)
+    assert ("warning: passthrough.devices: 0000:00:01.1 holds the root filesystem "
+            "(/dev/sda1 on /), so dom0 needs it") in out
+    assert "this machine reports no IOMMU" in out and "HVM guests will not work" in out
+
+
+@pytest.mark.parametrize("tables, warns", [
+    (("DMAR",), False), (("IVRS",), False), (("XMAR",), False), (("APIC", "DSDT"), True),
+])
+def test_iommu_warning(tmp_path: Path, tables: tuple[str, ...], warns: bool) -> None:
+    tree = trees.Tree(tmp_path)
+    tree.acpi_tables(*tables)
+    assert (pci.iommu_warning(tmp_path) is not None) == warns
+
+
+# ------------------------------------------------------------------------- boot parameters
+def kernel_tree(root: Path, version: tuple[int, int, int], pciback: str | None,
+                extra: dict[str, str] | None = None) -> Path:
+    v = "VERSION = {}\nPATCHLEVEL = {}\nSUBLEVEL = {}\nEXTRAVERSION =\n".format(*version)
+    files = {"Makefile": v, **(extra or {})}
+    if pciback:
+        files[f"drivers/xen/{pciback}/pci_stub.c"] = '__setup("pciback.hide=", pcistub_hide);\n'
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("version, pciback, extra, want", [
+    ((2, 6, 18), "pciback", {}, "xenlinux"),
+    ((6, 1, 119), "xen-pciback", {}, "mainline"),
+    ((2, 6, 18), "pciback", {"drivers/pci/guestdev.c": "/* NEC */\n"}, "guestdev"),
+    ((2, 6, 18), "pciback", {"drivers/pci/reserve.c": '__setup("guestdev=", setup);\n'},
+     "guestdev"),
+    ((6, 1, 0), "xen-pciback", {"drivers/xen/xen-pciback/guest.c":
+                                'early_param("guestdev", pci_guestdev_setup);\n'}, "guestdev"),
+    ((2, 6, 18), "pciback", {"Documentation/kernel-parameters.txt":
+                             "\tguestdev=\t[PCI,ACPI,XEN]\n"}, "guestdev"),
+])
+def test_detect_flavour(tmp_path: Path, version: tuple[int, int, int], pciback: str,
+                        extra: dict[str, str], want: str) -> None:
+    assert pci.detect_flavour(kernel_tree(tmp_path, version, pciback, extra)) == want
+
+
+def test_detect_flavour_override_and_errors(tmp_path: Path) -> None:
+    tree = kernel_tree(tmp_path, (3, 0, 0), None)
+    msg = error(pci.detect_flavour, tree)
+    assert "(Linux 3.0.0)" in msg and '[kernel] flavour = "xenlinux"' in msg
+    assert pci.detect_flavour(tree, "mainline") == "mainline"
+    assert "expected auto, xenlinux" in error(pci.detect_flavour, tree, "xen")
+
+
+def test_2009_grub_line_exactly() -> None:
+    params = pci.dom0_params("xenlinux", ["00:19.0", "01:01.0"], True, None)
+    assert " ".join(["ro root=LABEL=/", *params]) == GRUB_2009
+    assert pci.dom0_params("xenlinux", ["00:19.0", "01:01.0"], False) == [
+        "pciback.hide=(0000:00:19.0)(0000:01:01.0)"]
+
+
+def test_mainline_params() -> None:
+    assert pci.dom0_params("mainline", ["00:19.0", "0000:01:01.0", "00:19.0"], True) == [
+        "pci=resource_alignment=12@0000:00:19.0;12@0000:01:01.0",
+        "xen-pciback.hide=(0000:00:19.0)(0000:01:01.0)",
+    ]
+    assert pci.dom0_params("mainline", ["00:19.0"], False) == [
+        "xen-pciback.hide=(0000:00:19.0)"]
+    assert pci.dom0_params("mainline", [], True) == []
+
+
+def test_guestdev_params_pass_paths_and_convert_bdfs(tmp_path: Path) -> None:
+    assert pci.dom0_params("guestdev", ["PNP0A03:100-1c.1-00.0", "PNP0A03:100-1d.7"], True) == [
+        "reassign_resources", "guestdev=PNP0A03:100-1c.1-00.0,PNP0A03:100-1d.7"]
+    assert pci.dom0_params("guestdev", ["PNP0A08:0-1c.1-0.0"], False) == [
+        "guestdev=PNP0A08:0-1c.1-0.0"]
+    topo = build(tmp_path, trees.ref2009)
+    assert pci.dom0_params("guestdev", ["00:19.0", "01:01.0"], False, topo) == [
+        "guestdev=PNP0A08:0-19.0,PNP0A08:0-1e.0-01.0"]
+    assert "cannot be converted" in error(pci.dom0_params, "guestdev", ["00:19.0"], False, None)
+    assert "no PCI device 0000:00:07.0" in error(pci.dom0_params, "guestdev", ["00:07.0"],
+                                                 False, topo)
+
+
+def test_paths_become_current_bdfs_without_guestdev(tmp_path: Path) -> None:
+    topo = build(tmp_path, trees.ref2009)
+    params = pci.dom0_params("xenlinux", ["PNP0A08:0-19.0", "PNP0A08:0-1e.0-1.0"], True, topo)
+    assert " ".join(["ro root=LABEL=/", *params]) == GRUB_2009
+    assert pci.resolve_devices(["PNP0A08:0-1e.0", "00:19.0"], topo) == {
+        "PNP0A08:0-1e.0": (pci.parse_bdf("01:01.0"),), "00:19.0": (pci.parse_bdf("00:19.0"),)}
+    msg = error(pci.dom0_params, "mainline", ["PNP0A08:0-19.0"], False, None)
+    assert "needs this machine's PCI topology" in msg
+    assert "matches nothing" in error(pci.dom0_params, "mainline", ["PNP0A08:0-05.0"], False,
+                                      topo)
+    with pytest.raises(ValueError):
+        pci.dom0_params("auto", ["00:19.0"], False)
+
+
+@pytest.mark.parametrize("given, want", [
+    ("dom0_mem=2048M", "dom0_mem=2048M iommu=1"),
+    ("", "iommu=1"),
+    ("iommu=1 dom0_mem=2048M", "iommu=1 dom0_mem=2048M"),
+    ("iommu", "iommu"),  # the 2009 grub.conf
+    ("dom0_mem=1G  iommu=no-intremap,verbose", "dom0_mem=1G iommu=no-intremap,verbose"),
+    ("iommu=0", "iommu=0"),
+    ("iommu_inclusive_mapping=1", "iommu_inclusive_mapping=1 iommu=1"),
+])
+def test_xen_cmdline_always_has_iommu(given: str, want: str) -> None:
+    assert pci.xen_cmdline(given) == want
+
+
+# -------------------------------------------------------------------------------------- CLI
+def cli(sysfs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XENPIPE_SYSFS": str(sysfs), "XENPIPE_PROC": str(sysfs / "noproc")}
+    return subprocess.run([sys.executable, "-m", "pipeline.pci", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cli_prints_device_path_like_device_path_py(tmp_path: Path) -> None:
+    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+    r = cli(sysfs, "01:01.0", "PNP0A08:0-1e.0")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "PNP0A08:0-1e.0-01.0\n0000:01:01.0\n", "")
+
+
+def test_cli_bad_bdf_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+    r = cli(sysfs, "00:20.0")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ('xenpipe: error: bad PCI address "00:20.0": device 20 is above 1f; '
+                        f"{pci.BDF_FORMS}\n")
+    r = cli(sysfs, "07:00.0")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("xenpipe: error: no PCI device 0000:07:00.0 under")
+
+
+def test_main_without_arguments_prints_the_table(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XENPIPE_SYSFS", str(trees.pc(tmp_path / "sys").sysfs))
+    monkeypatch.setenv("XENPIPE_PROC", str(trees.proc_tree(
+        tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])))
+    assert pci.main([]) == 0
+    out = capsys.readouterr().out
+    assert "0000:00:01.1  PNP0A03:0-01.1" in out and "holds the root filesystem" in out
