@@ -256,7 +256,7 @@ class _Checker:
             for item in value:
                 if not isinstance(item, spec.items):
                     raise self.fail(
-                        table, key, f"expected a list of {_tname_t(spec.items)}s, got {item!r}"
+                        table, key, f"expected a list of {_tname_t(spec.items)[2:]}s, got {item!r}"
                     )
         if spec.choices and value not in spec.choices:
             opts = ", ".join(f'"{c}"' for c in spec.choices[:-1]) + f' or "{spec.choices[-1]}"'

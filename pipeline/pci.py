@@ -586,6 +586,8 @@ def report(cfg: Config, sysfs: Path | None = None, proc: Path | None = None) -> 
     topo = scan(sysfs)
     needs, untraced = _system_needs(topo, proc)
     chosen, problems = _assess(cfg, topo, needs)
+    # pciback's hide= also seizes everything behind a hidden bridge: mark that too
+    seized = chosen + [d.bdf for b in chosen for d in topo.behind(b)]
     warnings = [f"passthrough.devices: {p}" for p in problems]
     warnings += [f"cannot tell which PCI device holds {u}; check by hand before passing "
                  "storage controllers through" for u in untraced]
@@ -594,7 +596,7 @@ def report(cfg: Config, sysfs: Path | None = None, proc: Path | None = None) -> 
         warnings.append(iommu)
     if not topo.devices:
         warnings.append(f"no PCI devices under {topo.sysfs}")
-    return "\n".join([table(topo, chosen, needs), *(f"warning: {w}" for w in warnings)])
+    return "\n".join([table(topo, seized, needs), *(f"warning: {w}" for w in warnings)])
 
 
 # ------------------------------------------------------------------------- boot parameters

@@ -1,0 +1,36 @@
+# xenpipe: `make setup` installs everything, `make test` runs the test suite (CI runs the same).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Debian packages: build tools for Xen and the kernel, the kernel source the tests build,
+# QEMU and Debian's Xen for the boot check, and the tools install runs.
+APT_PACKAGES := git make gcc libc6-dev patch perl flex bison bc libelf-dev libssl-dev \
+	libncurses-dev python3-dev linux-source-6.1 ccache kmod cpio xz-utils bzip2 \
+	qemu-system-x86 xen-hypervisor-4.17-amd64 busybox-static grub-common
+
+.PHONY: setup test test-fast lint demo clean
+
+setup:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "apt-get install $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			$(APT_PACKAGES) >/dev/null; \
+	else echo "not root: skipping Debian packages ($(APT_PACKAGES))"; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@echo "ready: . $(VENV)/bin/activate && doit list"
+
+test:
+	$(BIN)/python -m pytest
+
+test-fast:
+	$(BIN)/python -m pytest -m "not slow"
+
+lint:
+	$(BIN)/ruff check pipeline tests bench dodo.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

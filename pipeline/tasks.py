@@ -1,0 +1,245 @@
+"""The doit task graph. ``dodo.py`` re-exports the generators defined here.
+
+Each task is thin: it calls one stage module and decides "up to date?" from a small
+fingerprint (resolved revisions, patch digests, requested symbols...), never from a
+``file_dep`` on the tens of thousands of files of a kernel tree.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from doit import get_var
+from doit.exceptions import TaskFailed
+from doit.reporter import ConsoleReporter
+
+from . import config as config_mod
+from . import sources
+from .errors import XenpipeError, format_error
+from .workspace import Workspace
+
+ERROR_PREFIX = "xenpipe: error:"
+
+
+class XenpipeReporter(ConsoleReporter):
+    """doit's console reporter, but a user error is one line, not a failure dump."""
+
+    desc = "console output; xenpipe user errors as one line"
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        if str(fail.message).startswith(ERROR_PREFIX):
+            sys.stderr.write(fail.message.rstrip("\n") + "\n")
+            sys.stderr.flush()
+            return
+        super().add_failure(task, fail)
+
+
+def load_config() -> config_mod.Config:
+    """Load the chosen config, or print its one-line error and exit 1 (even for `doit list`)."""
+    try:
+        return config_mod.load(config_mod.choose_path(get_var("config")))
+    except XenpipeError as exc:
+        sys.stderr.write(format_error(exc) + "\n")
+        raise SystemExit(1) from None
+
+
+def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """Wrap a stage function as a doit python-action that turns user errors into one line."""
+
+    def action() -> Any:
+        try:
+            result = fn(*args)
+        except XenpipeError as exc:
+            return TaskFailed(format_error(exc))
+        return result if isinstance(result, dict) else None
+
+    action.__name__ = getattr(fn, "__name__", "action")
+    action.__doc__ = fn.__doc__
+    return action
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unchanged(compute: Callable[[], Any]) -> Callable[[Any, dict[str, Any]], bool]:
+    """A doit ``uptodate`` callable: compare a fingerprint computed when the task is checked
+    (after its dependencies ran) with the one saved at its last success."""
+
+    def check(task: Any, values: dict[str, Any]) -> bool:
+        fp = digest(compute())
+        task.value_savers.append(lambda: {"fingerprint": fp})
+        return values.get("fingerprint") == fp
+
+    return check
+
+
+def flag(name: str) -> bool:
+    return (get_var(name) or "").lower() in ("1", "yes", "true", "on")
+
+
+CFG = load_config()
+WS = Workspace(CFG.workspace)
+WS.dir.mkdir(parents=True, exist_ok=True)
+
+DOIT_CONFIG = {
+    "backend": "sqlite3",
+    "dep_file": str(WS.dep_file),
+    "default_tasks": ["build"],
+    "reporter": XenpipeReporter,
+    "verbosity": 2,
+}
+
+
+# Stage modules are imported when a task runs, so `doit list` stays fast and a stage that
+# does not exist yet says so instead of breaking every other task.
+ISSUES = {"patches": 3, "kconfig": 4, "build": 5, "pci": 6, "install": 7, "boot": 8,
+          "nightly": 9}
+
+
+def call(module: str, func: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """A doit action that runs ``pipeline.<module>.<func>(*args, **kwargs)``."""
+
+    def action() -> Any:
+        try:
+            mod = importlib.import_module(f"pipeline.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pipeline.{module}":
+                raise
+            issue = ISSUES.get(module)
+            return TaskFailed(f"{ERROR_PREFIX} this stage is not implemented yet (issue #{issue})")
+        return stage(functools.partial(getattr(mod, func), **kwargs), *args)()
+
+    action.__name__ = f"{module}.{func}"
+    return action
+
+
+def lazy(module: str, func: str, *args: Any) -> Callable[[], Any]:
+    """A fingerprint part computed by a stage module; None when the module is missing."""
+
+    def compute() -> Any:
+        try:
+            mod = importlib.import_module(f"pipeline.{module}")
+        except ModuleNotFoundError:
+            return None
+        return getattr(mod, func)(*args)
+
+    return compute
+
+
+def tree_id(name: str) -> dict[str, Any]:
+    """What a source tree is, cheaply: its fetched revision and the patches applied on it."""
+    return {"rev": sources.resolved(CFG, WS, name),
+            "patches": WS.state(f"patch-{name}").get("series_digest")}
+
+
+def ready(name: str) -> list[str]:
+    """The task after which source *name* is in its final state."""
+    return [f"patch:{name}"] if CFG.sources[name].patches else [f"fetch:{name}"]
+
+
+# ---------------------------------------------------------------------------------- tasks
+def task_fetch() -> Any:
+    """Clone or update every [sources.*] tree at its pinned rev (no network when pinned)."""
+    force = flag("force")
+    for name, src in CFG.sources.items():
+        yield {
+            "name": name,
+            "doc": f"{src.vcs} {sources.proc.redact(src.url)} @ {src.rev or 'default'}",
+            "actions": [stage(sources.fetch, src, WS, CFG.mirror, force)],
+            "uptodate": [lambda src=src: not force and sources.in_place(src, WS)],
+        }
+
+
+def task_patch() -> Any:
+    """Apply each source's quilt series (patches/<source>/series), all or nothing."""
+    for name, src in CFG.sources.items():
+        if src.patches is None:
+            continue
+        yield {
+            "name": name,
+            "doc": f"{src.patches}/series on src/{name}",
+            "actions": [call("patches", "apply", src, WS)],
+            "task_dep": [f"fetch:{name}"],
+            "uptodate": [unchanged(lambda name=name, src=src: {
+                "rev": sources.resolved(CFG, WS, name),
+                "series": lazy("patches", "fingerprint", src)(),
+            })],
+        }
+    yield {"name": None, "doc": "Apply each source's quilt series, all or nothing."}
+
+
+def task_config() -> Any:
+    """Make the dom0 kernel .config and force CONFIG_XEN_PCIDEV_BACKEND=y with its own tool."""
+    kernel = CFG.kernel
+    if kernel is None:
+        return {"actions": None, "doc": "Make the dom0 kernel .config (no [kernel] configured)."}
+    return {
+        "actions": [call("kconfig", "configure", CFG, WS, WS.source_dir(kernel.source))],
+        "task_dep": ready(kernel.source),
+        "uptodate": [unchanged(lambda: {
+            "kconfig": lazy("kconfig", "fingerprint", CFG)(),
+            "tree": tree_id(kernel.source),
+        })],
+    }
+
+
+def task_build() -> Any:
+    """Build Xen and the dom0 kernel and modules; artifacts and metadata.json in out/."""
+    if CFG.xen is not None:
+        yield {
+            "name": "xen",
+            "doc": "make the hypervisor",
+            "actions": [call("build", "build_xen", CFG, WS)],
+            "task_dep": ready(CFG.xen.source),
+            "uptodate": [unchanged(lazy("build", "fingerprint_xen", CFG, WS))],
+        }
+    if CFG.kernel is not None:
+        yield {
+            "name": "kernel",
+            "doc": "make the dom0 kernel and modules",
+            "actions": [call("build", "build_kernel", CFG, WS)],
+            "task_dep": ["config"],
+            "uptodate": [unchanged(lazy("build", "fingerprint_kernel", CFG, WS))],
+        }
+    yield {"name": None, "doc": "Build Xen and the dom0 kernel and modules (the default task)."}
+
+
+def task_install() -> Any:
+    """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan)."""
+
+    def run(dry_run: bool) -> Any:
+        return call("install", "install", CFG, WS, dry_run=dry_run)()
+
+    return {
+        "actions": [run],
+        "params": [{"name": "dry_run", "long": "dry-run", "type": bool, "default": False,
+                    "help": "print the plan (files with diffs, commands) and change nothing"}],
+        "task_dep": ["build"],
+        "uptodate": [lambda: False],
+    }
+
+
+def task_devices() -> Any:
+    """Print the PCI devices (BDF, device path, class, ids, driver) and passthrough warnings."""
+    return {"actions": [call("pci", "print_report", CFG)], "uptodate": [lambda: False]}
+
+
+def task_boot() -> Any:
+    """Boot the built Xen + dom0 in QEMU; pass only when pciback seized every device."""
+    return {
+        "actions": [call("boot", "boot", CFG, WS)],
+        "task_dep": ["build"],
+        "uptodate": [unchanged(lazy("boot", "fingerprint", CFG, WS))],
+    }
+
+
+def task_nightly() -> Any:
+    """Update sources, build and boot; write reports/report.json and junit.xml."""
+    return {"actions": [call("nightly", "nightly", CFG, WS)], "uptodate": [lambda: False]}

@@ -1,0 +1,295 @@
+"""`doit fetch` against real upstreams: hg over a real `hg serve`, git, tarballs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from pipeline import proc, sources
+from pipeline.config import SourceCfg
+from pipeline.errors import SourceError
+from pipeline.workspace import Workspace
+
+from .conftest import GitUpstream, HgUpstream, free_port, hg, make_tarball, run_doit, write_config
+
+
+def state(tmp_path: Path, name: str) -> dict:
+    return json.loads((tmp_path / "ws" / "state" / f"fetch-{name}.json").read_text())
+
+
+def hg_parent(tree: Path) -> str:
+    return hg("log", "-r", ".", "--template", "{node}", cwd=tree)
+
+
+# ------------------------------------------------------------------------------------- hg
+def test_hg_clone_noop_and_pull(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
+                                 'rev = "tip"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0, res.stderr
+    tree = tmp_path / "ws" / "src" / "xen"
+    assert (tree / "xen" / "Makefile").is_file()
+    assert hg_parent(tree) == hg_upstream.node() == state(tmp_path, "xen")["resolved"]
+
+    # a new upstream commit arrives with the next fetch (tip floats)
+    new = hg_upstream.commit("xen/common.c", "int x;\n")
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0, res.stderr
+    assert hg_parent(tree) == new == state(tmp_path, "xen")["resolved"]
+    assert (tree / "xen" / "common.c").read_text() == "int x;\n"
+
+
+def test_hg_pinned_tag_needs_no_network(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    tagged = hg_upstream.node("3.4.0-rc1")
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
+                                 'rev = "3.4.0-rc1"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    tree = tmp_path / "ws" / "src" / "xen"
+    assert hg_parent(tree) == tagged
+    # hg serve is still up, but a pinned rev must not even ask: point the URL at a closed
+    # port by hand in the recorded state would change the fingerprint, so instead stop
+    # nothing and check doit reports the task up to date (no action ran).
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0
+    assert "-- fetch:xen" in res.stdout
+
+
+def test_hg_full_hash_after_upstream_is_gone(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    """A pinned changeset present locally needs no network: it works with upstream down."""
+    node = hg_upstream.node()
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
+                                 f'rev = "{node}"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    src = SourceCfg("xen", "hg", f"http://127.0.0.1:{free_port()}/", node, None)
+    ws = Workspace(tmp_path / "ws")
+    # the URL now points at a closed port; the rev is already here, so no connection is made
+    assert sources.fetch(src, ws).resolved == node
+
+
+def test_hg_unreachable_url_is_one_line_with_password_hidden(tmp_path: Path) -> None:
+    url = f"http://alice:s3cret@127.0.0.1:{free_port()}/xen.hg"
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{url}"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1
+    assert res.stderr.startswith("xenpipe: error: hg clone http://alice:***@127.0.0.1:")
+    assert res.stderr.count("\n") == 1
+    assert "s3cret" not in res.stderr + res.stdout
+    assert not (tmp_path / "ws" / "src" / "xen").exists()
+    assert [p for p in (tmp_path / "ws" / "src").iterdir()] == []
+    assert "s3cret" not in (tmp_path / "ws" / "logs" / "fetch-xen.log").read_text()
+
+
+def test_hg_unknown_rev(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
+                                 'rev = "no-such-tag"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1
+    assert res.stderr == (f"xenpipe: error: [sources.xen] rev: 'no-such-tag' is not a revision, "
+                          f"tag or branch of {hg_upstream.url}\n")
+    assert not (tmp_path / "ws" / "src" / "xen").exists()
+
+
+def test_hg_local_edits_are_not_destroyed(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    tree = tmp_path / "ws" / "src" / "xen"
+    (tree / "README").write_text("my local work\n")
+    hg_upstream.commit("xen/new.c", "int y;\n")
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1
+    assert "src/xen has local changes (README)" in res.stderr
+    assert "force=1" in res.stderr and "hg diff" in res.stderr
+    assert (tree / "README").read_text() == "my local work\n"
+    # force=1 drops them, as the message says
+    res = run_doit("fetch", "force=1", config=cfg)
+    assert res.returncode == 0, res.stderr
+    assert (tree / "README").read_text() == "xen-unstable\n"
+    assert (tree / "xen" / "new.c").exists()
+
+
+# ------------------------------------------------------------------------------------ git
+def test_git_clone_tag_noop_and_branch(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    tagged = git_upstream.repo.tags["v1.0"].commit.hexsha
+    body = f'[sources.linux]\nvcs = "git"\nurl = "{git_upstream.url}"\nrev = "v1.0"\n'
+    cfg = write_config(tmp_path, body)
+    assert run_doit("fetch", config=cfg).returncode == 0
+    tree = git.Repo(tmp_path / "ws" / "src" / "linux")
+    assert tree.head.is_detached and tree.head.commit.hexsha == tagged
+    assert state(tmp_path, "linux")["resolved"] == tagged
+
+    # pinned: up to date, nothing runs
+    start = time.monotonic()
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0 and "-- fetch:linux" in res.stdout
+
+    # a branch follows upstream
+    new = git_upstream.commit("init/main.c", "int main;\n")
+    cfg = write_config(tmp_path, body.replace('rev = "v1.0"', 'rev = "main"'))
+    assert run_doit("fetch", config=cfg).returncode == 0
+    assert tree.head.commit.hexsha == new == state(tmp_path, "linux")["resolved"]
+    newer = git_upstream.commit("init/main.c", "int main2;\n")
+    assert run_doit("fetch", config=cfg).returncode == 0
+    assert tree.head.commit.hexsha == newer
+    assert time.monotonic() - start < 60
+
+
+def test_git_unreachable_and_unknown_rev(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    url = f"http://bob:hunter2@127.0.0.1:{free_port()}/linux.git"
+    cfg = write_config(tmp_path, f'[sources.linux]\nvcs = "git"\nurl = "{url}"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("xenpipe: error: git clone http://bob:***@127.0.0.1:")
+    assert "hunter2" not in res.stderr
+
+    cfg.write_text(f'[workspace]\ndir = "{tmp_path / "ws"}"\n[sources.linux]\nvcs = "git"\n'
+                   f'url = "{git_upstream.url}"\nrev = "v9.9"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1
+    assert "[sources.linux] rev: 'v9.9' is not a revision, tag or branch" in res.stderr
+
+
+def test_git_dirty_tree_blocks_moving(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    body = f'[sources.linux]\nvcs = "git"\nurl = "{git_upstream.url}"\nrev = "main"\n'
+    cfg = write_config(tmp_path, body)
+    assert run_doit("fetch", config=cfg).returncode == 0
+    tree = tmp_path / "ws" / "src" / "linux"
+    (tree / "Makefile").write_text("hacked\n")
+    git_upstream.commit("kernel/x.c", "x\n")
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1 and "src/linux has local changes (Makefile)" in res.stderr
+    assert (tree / "Makefile").read_text() == "hacked\n"
+
+
+def test_edits_made_by_the_patch_stage_are_not_local_edits(
+        tmp_path: Path, git_upstream: GitUpstream) -> None:
+    ws = Workspace(tmp_path / "ws")
+    src = SourceCfg("linux", "git", git_upstream.url, "main", None)
+    sources.fetch(src, ws)
+    tree = ws.source_dir("linux")
+    (tree / "Makefile").write_text("patched\n")
+    import hashlib
+
+    ws.save_state("patch-linux", {"files": {
+        "Makefile": hashlib.sha256(b"patched\n").hexdigest()}})
+    new = git_upstream.commit("kernel/y.c", "y\n")
+    assert sources.fetch(src, ws).resolved == new
+
+
+def test_mirror_is_shared(tmp_path: Path, git_upstream: GitUpstream,
+                          hg_upstream: HgUpstream) -> None:
+    mirror = tmp_path / "mirror"
+    for ws_name in ("a", "b"):
+        ws = Workspace(tmp_path / ws_name)
+        for src in (SourceCfg("linux", "git", git_upstream.url, "main", None),
+                    SourceCfg("xen", "hg", hg_upstream.url, None, None)):
+            sources.fetch(src, ws, mirror)
+            assert ws.state(f"fetch-{src.name}")["resolved"]
+    assert len(list(mirror.iterdir())) == 2
+
+
+# -------------------------------------------------------------------------------- tarball
+def test_tarball_unpacks_strips_and_commits(tmp_path: Path) -> None:
+    tar = make_tarball(tmp_path / "linux-6.1.tar.xz",
+                       {"Makefile": "all:\n", "drivers/xen/pciback.c": "int a;\n"}, mode="w:xz")
+    cfg = write_config(tmp_path, f'[sources.linux]\nvcs = "tarball"\nurl = "{tar}"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0, res.stderr
+    tree = tmp_path / "ws" / "src" / "linux"
+    assert (tree / "drivers" / "xen" / "pciback.c").read_text() == "int a;\n"
+    rev = state(tmp_path, "linux")["resolved"]
+    assert git.Repo(tree).head.commit.hexsha == rev
+    assert "-- fetch:linux" in run_doit("fetch", config=cfg).stdout
+    # the same tarball always resolves to the same revision
+    ws2 = Workspace(tmp_path / "ws2")
+    assert sources.fetch(SourceCfg("linux", "tarball", str(tar), None, None), ws2).resolved == rev
+
+
+def test_tarball_new_url_replaces_tree(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    a = make_tarball(tmp_path / "a.tar.gz", {"f": "a\n"})
+    b = make_tarball(tmp_path / "b.tar.bz2", {"f": "b\n", "g": "g\n"}, mode="w:bz2")
+    first = sources.fetch(SourceCfg("k", "tarball", str(a), None, None), ws).resolved
+    second = sources.fetch(SourceCfg("k", "tarball", str(b), None, None), ws).resolved
+    assert first != second
+    assert (ws.source_dir("k") / "f").read_text() == "b\n"
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink"])
+def test_hostile_tarball_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("pkg/ok")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"ok"))
+        if kind == "absolute":
+            info = tarfile.TarInfo("/etc/evil")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        elif kind == "dotdot":
+            info = tarfile.TarInfo("pkg/../../evil")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        else:
+            info = tarfile.TarInfo("pkg/link")
+            info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+            info.linkname = "../../../etc/passwd" if kind == "symlink" else "/etc/passwd"
+            tar.addfile(info)
+    cfg = write_config(tmp_path, f'[sources.k]\nvcs = "tarball"\nurl = "{path}"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"xenpipe: error: {path}: refusing member")
+    assert not (tmp_path / "ws" / "src" / "k").exists()
+    assert not (tmp_path / "evil").exists()
+
+
+def test_corrupt_tarball(tmp_path: Path) -> None:
+    path = tmp_path / "broken.tar.gz"
+    good = make_tarball(tmp_path / "good.tar.gz", {"a": "x" * 5000})
+    path.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(SourceError, match="corrupt or unreadable tarball"):
+        sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
+    assert not (tmp_path / "w" / "src" / "k").exists()
+
+
+def test_tarball_over_http(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n"})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/pkg.tar.gz"
+        ws = Workspace(tmp_path / "ws")
+        sources.fetch(SourceCfg("k", "tarball", url, None, None), ws)
+        assert (ws.source_dir("k") / "Makefile").is_file()
+        with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/nope"):
+            sources.fetch(SourceCfg("j", "tarball", url.replace("pkg", "nope"), None, None), ws)
+    finally:
+        server.shutdown()
+
+
+def test_hg_missing_from_path(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, '[sources.xen]\nvcs = "hg"\nurl = "http://127.0.0.1:9/x"\n')
+    import shutil
+
+    bin_dir = tmp_path / "bin"  # git only: GitPython needs it to import
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    res = run_doit("fetch", config=cfg, env={"PATH": str(bin_dir)})
+    assert res.returncode == 1
+    assert res.stderr == "xenpipe: error: hg: command not found (is it installed and on PATH?)\n"
+
+
+def test_redact() -> None:
+    assert proc.redact("https://u:p@h/x and http://h/y") == "https://u:***@h/x and http://h/y"
+    assert proc.redact("ssh://git@host/x") == "ssh://git@host/x"
