@@ -314,6 +314,14 @@ def test_report_2009_machine(tmp_path: Path) -> None:
     assert not [line for line in lines if line.startswith("warning:")]
 
 
+def test_report_marks_what_a_hidden_bridge_takes_along(tmp_path: Path) -> None:
+    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+    proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
+    out = pci.report(cfg(tmp_path, ["00:1e.0"]), sysfs, proc)
+    marked = [line.split()[0] for line in out.splitlines() if " yes" in line]
+    assert marked == ["0000:00:1e.0", "0000:01:01.0"]  # pciback seizes what is behind it
+
+
 def test_report_warnings(tmp_path: Path) -> None:
     sysfs = trees.same_root_twice(tmp_path / "sys").sysfs
     (sysfs / "class" / "block").mkdir(parents=True)
