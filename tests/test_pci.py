@@ -33,8 +33,28 @@ def cfg(tmp_path: Path, devices: list[str], reassign: bool = False,
     return config.load(write_config(tmp_path, body))
 
 
-def build(tmp_path: Path, machine: Callable[[Path], trees.Tree]) -> pci.Topology:
-    return pci.scan(machine(tmp_path / "sys").sysfs)
+class Machines:
+    """The recorded trees, each built once per module: tests only read them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.topos: dict[Callable[[Path], trees.Tree], pci.Topology] = {}
+
+    def sysfs(self, machine: Callable[[Path], trees.Tree]) -> Path:
+        d = self.base / machine.__name__
+        if not d.exists():
+            machine(d)
+        return d
+
+    def topo(self, machine: Callable[[Path], trees.Tree]) -> pci.Topology:
+        if machine not in self.topos:
+            self.topos[machine] = pci.scan(self.sysfs(machine))
+        return self.topos[machine]
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory: pytest.TempPathFactory) -> Machines:
+    return Machines(tmp_path_factory.mktemp("machines"))
 
 
 def error(fn: Callable[..., object], *args: object) -> str:
@@ -124,8 +144,8 @@ def test_entry_kind_is_chosen_by_shape() -> None:
 
 
 # -------------------------------------------------------------------------------- scanning
-def test_scan_reads_ids_class_driver_and_parents(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.q35)
+def test_scan_reads_ids_class_driver_and_parents(machines: Machines) -> None:
+    topo = machines.topo(trees.q35)
     nic = topo.get(pci.parse_bdf("01:00.0"))
     assert nic is not None
     assert (nic.cls, nic.ids, nic.driver) == (0x020000, "8086:10d3", "e1000e")
@@ -141,8 +161,8 @@ def test_scan_without_a_pci_bus_is_one_line_error(tmp_path: Path) -> None:
     assert "bus/pci/devices not found" in error(pci.scan, tmp_path)
 
 
-def test_scan_follows_xenpipe_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XENPIPE_SYSFS", str(trees.pc(tmp_path / "sys").sysfs))
+def test_scan_follows_xenpipe_sysfs(machines: Machines, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENPIPE_SYSFS", str(machines.sysfs(trees.pc)))
     assert pci.scan().get(pci.parse_bdf("00:03.0")) is not None
 
 
@@ -159,38 +179,39 @@ def test_scan_follows_xenpipe_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (trees.ref2009, "00:19.0", "PNP0A08:0-19.0"),
     (trees.ref2009, "01:01.0", "PNP0A08:0-1e.0-01.0"),
 ])
-def test_bdf_to_path_and_back(tmp_path: Path, machine: Callable[[Path], trees.Tree], bdf: str,
+def test_bdf_to_path_and_back(machines: Machines, machine: Callable[[Path], trees.Tree], bdf: str,
                               path: str) -> None:
-    topo = build(tmp_path, machine)
+    topo = machines.topo(machine)
     b = pci.parse_bdf(bdf)
     assert str(topo.path_of(b)) == path
     assert topo.lookup(pci.parse_path(path)).bdf == b
 
 
 @pytest.mark.parametrize("machine", [trees.q35, trees.pc, trees.two_roots, trees.ref2009])
-def test_every_device_round_trips(tmp_path: Path, machine: Callable[[Path], trees.Tree]) -> None:
-    topo = build(tmp_path, machine)
+def test_every_device_round_trips(machines: Machines,
+                                  machine: Callable[[Path], trees.Tree]) -> None:
+    topo = machines.topo(machine)
     for d in topo.devices:
         assert topo.lookup(pci.parse_path(str(topo.path_of(d.bdf)))) == d
 
 
-def test_unpadded_hops_match(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.q35)
+def test_unpadded_hops_match(machines: Machines) -> None:
+    topo = machines.topo(trees.q35)
     assert str(topo.lookup(pci.parse_path("PNP0A08:0-1c.0-0.0")).bdf) == "0000:01:00.0"
 
 
-def test_uid_must_match_exactly(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.no_uid)
+def test_uid_must_match_exactly(machines: Machines) -> None:
+    topo = machines.topo(trees.no_uid)
     msg = error(topo.lookup, pci.parse_path("PNP0A03:0-1d.7"))
     assert "matches nothing: no PCI root bridge PNP0A03:0 (did you mean PNP0A03?)" in msg
-    topo = build(tmp_path / "2", trees.two_roots)
+    topo = machines.topo(trees.two_roots)
     msg = error(topo.lookup, pci.parse_path("PNP0A08-02.0"))
     assert "no PCI root bridge PNP0A08;" in msg
     assert "PNP0A08:0 (pci0000:00), PNP0A08:128 (pci0000:80)" in msg
 
 
-def test_root_bus_without_acpi_has_no_path(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.no_uid)
+def test_root_bus_without_acpi_has_no_path(machines: Machines) -> None:
+    topo = machines.topo(trees.no_uid)
     msg = error(topo.path_of, pci.parse_bdf("0001:00:00.0"))
     assert "root bus pci0001:00 has no ACPI companion" in msg
     assert "no PCI device 0000:00:07.0" in error(topo.path_of, pci.parse_bdf("00:07.0"))
@@ -202,30 +223,30 @@ def test_root_bus_without_acpi_has_no_path(tmp_path: Path) -> None:
     ("PNP0A08:0-1f.2-00.0", "0000:00:1f.2 (hop 1) is not a PCI-PCI bridge, so hop 2 00.0"),
     ("PNP0A08:7-1f.2", "no PCI root bridge PNP0A08:7 (did you mean PNP0A08:0?)"),
 ])
-def test_path_that_matches_nothing_says_where_it_stops(tmp_path: Path, path: str,
+def test_path_that_matches_nothing_says_where_it_stops(machines: Machines, path: str,
                                                        why: str) -> None:
-    topo = build(tmp_path, trees.q35)
+    topo = machines.topo(trees.q35)
     msg = error(topo.lookup, pci.parse_path(path))
     assert msg.startswith(f"device path {pci.parse_path(path)} matches nothing")
     assert why in msg
 
 
-def test_path_that_matches_several_devices(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.same_root_twice)
+def test_path_that_matches_several_devices(machines: Machines) -> None:
+    topo = machines.topo(trees.same_root_twice)
     msg = error(topo.lookup, pci.parse_path("PNP0A03-03.0"))
     assert "matches several devices (0000:00:03.0, 0000:40:03.0)" in msg
 
 
-def test_bridge_covers_every_device_behind_it(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.q35)
+def test_bridge_covers_every_device_behind_it(machines: Machines) -> None:
+    topo = machines.topo(trees.q35)
     assert [str(b) for b in topo.covered(pci.parse_path("PNP0A08:0-1c.1"))] == ["0000:04:00.0"]
     assert [str(b) for b in topo.covered(pci.parse_path("PNP0A08:0-1c.0"))] == ["0000:01:00.0"]
     assert "has no devices behind it" in error(topo.covered, pci.parse_path("PNP0A08:0-1c.2"))
 
 
 # ------------------------------------------------------------------- system devices, guard
-def test_root_disk_controller_is_found(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.ref2009)
+def test_root_disk_controller_is_found(machines: Machines, tmp_path: Path) -> None:
+    topo = machines.topo(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2"),
                                                ("0:22", "/sys", "sysfs", "sysfs")])
     assert pci.system_devices(topo, proc) == {
@@ -233,8 +254,9 @@ def test_root_disk_controller_is_found(tmp_path: Path) -> None:
     }
 
 
-def test_root_on_nvme_behind_bridges_needs_the_bridges_too(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.q35)
+def test_root_on_nvme_behind_bridges_needs_the_bridges_too(machines: Machines,
+                                                           tmp_path: Path) -> None:
+    topo = machines.topo(trees.q35)
     proc = trees.proc_tree(tmp_path / "proc", [("259:1", "/", "ext4", "/dev/nvme0n1p1"),
                                                ("8:1", "/boot", "ext4", "/dev/sda1")],
                            swaps=["/dev/sda2"])
@@ -264,8 +286,8 @@ def test_root_device_is_traced_through_dm_and_names(tmp_path: Path,
     assert needs[pci.parse_bdf("04:00.0")].startswith("holds the root filesystem")
 
 
-def test_passthrough_of_the_root_disk_is_refused(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.ref2009)
+def test_passthrough_of_the_root_disk_is_refused(machines: Machines, tmp_path: Path) -> None:
+    topo = machines.topo(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
     msg = error(pci.check_passthrough, cfg(tmp_path, ["00:19.0", "00:1f.2"]), topo, proc)
     assert msg == (
@@ -277,8 +299,8 @@ def test_passthrough_of_the_root_disk_is_refused(tmp_path: Path) -> None:
         "0000:00:19.0", "0000:00:1f.2"]
 
 
-def test_bridge_in_front_of_the_root_disk_is_refused(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.q35)
+def test_bridge_in_front_of_the_root_disk_is_refused(machines: Machines, tmp_path: Path) -> None:
+    topo = machines.topo(trees.q35)
     proc = trees.proc_tree(tmp_path / "proc", [("259:1", "/", "ext4", "/dev/nvme0n1p1")])
     msg = error(pci.check_passthrough, cfg(tmp_path, ["PNP0A08:0-1c.1"]), topo, proc)
     assert "0000:04:00.0 holds the root filesystem (/dev/nvme0n1p1 on /)" in msg
@@ -286,8 +308,9 @@ def test_bridge_in_front_of_the_root_disk_is_refused(tmp_path: Path) -> None:
     assert "0000:00:1c.1 is the bridge to 0000:04:00.0, which holds the root filesystem" in msg
 
 
-def test_check_passthrough_resolves_paths_and_refuses_absent(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.ref2009)
+def test_check_passthrough_resolves_paths_and_refuses_absent(machines: Machines,
+                                                             tmp_path: Path) -> None:
+    topo = machines.topo(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
     good = cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0", "0000:01:01.0"])
     assert [str(b) for b in pci.check_passthrough(good, topo, proc)] == [
@@ -297,8 +320,8 @@ def test_check_passthrough_resolves_paths_and_refuses_absent(tmp_path: Path) -> 
 
 
 # -------------------------------------------------------------------------------- report
-def test_report_2009_machine(tmp_path: Path) -> None:
-    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+def test_report_2009_machine(machines: Machines, tmp_path: Path) -> None:
+    sysfs = machines.sysfs(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
     out = pci.report(cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0"]), sysfs, proc)
     lines = out.splitlines()
@@ -314,17 +337,16 @@ def test_report_2009_machine(tmp_path: Path) -> None:
     assert not [line for line in lines if line.startswith("warning:")]
 
 
-def test_report_marks_what_a_hidden_bridge_takes_along(tmp_path: Path) -> None:
-    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+def test_report_marks_what_a_hidden_bridge_takes_along(machines: Machines, tmp_path: Path) -> None:
+    sysfs = machines.sysfs(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
     out = pci.report(cfg(tmp_path, ["00:1e.0"]), sysfs, proc)
     marked = [line.split()[0] for line in out.splitlines() if " yes" in line]
     assert marked == ["0000:00:1e.0", "0000:01:01.0"]  # pciback seizes what is behind it
 
 
-def test_report_warnings(tmp_path: Path) -> None:
-    sysfs = trees.same_root_twice(tmp_path / "sys").sysfs
-    (sysfs / "class" / "block").mkdir(parents=True)
+def test_report_warnings(machines: Machines, tmp_path: Path) -> None:
+    sysfs = machines.sysfs(trees.same_root_twice)
     proc = trees.proc_tree(tmp_path / "proc", [("0:40", "/", "overlay", "overlay")])
     entries = ["00:07.0", "PNP0A08:0-1c.1-0.0", "PNP0A03-03.0", "00:20.0"]
     warnings = [line for line in pci.report(cfg(tmp_path, entries), sysfs, proc).splitlines()
@@ -341,8 +363,9 @@ def test_report_warnings(tmp_path: Path) -> None:
     assert len(warnings) == 6
 
 
-def test_report_warns_about_the_root_disk_and_a_missing_iommu(tmp_path: Path) -> None:
-    sysfs = trees.pc(tmp_path / "sys").sysfs
+def test_report_warns_about_the_root_disk_and_a_missing_iommu(machines: Machines,
+                                                              tmp_path: Path) -> None:
+    sysfs = machines.sysfs(trees.pc)
     proc = trees.proc_tree(tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])
     out = pci.report(cfg(tmp_path, ["PNP0A03:0-01.1"]), sysfs, proc)
     assert ("warning: passthrough.devices: 0000:00:01.1 holds the root filesystem "
@@ -413,12 +436,12 @@ def test_mainline_params() -> None:
     assert pci.dom0_params("mainline", [], True) == []
 
 
-def test_guestdev_params_pass_paths_and_convert_bdfs(tmp_path: Path) -> None:
+def test_guestdev_params_pass_paths_and_convert_bdfs(machines: Machines) -> None:
     assert pci.dom0_params("guestdev", ["PNP0A03:100-1c.1-00.0", "PNP0A03:100-1d.7"], True) == [
         "reassign_resources", "guestdev=PNP0A03:100-1c.1-00.0,PNP0A03:100-1d.7"]
     assert pci.dom0_params("guestdev", ["PNP0A08:0-1c.1-0.0"], False) == [
         "guestdev=PNP0A08:0-1c.1-0.0"]
-    topo = build(tmp_path, trees.ref2009)
+    topo = machines.topo(trees.ref2009)
     assert pci.dom0_params("guestdev", ["00:19.0", "01:01.0"], False, topo) == [
         "guestdev=PNP0A08:0-19.0,PNP0A08:0-1e.0-01.0"]
     assert "cannot be converted" in error(pci.dom0_params, "guestdev", ["00:19.0"], False, None)
@@ -426,8 +449,8 @@ def test_guestdev_params_pass_paths_and_convert_bdfs(tmp_path: Path) -> None:
                                                  False, topo)
 
 
-def test_paths_become_current_bdfs_without_guestdev(tmp_path: Path) -> None:
-    topo = build(tmp_path, trees.ref2009)
+def test_paths_become_current_bdfs_without_guestdev(machines: Machines) -> None:
+    topo = machines.topo(trees.ref2009)
     params = pci.dom0_params("xenlinux", ["PNP0A08:0-19.0", "PNP0A08:0-1e.0-1.0"], True, topo)
     assert " ".join(["ro root=LABEL=/", *params]) == GRUB_2009
     assert pci.resolve_devices(["PNP0A08:0-1e.0", "00:19.0"], topo) == {
@@ -460,14 +483,14 @@ def cli(sysfs: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
-def test_cli_prints_device_path_like_device_path_py(tmp_path: Path) -> None:
-    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+def test_cli_prints_device_path_like_device_path_py(machines: Machines) -> None:
+    sysfs = machines.sysfs(trees.ref2009)
     r = cli(sysfs, "01:01.0", "PNP0A08:0-1e.0")
     assert (r.returncode, r.stdout, r.stderr) == (0, "PNP0A08:0-1e.0-01.0\n0000:01:01.0\n", "")
 
 
-def test_cli_bad_bdf_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    sysfs = trees.ref2009(tmp_path / "sys").sysfs
+def test_cli_bad_bdf_is_one_line_and_exit_1(machines: Machines) -> None:
+    sysfs = machines.sysfs(trees.ref2009)
     r = cli(sysfs, "00:20.0")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == ('xenpipe: error: bad PCI address "00:20.0": device 20 is above 1f; '
@@ -477,10 +500,10 @@ def test_cli_bad_bdf_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert r.stderr.startswith("xenpipe: error: no PCI device 0000:07:00.0 under")
 
 
-def test_main_without_arguments_prints_the_table(tmp_path: Path,
+def test_main_without_arguments_prints_the_table(machines: Machines, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("XENPIPE_SYSFS", str(trees.pc(tmp_path / "sys").sysfs))
+    monkeypatch.setenv("XENPIPE_SYSFS", str(machines.sysfs(trees.pc)))
     monkeypatch.setenv("XENPIPE_PROC", str(trees.proc_tree(
         tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])))
     assert pci.main([]) == 0
