@@ -29,7 +29,8 @@ PATH_FORM = (
     "e.g. PNP0A08:0-1c.1-00.0"
 )
 RESOURCE_ALIGN_ORDER = 12  # 2**12 = one page: what reassigndev= did on XenLinux
-IOMMU_TABLES = ("DMAR", "IVRS", "IORT", "XMAR", "XVRS")  # Xen renames DMAR/IVRS in dom0: X...
+IOMMU_TABLES = ("DMAR", "IVRS", "IORT", "XMAR", "XVRS")  # Xen hides DMAR from dom0 as XMAR
+CHECK_BY_HAND = "check by hand before passing storage controllers through"
 SYSTEM_MOUNTS = {"/": "the root filesystem", "/boot": "/boot", "/usr": "/usr"}
 _BRIDGE_CLASSES = (0x0604, 0x0609)  # PCI-PCI bridge, semi-transparent PCI-PCI bridge
 _SYSFS_BDF = re.compile(r"([0-9a-f]{4,8}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])")
@@ -470,12 +471,13 @@ def _mounts(proc: Path) -> list[tuple[str, str | None, str, str]] | None:
 
 
 def _system_needs(topo: Topology, proc: Path | None) -> tuple[dict[Bdf, str], list[str]]:
-    """PCI devices holding /, /boot, /usr or swap (and the bridges in front of them), and the
-    mounts that could not be traced to a device (so a caller can say it could not check)."""
+    """PCI devices holding /, /boot, /usr or swap (and the bridges in front of them), and a
+    warning for each thing that could not be checked."""
     proc = proc_root(proc)
     mounts = _mounts(proc)
     if mounts is None:
-        return {}, [f"cannot read {proc}/self/mountinfo or {proc}/mounts"]
+        return {}, [f"cannot read {proc}/self/mountinfo or {proc}/mounts, so the device "
+                    f"holding / is unknown; {CHECK_BY_HAND}"]
     last: dict[str, tuple[str | None, str, str]] = {}
     for point, majmin, source, fstype in mounts:
         if point in SYSTEM_MOUNTS:
@@ -495,7 +497,8 @@ def _system_needs(topo: Topology, proc: Path | None) -> tuple[dict[Bdf, str], li
             if split and split[2]:
                 holders.append(split[2])
         if not holders and point == "/":
-            untraced.append(f"{what} ({source}, {fstype})")
+            untraced.append(f"cannot tell which PCI device holds {what} ({source}, {fstype}); "
+                            + CHECK_BY_HAND)
         for chain in holders:
             ctrl = _bdf_name(chain[-1])
             needs.setdefault(ctrl, f"holds {what} ({source} on {point})")
@@ -589,11 +592,13 @@ def report(cfg: Config, sysfs: Path | None = None, proc: Path | None = None) -> 
     # pciback's hide= also seizes everything behind a hidden bridge: mark that too
     seized = chosen + [d.bdf for b in chosen for d in topo.behind(b)]
     warnings = [f"passthrough.devices: {p}" for p in problems]
-    warnings += [f"cannot tell which PCI device holds {u}; check by hand before passing "
-                 "storage controllers through" for u in untraced]
+    warnings += untraced
     iommu = iommu_warning(topo.sysfs)
     if iommu:
         warnings.append(iommu)
+    if iommu_disabled(cfg.install.xen_cmdline):
+        warnings.append("install.xen_cmdline turns the IOMMU off, so passthrough to HVM "
+                        "guests will not work")
     if not topo.devices:
         warnings.append(f"no PCI devices under {topo.sysfs}")
     return "\n".join([table(topo, seized, needs), *(f"warning: {w}" for w in warnings)])
@@ -688,6 +693,12 @@ def dom0_params(
         return [*([realign] if reassign else []), f"pciback.hide={hide}"]
     realign = "pci=resource_alignment=" + ";".join(f"{RESOURCE_ALIGN_ORDER}@{b}" for b in bdfs)
     return [*([realign] if reassign else []), f"xen-pciback.hide={hide}"]
+
+
+def iommu_disabled(cmdline: str) -> bool:
+    """True when the Xen options turn the IOMMU off (``iommu=0``, ``iommu=off,verbose``, ...)."""
+    off = {"0", "no", "off", "false", "disable"}
+    return any(w.startswith("iommu=") and off & set(w[6:].split(",")) for w in cmdline.split())
 
 
 def xen_cmdline(cmdline: str) -> str:

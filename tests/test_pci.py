@@ -373,6 +373,20 @@ def test_report_warns_about_the_root_disk_and_a_missing_iommu(machines: Machines
     assert "this machine reports no IOMMU" in out and "HVM guests will not work" in out
 
 
+def test_report_warns_when_xen_cmdline_turns_the_iommu_off(machines: Machines,
+                                                           tmp_path: Path) -> None:
+    body = '[install]\nxen_cmdline = "dom0_mem=1G iommu=verbose,off"\n'
+    out = pci.report(config.load(write_config(tmp_path, body)), machines.sysfs(trees.ref2009),
+                     tmp_path)
+    assert out.splitlines()[-2:] == [
+        f"warning: cannot read {tmp_path}/self/mountinfo or {tmp_path}/mounts, so the device "
+        "holding / is unknown; check by hand before passing storage controllers through",
+        "warning: install.xen_cmdline turns the IOMMU off, so passthrough to HVM guests will "
+        "not work",
+    ]
+    assert not pci.iommu_disabled("iommu=1 iommu_inclusive_mapping=0")
+
+
 @pytest.mark.parametrize("tables, warns", [
     (("DMAR",), False), (("IVRS",), False), (("XMAR",), False), (("APIC", "DSDT"), True),
 ])
