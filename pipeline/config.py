@@ -31,59 +31,60 @@ class Key:
     items: type | None = None  # element type for lists
 
 
-S, I, B, L = str, int, bool, list
 SCHEMA: dict[str, dict[str, Key]] = {
-    "workspace": {"dir": Key(S, "build"), "mirror": Key(S)},
+    "workspace": {"dir": Key(str, "build"), "mirror": Key(str)},
     "sources.*": {
-        "vcs": Key(S, required=True, choices=("hg", "git", "tarball")),
-        "url": Key(S, required=True),
-        "rev": Key(S),
-        "patches": Key(S),
+        "vcs": Key(str, required=True, choices=("hg", "git", "tarball")),
+        "url": Key(str, required=True),
+        "rev": Key(str),
+        "patches": Key(str),
     },
     "xen": {
-        "source": Key(S, required=True),
-        "targets": Key(L, items=S),
-        "make_args": Key(L, [], items=S),
+        "source": Key(str, required=True),
+        "targets": Key(list, items=str),
+        "make_args": Key(list, [], items=str),
     },
     "kernel": {
-        "source": Key(S, required=True),
-        "base": Key(S, "x86_64_defconfig"),
-        "fragments": Key(L, [], items=S),
-        "symbols": Key(L, [], items=S),
-        "frontend": Key(S, "oldconfig", choices=("oldconfig", "menuconfig")),
-        "make_args": Key(L, [], items=S),
-        "flavour": Key(S, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
+        "source": Key(str, required=True),
+        "base": Key(str, "x86_64_defconfig"),
+        "fragments": Key(list, [], items=str),
+        "symbols": Key(list, [], items=str),
+        "frontend": Key(str, "oldconfig", choices=("oldconfig", "menuconfig")),
+        "make_args": Key(list, [], items=str),
+        "flavour": Key(str, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
     },
-    "build": {"jobs": Key(I, 0), "ccache": Key(B, False)},
+    "build": {"jobs": Key(int, 0), "ccache": Key(bool, False)},
     "install": {
-        "root": Key(S),
-        "bootloader": Key(S, "grub2", choices=("grub2", "grub-legacy", "none")),
+        "root": Key(str),
+        "bootloader": Key(str, "grub2", choices=("grub2", "grub-legacy", "none")),
         "initramfs": Key(
-            S, "auto", choices=("auto", "mkinitrd", "dracut", "update-initramfs", "none")
+            str, "auto", choices=("auto", "mkinitrd", "dracut", "update-initramfs", "none")
         ),
-        "xen_cmdline": Key(S, "iommu=1"),
-        "dom0_cmdline": Key(S, "ro root=LABEL=/"),
-        "once": Key(B, True),
-        "allow_system_devices": Key(B, False),
+        "xen_cmdline": Key(str, "iommu=1"),
+        "dom0_cmdline": Key(str, "ro root=LABEL=/"),
+        "once": Key(bool, True),
+        "allow_system_devices": Key(bool, False),
     },
-    "passthrough": {"devices": Key(L, [], items=S), "reassign": Key(B, False)},
+    "passthrough": {"devices": Key(list, [], items=str), "reassign": Key(bool, False)},
     "guests[]": {
-        "name": Key(S, required=True),
-        "config": Key(S, required=True),
-        "toolstack": Key(S, "xl", choices=("xl", "xm")),
-        "devices": Key(L, [], items=S),
+        "name": Key(str, required=True),
+        "config": Key(str, required=True),
+        "toolstack": Key(str, "xl", choices=("xl", "xm")),
+        "devices": Key(list, [], items=str),
     },
     "boot": {
-        "xen": Key(S),
-        "qemu": Key(S, "qemu-system-x86_64"),
-        "machine": Key(S, "q35"),
-        "devices": Key(L, [], items=S),
-        "timeout": Key(I, 600),
-        "memory": Key(I, 2048),
-        "guest": Key(B, False),
+        "xen": Key(str),
+        "qemu": Key(str, "qemu-system-x86_64"),
+        "machine": Key(str, "q35"),
+        "devices": Key(list, [], items=str),
+        "timeout": Key(int, 600),
+        "memory": Key(int, 2048),
+        "guest": Key(bool, False),
     },
 }
-TOP_LEVEL = ("workspace", "sources", "xen", "kernel", "build", "install", "passthrough", "guests", "boot")
+TOP_LEVEL = (
+    "workspace", "sources", "xen", "kernel", "build", "install", "passthrough", "guests", "boot",
+)
 
 
 # ------------------------------------------------------------------------------ dataclasses
@@ -233,7 +234,7 @@ class _Checker:
         if not isinstance(data, dict):
             raise self.fail(name, None, f"expected a table, got {_tname(data)}")
         out: dict[str, Any] = {}
-        for key, value in data.items():
+        for key in data:
             if key not in schema:
                 hint = difflib.get_close_matches(key, list(schema), n=1)
                 sugg = f' (did you mean "{hint[0]}"?)' if hint else ""
@@ -249,9 +250,11 @@ class _Checker:
         return out
 
     def value(self, table: str, key: str, spec: Key, value: Any) -> Any:
-        ok = isinstance(value, spec.type) and not (spec.type is I and isinstance(value, bool))
+        ok = isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool))
         if not ok:
-            raise self.fail(table, key, f"expected {_tname_t(spec.type)}, got {_tname(value)} {value!r}")
+            raise self.fail(
+                table, key, f"expected {_tname_t(spec.type)}, got {_tname(value)} {value!r}"
+            )
         if spec.items is not None:
             for item in value:
                 if not isinstance(item, spec.items):
@@ -261,19 +264,19 @@ class _Checker:
         if spec.choices and value not in spec.choices:
             opts = ", ".join(f'"{c}"' for c in spec.choices[:-1]) + f' or "{spec.choices[-1]}"'
             raise self.fail(table, key, f'expected {opts}, got "{value}"')
-        if spec.type is I and value < 0:
+        if spec.type is int and value < 0:
             raise self.fail(table, key, f"expected a number >= 0, got {value}")
         return value
 
 
 def _tname(v: Any) -> str:
-    return {bool: "a boolean", int: "a number", str: "a string", list: "a list", dict: "a table"}.get(
-        type(v), type(v).__name__
-    )
+    names = {bool: "a boolean", int: "a number", str: "a string", list: "a list", dict: "a table"}
+    return names.get(type(v), type(v).__name__)
 
 
 def _tname_t(t: type | tuple[type, ...]) -> str:
-    return {bool: "a boolean", int: "a number", str: "a string", list: "a list"}.get(t, str(t))  # type: ignore[call-overload]
+    names = {bool: "a boolean", int: "a number", str: "a string", list: "a list"}
+    return names.get(t, str(t))  # type: ignore[call-overload]
 
 
 def _is_url(value: str) -> bool:
@@ -317,7 +320,7 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
     for name, body in raw_sources.items():
         tname = f"sources.{name}"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise c.fail(tname, None, "a source name may hold only letters, digits, '-', '_' and '.'")
+            raise c.fail(tname, None, "a name may hold only letters, digits, '-', '_' and '.'")
         v = c.table(tname, SCHEMA["sources.*"], body)
         url = v["url"] if _is_url(v["url"]) else str(resolve_path(v["url"]))
         if v["vcs"] == "tarball" and v["rev"] is not None:
@@ -392,7 +395,8 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
     for g in raw_guests:
         v = c.table("guests", SCHEMA["guests[]"], g)
         if not v["config"].startswith("/"):
-            raise c.fail("guests", "config", f'expected an absolute path inside install.root, got "{v["config"]}"')
+            raise c.fail("guests", "config",
+                         f'expected an absolute path inside install.root, got "{v["config"]}"')
         guests.append(GuestCfg(v["name"], v["config"], v["toolstack"], tuple(v["devices"])))
 
     bt = c.table("boot", SCHEMA["boot"], data.get("boot", {}))

@@ -7,6 +7,7 @@ stops make and every compiler it started, not just the top process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -61,10 +62,8 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 

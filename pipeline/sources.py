@@ -197,10 +197,9 @@ class Tarball(Git):
                               f"{', '.join(self.SUFFIXES)})")
         local = self._obtain(url, dest.parent)
         unpack(local, dest)
-        env = {**proc.BASE_ENV, "GIT_AUTHOR_NAME": "xenpipe", "GIT_AUTHOR_EMAIL": "xenpipe@localhost",
-               "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z", "GIT_COMMITTER_NAME": "xenpipe",
-               "GIT_COMMITTER_EMAIL": "xenpipe@localhost",
-               "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z"}
+        who = {"NAME": "xenpipe", "EMAIL": "xenpipe@localhost", "DATE": "1970-01-01T00:00:00Z"}
+        env = {**proc.BASE_ENV, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
+                                   for k, v in who.items()}}
         repo = git.Repo.init(dest)
         repo.git.add("--all", "--force", ".", env=env)
         repo.git.commit("--quiet", "--allow-empty", "--no-verify", "-m",
@@ -373,7 +372,8 @@ def _refuse_edits(src: SourceCfg, dest: Path, edits: Iterable[str]) -> None:
     )
 
 
-def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None, force: bool = False) -> Fetched:
+def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
+          force: bool = False) -> Fetched:
     """Bring ``src/<name>`` to the revision *src* pins; network only when it must."""
     vcs = VCS[src.vcs]
     dest = ws.source_dir(src.name)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import io
 import tarfile
 import time
 from collections.abc import Iterator
