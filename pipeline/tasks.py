@@ -228,7 +228,13 @@ def task_install() -> Any:
 
 def task_devices() -> Any:
     """Print the PCI devices (BDF, device path, class, ids, driver) and passthrough warnings."""
-    return {"actions": [call("pci", "print_report", CFG)], "uptodate": [lambda: False]}
+
+    def show() -> Any:
+        from . import pci
+
+        print(pci.report(CFG), flush=True)
+
+    return {"actions": [stage(show)], "uptodate": [lambda: False]}
 
 
 def task_boot() -> Any:

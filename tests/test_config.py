@@ -142,3 +142,21 @@ def test_doit_list_shows_contract_tasks(tmp_path: Path) -> None:
     assert {"fetch", "patch", "config", "build", "install", "devices", "boot", "nightly"} <= names
     for line in res.stdout.splitlines():
         assert len(line.split(None, 1)) == 2, f"task without a description: {line}"
+
+
+def test_doit_devices_on_a_recorded_q35(tmp_path: Path) -> None:
+    """A recorded sysfs tree stands in for real PCI hardware (XENPIPE_SYSFS/XENPIPE_PROC)."""
+    from . import sysfs_trees
+
+    tree = sysfs_trees.q35(tmp_path / "sys")
+    proc = tmp_path / "proc"
+    sysfs_trees.proc_tree(proc, [("8:1", "/", "ext4", "/dev/sda1")])
+    cfg = write_config(tmp_path, '[passthrough]\n'
+                                 'devices = ["PNP0A08:0-1c.0-0.0", "00:1f.6", "00:1f.2"]\n')
+    res = run_doit("devices", config=cfg,
+                   env={"XENPIPE_SYSFS": str(tree.sysfs), "XENPIPE_PROC": str(proc)})
+    assert res.returncode == 0, res.stderr
+    assert "PNP0A08:0-1c.0-00.0" in res.stdout
+    assert "0000:01:00.0" in res.stdout
+    assert "warning: passthrough.devices: 00:1f.6 is not present" in res.stdout
+    assert "0000:00:1f.2 holds the root filesystem (/dev/sda1 on /)" in res.stdout
