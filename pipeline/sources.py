@@ -18,15 +18,26 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import git
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import proc
 from .config import Config, SourceCfg
 from .errors import SourceError
 from .workspace import Workspace
 
+if TYPE_CHECKING:
+    import git
+
 HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def _git() -> ModuleType:
+    """GitPython, imported on first use: the no-op path (`doit fetch` up to date) never pays
+    for it."""
+    import git
+
+    return git
 
 
 def _git_error(exc: git.GitCommandError) -> str:
@@ -128,21 +139,21 @@ class Git(Vcs):
 
     def clone(self, url: str, dest: Path, log: Path) -> None:
         try:
-            git.Repo.clone_from(url, dest, no_checkout=True, env=proc.BASE_ENV)
-        except git.GitCommandError as exc:
+            _git().Repo.clone_from(url, dest, no_checkout=True, env=proc.BASE_ENV)
+        except _git().GitCommandError as exc:
             raise SourceError(f"git clone {proc.redact(url)}: {_git_error(exc)}") from None
 
     def pull(self, dest: Path, url: str, log: Path) -> None:
-        repo = git.Repo(dest)
+        repo = _git().Repo(dest)
         try:
             repo.git.fetch("--tags", "--force", "--prune", url,
                            "+refs/heads/*:refs/remotes/origin/*", env=proc.BASE_ENV)
-        except git.GitCommandError as exc:
+        except _git().GitCommandError as exc:
             raise SourceError(f"git fetch {proc.redact(url)}: {_git_error(exc)}") from None
         repo.git.remote("set-url", "origin", url)
 
     def resolve(self, dest: Path, rev: str | None, *, local: bool) -> str | None:
-        repo = git.Repo(dest)
+        repo = _git().Repo(dest)
         rev = rev or "HEAD"
         candidates = [f"refs/tags/{rev}"]
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
@@ -154,12 +165,12 @@ class Git(Vcs):
         for cand in candidates:
             try:
                 return repo.git.rev_parse("--verify", "--quiet", f"{cand}^{{commit}}")
-            except git.GitCommandError:
+            except _git().GitCommandError:
                 continue
         return None
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
-        git.Repo(dest).git.checkout("--force", "--detach", resolved)
+        _git().Repo(dest).git.checkout("--force", "--detach", resolved)
 
     def current(self, dest: Path) -> str | None:
         try:
@@ -169,11 +180,11 @@ class Git(Vcs):
         return head if HEX40.fullmatch(head) else None
 
     def changes(self, dest: Path) -> list[str]:
-        out = git.Repo(dest).git.status("--porcelain", "--untracked-files=no", "-z")
+        out = _git().Repo(dest).git.status("--porcelain", "--untracked-files=no", "-z")
         return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
     def cat(self, dest: Path, resolved: str, path: str) -> bytes | None:
-        repo = git.Repo(dest)
+        repo = _git().Repo(dest)
         try:
             blob = repo.commit(resolved).tree / path
         except KeyError:
@@ -200,7 +211,7 @@ class Tarball(Git):
         who = {"NAME": "xenpipe", "EMAIL": "xenpipe@localhost", "DATE": "1970-01-01T00:00:00Z"}
         env = {**proc.BASE_ENV, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
                                    for k, v in who.items()}}
-        repo = git.Repo.init(dest)
+        repo = _git().Repo.init(dest)
         repo.git.add("--all", "--force", ".", env=env)
         repo.git.commit("--quiet", "--allow-empty", "--no-verify", "-m",
                         f"Unpacked {os.path.basename(url)}", env=env)
