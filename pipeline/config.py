@@ -32,7 +32,7 @@ class Key:
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
-    "workspace": {"dir": Key(str, "build"), "mirror": Key(str)},
+    "workspace": {"dir": Key(str, "build"), "mirror": Key(str), "retention": Key(int, 10)},
     "sources.*": {
         "vcs": Key(str, required=True, choices=("hg", "git", "tarball")),
         "url": Key(str, required=True),
@@ -53,7 +53,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "make_args": Key(list, [], items=str),
         "flavour": Key(str, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
     },
-    "build": {"jobs": Key(int, 0), "ccache": Key(bool, False)},
+    "build": {"jobs": Key(int, 0), "ccache": Key(bool, False), "cc": Key(str)},
     "install": {
         "root": Key(str),
         "bootloader": Key(str, "grub2", choices=("grub2", "grub-legacy", "none")),
