@@ -1,0 +1,485 @@
+"""``doit nightly``: update, patch, configure, build and boot; report; keep the last good run.
+
+Nightly does not call stage functions itself: for each variant (config) it runs the real doit
+graph in a child ``doit --reporter=json`` (``boot``, or ``build`` when there is nothing to
+boot), so a nightly run and a hand-typed ``doit build`` share one dependency database and
+one notion of "up to date". The child's JSON gives each task's result and duration; the
+fetch records before and after give each source's old and new revision; the boot stage's
+milestones come from ``out/boot.json`` (or ``metadata.json``'s ``boot``).
+
+Per workspace, each run leaves ``reports/runs/<run>/`` (report.json, junit.xml, the run's
+logs, and for a good run its artifacts); ``reports/report.json`` and ``junit.xml`` are the
+latest. ``[workspace] retention`` bounds the number of runs kept; the last good run is
+never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import proc, sources
+from . import report as report_mod
+from .config import Config
+from .errors import ConfigError, XenpipeError
+from .files import read_json
+from .report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
+from .workspace import Workspace
+
+DODO = config_mod.ROOT / "dodo.py"
+LAST_GOOD = "nightly-last-good"
+LOG_SIZES = "nightly-logs"
+LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
+MAX_COMMITS = 20  # new upstream revisions listed per source
+ERROR = "xenpipe: error:"
+MERGED = re.compile(r"patch (?P<patch>\S+) is already in (?P<source>[^@\s]+)@(?P<rev>\S+?);")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cfg: Config
+    ws: Workspace
+
+
+def setting(cfg: Config, table: str, key: str) -> Any:
+    """A validated optional key the frozen dataclasses do not carry (its SCHEMA default)."""
+    value = (cfg.raw.get(table) or {}).get(key)
+    return config_mod.SCHEMA[table][key].default if value is None else value
+
+
+def variants(cfgs: Sequence[Config]) -> list[Variant]:
+    """One variant per config, named by file stem; each must have its own workspace."""
+    stems = [c.path.stem for c in cfgs]
+    out: list[Variant] = []
+    seen: dict[Path, Config] = {}
+    for cfg, stem in zip(cfgs, stems, strict=True):
+        if cfg.workspace in seen:
+            raise ConfigError(
+                f"{config_mod.display(cfg.path)} and {config_mod.display(seen[cfg.workspace].path)}"
+                f" share the workspace {cfg.workspace}: give each variant its own [workspace] dir"
+                " (they can share [workspace] mirror)")
+        seen[cfg.workspace] = cfg
+        name = stem if stems.count(stem) == 1 else config_mod.display(cfg.path)
+        out.append(Variant(name, cfg, Workspace(cfg.workspace)))
+    return out
+
+
+def boot_unavailable(cfg: Config) -> str | None:
+    """Why this variant cannot boot (its boot testcase is then skipped, never passed)."""
+    if cfg.kernel is None:
+        return "boot: not available (no [kernel] to boot)"
+    if importlib.util.find_spec("pipeline.boot") is None:
+        return "boot: not available (pipeline/boot.py is not implemented yet, issue #8)"
+    return None
+
+
+def expected_stages(cfg: Config) -> list[str]:
+    """The leaf tasks a nightly runs, in pipeline order."""
+    names = [f"fetch:{n}" for n in cfg.sources]
+    names += [f"patch:{n}" for n, s in cfg.sources.items() if s.patches is not None]
+    names += ["config"] if cfg.kernel else []
+    names += ["build:xen"] if cfg.xen else []
+    names += ["build:kernel"] if cfg.kernel else []
+    return [*names, "boot"]
+
+
+# ------------------------------------------------------------------------------ the run
+def nightly(cfgs: Sequence[Config]) -> dict[str, Any]:
+    """Run every variant in turn, write the combined report, fail if any variant failed."""
+    vs = variants(cfgs)
+    started = dt.datetime.now(dt.UTC)
+    run_id = new_run_id([v.ws for v in vs], started)
+    t0 = time.monotonic()
+    results = [run_variant(v, run_id, started) for v in vs]
+    report = document(results, run_id, started, time.monotonic() - t0)
+    json_path, junit_path = report_mod.write(vs[0].ws.reports, report)
+    for r in results:
+        print(f"nightly {r['name']}: {r['summary']}")
+    print(f"report: {json_path}\njunit:  {junit_path}")
+    if report["status"] != PASSED:
+        bad = [f"{r['name']}: {r['summary']}" for r in results if r["status"] != PASSED]
+        raise XenpipeError(f"nightly failed: {'; '.join(bad)} (report: {json_path})")
+    return {"status": report["status"], "run": run_id}
+
+
+def new_run_id(workspaces: Sequence[Workspace], started: dt.datetime) -> str:
+    """A UTC timestamp that sorts by time and is unused in every variant's workspace."""
+    base, n = started.strftime("%Y%m%dT%H%M%SZ"), 1
+    run_id = base
+    while any((ws.reports / "runs" / run_id).exists() for ws in workspaces):
+        n += 1
+        run_id = f"{base}-{n:02d}"
+    return run_id
+
+
+def document(results: list[dict[str, Any]], run_id: str, started: dt.datetime,
+             duration: float) -> dict[str, Any]:
+    ok = all(r["status"] == PASSED for r in results)
+    return {"format": report_mod.FORMAT, "run": run_id, "started": started.isoformat(),
+            "duration": round(duration, 3), "status": PASSED if ok else FAILED,
+            "variants": results}
+
+
+def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]:
+    """One nightly of one config: child doit run, then the record, archive and pruning."""
+    ws, cfg = v.ws, v.cfg
+    run_dir = ws.reports / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rotate_logs(ws, run_dir)
+    before = revisions(cfg, ws)
+    last_good = ws.state(LAST_GOOD)
+    cache_before = ccache_stats(cfg)
+    no_boot = boot_unavailable(cfg)
+    t0 = time.monotonic()
+    targets = ["fetch", "patch", "build", *([] if no_boot else ["boot"])]
+    tasks, doit_error = run_doit(v, targets, run_dir)
+    duration = time.monotonic() - t0
+    after = revisions(cfg, ws)
+
+    stages = collect_stages(cfg, ws, tasks, doit_error, no_boot)
+    boot = boot_section(ws, stages, no_boot, started)
+    status = PASSED if all(s["status"] in (*OK, SKIPPED) for s in stages) and not any(
+        m["status"] == FAILED for m in boot.get("milestones", [])) else FAILED
+    srcs = source_section(cfg, ws, before, after, last_good)
+    first = next((s for s in stages if s["status"] == FAILED), None)
+    result: dict[str, Any] = {
+        "name": v.name, "config": str(cfg.path), "workspace": str(ws.dir), "status": status,
+        "duration": round(duration, 3), "stages": stages, "sources": srcs, "boot": boot,
+        "first_failure": None if first is None else
+        {k: first.get(k) for k in ("name", "error", "log")},
+        "ccache": ccache_delta(cache_before, ccache_stats(cfg)),
+        "last_good": last_good.get("run"),
+    }
+    result["merged_upstream"] = merged_upstream(stages)
+    result["summary"], result["triage"] = triage(result, cfg, ws, last_good)
+    archive_logs(ws, run_dir, stages, boot)
+    if status == PASSED:
+        keep_artifacts(ws, run_dir)
+        ws.save_state(LAST_GOOD, {"run": run_id, "time": started.isoformat(),
+                                  "revisions": {s["name"]: s["new"] for s in srcs}})
+    report_mod.write(run_dir, document([result], run_id, started, duration))
+    for name in ("report.json", "junit.xml"):
+        shutil.copyfile(run_dir / name, ws.reports / name)
+    prune(ws, int(setting(cfg, "workspace", "retention")))
+    return result
+
+
+def run_doit(v: Variant, targets: list[str], run_dir: Path
+             ) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run the real graph for *targets* in a child doit; its tasks by name, or an error."""
+    out = run_dir / "doit.json"
+    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(out),
+            "--continue", *targets, f"config={v.cfg.path}"]
+    log = v.ws.log("nightly")
+    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False)
+    data = read_json(out)
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        tail = proc._last_line(log.read_text(errors="replace")) if log.is_file() else ""
+        return {}, f"doit exited with status {res.returncode} and no result: {tail}"
+    return {t["name"]: t for t in data["tasks"] if isinstance(t, dict) and "name" in t}, ""
+
+
+def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
+                   doit_error: str, no_boot: str | None) -> list[dict[str, Any]]:
+    """Each leaf task's status, duration, log and one-line error, in pipeline order."""
+    names = expected_stages(cfg)
+    groups = {"fetch", "patch", "build"} | {n.split(":")[0] for n in tasks if ":" in n}
+    names += [n for n in tasks if n not in names and n not in groups]
+    stages = []
+    for name in names:
+        st: dict[str, Any] = {"name": name, "duration": 0.0, "error": None, "reason": None}
+        t = tasks.get(name)
+        if name == "boot" and no_boot:
+            st.update(status=SKIPPED, reason=no_boot)
+        elif doit_error:
+            st.update(status=FAILED, error=f"{ERROR} {doit_error}")
+            doit_error = ""  # the first stage carries it; the others were not run
+        elif t is None or t.get("result") in (None, "ignore"):
+            st.update(status=NOTRUN, reason="not run")
+        elif t["result"] == "up-to-date":
+            st.update(status=UPTODATE)
+        elif t["result"] == "success":
+            st.update(status=PASSED, duration=round(t.get("elapsed") or 0.0, 3))
+        elif t.get("started") is None:  # doit: a dependency failed, this task never started
+            dep = (t.get("error") or "").strip()
+            st.update(status=NOTRUN, reason=f"not run: {dep} failed" if dep else "not run")
+        else:
+            st.update(status=FAILED, duration=round(t.get("elapsed") or 0.0, 3),
+                      error=one_line(t.get("error") or ""))
+        log = ws.logs / f"{name.replace(':', '-')}.log"
+        st["log"] = str(log) if log.is_file() else None
+        stages.append(st)
+    for st in stages:  # a dependency that is itself "not run" points at the real culprit
+        if st["status"] == NOTRUN and st["reason"] and "failed" in st["reason"]:
+            st["reason"] = f"not run: {culprit(stages)} failed"
+    return stages
+
+
+def culprit(stages: list[dict[str, Any]]) -> str:
+    return next((s["name"] for s in stages if s["status"] == FAILED), "an earlier stage")
+
+
+def one_line(error: str) -> str:
+    """The ``xenpipe: error:`` line of a failure, else (a bug) the traceback's last line."""
+    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(ERROR):
+            return ln
+    return f"{ERROR} (bug) {lines[-1]}" if lines else f"{ERROR} failed without a message"
+
+
+def merged_upstream(stages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    out = []
+    for st in stages:
+        m = MERGED.search(st.get("error") or "")
+        if m:
+            out.append({"stage": st["name"], "patch": m["patch"], "source": m["source"],
+                        "rev": m["rev"]})
+    return out
+
+
+# ----------------------------------------------------------------------- sources, triage
+def revisions(cfg: Config, ws: Workspace) -> dict[str, str | None]:
+    return {name: sources.resolved(cfg, ws, name) for name in cfg.sources}
+
+
+def source_section(cfg: Config, ws: Workspace, before: dict[str, str | None],
+                   after: dict[str, str | None], last_good: dict[str, Any]
+                   ) -> list[dict[str, Any]]:
+    good = last_good.get("revisions") or {}
+    out = []
+    for name, src in cfg.sources.items():
+        old, new = before.get(name), after.get(name)
+        out.append({"name": name, "vcs": src.vcs, "url": proc.redact(src.url), "rev": src.rev,
+                    "old": old, "new": new, "changed": old != new,
+                    "last_good": good.get(name)})
+    return out
+
+
+def new_revisions(src_vcs: str, dest: Path, old: str | None, new: str | None
+                  ) -> list[str]:
+    """``<short> <summary>`` of the revisions in *new* that *old* lacks (newest first)."""
+    if not old or not new or old == new or src_vcs == "tarball":
+        return []
+    if src_vcs == "hg":
+        argv = ["hg", "-R", str(dest), "log", "-r", f"only({new}, {old})", "--limit",
+                str(MAX_COMMITS + 1), "--template", "{node|short} {desc|firstline}\\n"]
+    else:
+        argv = ["git", "-C", str(dest), "log", f"--max-count={MAX_COMMITS + 1}",
+                "--format=%h %s", f"{old}..{new}"]
+    res = proc.run(argv, capture=True, check=False)
+    return res.stdout.splitlines() if res.returncode == 0 else []
+
+
+def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[str, Any]
+           ) -> tuple[str, list[str]]:
+    """A one-line summary and the triage notes: first failure, what is new upstream."""
+    stages, srcs = result["stages"], result["sources"]
+    moved = [s for s in srcs if s["changed"]]
+    ran = [s["name"] for s in stages if s["status"] == PASSED and not s["name"].startswith("fetch")]
+    notes: list[str] = []
+    first = result["first_failure"]
+    if first is None:
+        if not moved and not ran:
+            summary = "nothing changed: every source at the same revision, every stage up to date"
+        else:
+            what = ", ".join(f"{s['name']} {short(s['old'])}->{short(s['new'])}" for s in moved)
+            summary = f"passed ({what or 'upstream unchanged'}; ran {', '.join(ran) or 'nothing'})"
+        if result["boot"].get("reason"):
+            notes.append(result["boot"]["reason"])
+        return summary, notes
+
+    summary = f"{first['name']} failed: {first['error'].removeprefix(ERROR).strip()}"
+    notes.append(f"first failing stage: {first['name']}")
+    for m in result["merged_upstream"]:
+        notes.append(f"patch {m['patch']} is now upstream in {m['source']}@{m['rev']}: "
+                     f"drop it from patches/{m['source']}/series")
+    since = "the last good run" + (f" ({last_good['run']})" if last_good.get("run") else "")
+    for s in srcs:
+        base = s["last_good"] if last_good.get("revisions") else s["old"]
+        if base == s["new"]:
+            continue
+        if not last_good.get("revisions"):
+            since = "the previous run (no good run recorded yet)"
+        revs = new_revisions(s["vcs"], ws.source_dir(s["name"]), base, s["new"])
+        s["new_since_last_good"] = revs[:MAX_COMMITS]
+        more = " and more" if len(revs) > MAX_COMMITS else ""
+        listed = "; ".join(revs[:MAX_COMMITS]) + more
+        notes.append(f"new in {s['name']} since {since}: {short(base)}->{short(s['new'])}"
+                     + (f" ({listed})" if listed else ""))
+    if len(notes) == 1 + len(result["merged_upstream"]) and first["name"].split(":")[0] in (
+            "patch", "build", "config"):
+        notes.append(f"no upstream revision is new since {since}: the change is local "
+                     "(config, patches or build environment)")
+    return summary, notes
+
+
+def short(rev: str | None) -> str:
+    return rev[:12] if rev else "none"
+
+
+# --------------------------------------------------------------------------------- boot
+def boot_section(ws: Workspace, stages: list[dict[str, Any]], no_boot: str | None,
+                 started: dt.datetime) -> dict[str, Any]:
+    """Boot milestones from what the boot stage recorded, when it ran (or is up to date)."""
+    if no_boot:
+        return {"available": False, "reason": no_boot, "milestones": []}
+    st = next(s for s in stages if s["name"] == "boot")
+    section: dict[str, Any] = {"available": True, "reason": None, "milestones": [],
+                               "log": st.get("log")}
+    if st["status"] in (NOTRUN, SKIPPED):
+        return section
+    record = read_json(ws.out / "boot.json")
+    if not isinstance(record, dict):
+        record = (read_json(ws.out / "metadata.json") or {}).get("boot")
+    if not isinstance(record, dict):
+        return section
+    section["milestones"] = milestones(record)
+    return section
+
+
+def milestones(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Normalise the boot record's milestones to ``{name, status, time, detail}``."""
+    raw = record.get("milestones", [])
+    if isinstance(raw, dict):
+        raw = [{"name": k, **(v if isinstance(v, dict) else {"reached": v})}
+               for k, v in raw.items()]
+    out = []
+    for m in raw if isinstance(raw, list) else []:
+        if not isinstance(m, dict) or not m.get("name"):
+            continue
+        reached = m.get("reached", m.get("passed", m.get("ok")))
+        if isinstance(reached, str):
+            status = {"passed": PASSED, "reached": PASSED, "failed": FAILED}.get(reached, NOTRUN)
+        elif "status" in m:
+            status = {"passed": PASSED, "reached": PASSED, "ok": PASSED, "failed": FAILED,
+                      "missed": FAILED, "timeout": FAILED}.get(str(m["status"]), NOTRUN)
+        else:
+            status = PASSED if reached else (FAILED if reached is False else NOTRUN)
+        t = m.get("time", m.get("elapsed", m.get("seconds")))
+        out.append({"name": str(m["name"]), "status": status,
+                    "time": float(t) if isinstance(t, int | float) else 0.0,
+                    "detail": m.get("detail") or m.get("message") or ""})
+    return out
+
+
+# ---------------------------------------------------------------------------- ccache
+def ccache_stats(cfg: Config) -> dict[str, int] | None:
+    """ccache's counters (``ccache --print-stats``), when the config builds with ccache."""
+    if not cfg.build.ccache or shutil.which("ccache") is None:
+        return None
+    res = proc.run(["ccache", "--print-stats"], capture=True, check=False)
+    if res.returncode != 0:
+        return None
+    stats = {}
+    for line in res.stdout.splitlines():
+        key, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            stats[key] = int(value)
+    return stats
+
+
+def ccache_delta(before: dict[str, int] | None, after: dict[str, int] | None
+                 ) -> dict[str, int] | None:
+    """Hits and misses during this run (the cache is shared: concurrent builds count too)."""
+    if before is None or after is None:
+        return None
+
+    def d(*keys: str) -> int:
+        return sum(after.get(k, 0) - before.get(k, 0) for k in keys)
+
+    return {"hits": d("direct_cache_hit", "preprocessed_cache_hit"), "misses": d("cache_miss"),
+            "direct_hits": d("direct_cache_hit"), "preprocessed_hits": d("preprocessed_cache_hit")}
+
+
+# ----------------------------------------------------------------- logs, artifacts, pruning
+def rotate_logs(ws: Workspace, run_dir: Path) -> None:
+    """Start the run with empty live logs; output of hand-run tasks since the last nightly
+    (what the live logs hold beyond what that nightly archived) moves to ``manual/``."""
+    archived = ws.state(LOG_SIZES)
+    for log in sorted(ws.logs.glob("*.log")) if ws.logs.is_dir() else []:
+        done = int(archived.get(log.name, 0))
+        size = log.stat().st_size
+        if size > done:
+            dest = run_dir / "logs" / "manual" / log.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "rb") as src, open(dest, "wb") as out:
+                src.seek(done if done <= size else 0)
+                shutil.copyfileobj(src, out)
+        os.truncate(log, 0)
+
+
+def archive_logs(ws: Workspace, run_dir: Path, stages: list[dict[str, Any]],
+                 boot: dict[str, Any]) -> None:
+    """Copy this run's logs into the run directory; the report points at those copies."""
+    dest = run_dir / "logs"
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for log in sorted(ws.logs.glob("*.log")) if ws.logs.is_dir() else []:
+        shutil.copyfile(log, dest / log.name)
+        sizes[log.name] = log.stat().st_size
+    ws.save_state(LOG_SIZES, sizes)
+    for st in stages:
+        if st.get("log"):
+            copy = dest / Path(st["log"]).name
+            if st["status"] == FAILED:
+                st["log_tail"] = tail(copy)
+            st["log"] = str(copy)
+    if boot.get("log"):
+        boot["log"] = str(dest / Path(boot["log"]).name)
+
+
+def tail(path: Path, lines: int = LOG_TAIL) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
+    """A good run keeps a copy of its artifacts (out/'s files, not the build trees)."""
+    if not ws.out.is_dir():
+        return
+    dest = run_dir / "out"
+    dest.mkdir(exist_ok=True)
+    for f in ws.out.iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            shutil.copy2(f, dest / f.name)
+
+
+def prune(ws: Workspace, retention: int) -> list[Path]:
+    """Delete all but the newest *retention* runs (0: keep all); never the last good run."""
+    runs_dir = ws.reports / "runs"
+    if retention <= 0 or not runs_dir.is_dir():
+        return []
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+    keep = set(runs[-retention:])
+    good = ws.state(LAST_GOOD).get("run")
+    if good:
+        keep.add(runs_dir / good)
+    gone = [p for p in runs if p not in keep]
+    for p in gone:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(p)
+    return gone
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report.json as written by nightly (for tools and tests)."""
+    return json.loads(path.read_text())
