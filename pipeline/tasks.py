@@ -177,6 +177,9 @@ def task_fetch() -> Any:
 
 def task_patch() -> Any:
     """Apply each source's quilt series (patches/<source>/series), all or nothing."""
+    # doit takes the group's doc (and makes `doit patch` run every subtask) only when the
+    # name=None entry comes first
+    yield {"name": None, "doc": "Apply each source's quilt series, all or nothing."}
     for name, src in CFG.sources.items():
         if src.patches is None:
             continue
@@ -190,7 +193,6 @@ def task_patch() -> Any:
                 "series": lazy("patches", "fingerprint", src)(),
             })],
         }
-    yield {"name": None, "doc": "Apply each source's quilt series, all or nothing."}
 
 
 def task_config() -> Any:
