@@ -150,7 +150,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     after = revisions(cfg, ws)
 
     stages = collect_stages(cfg, ws, tasks, doit_error, no_boot)
-    boot = boot_section(ws, stages, no_boot, started)
+    boot = boot_section(ws, stages, no_boot)
     status = PASSED if all(s["status"] in (*OK, SKIPPED) for s in stages) and not any(
         m["status"] == FAILED for m in boot.get("milestones", [])) else FAILED
     srcs = source_section(cfg, ws, before, after, last_good)
@@ -297,7 +297,8 @@ def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[s
             summary = "nothing changed: every source at the same revision, every stage up to date"
         else:
             what = ", ".join(f"{s['name']} {short(s['old'])}->{short(s['new'])}" for s in moved)
-            summary = f"passed ({what or 'upstream unchanged'}; ran {', '.join(ran) or 'nothing'})"
+            summary = f"passed ({what or 'upstream unchanged'}; " + (
+                f"rebuilt {', '.join(ran)})" if ran else "nothing to rebuild)")
         if result["boot"].get("reason"):
             notes.append(result["boot"]["reason"])
         return summary, notes
@@ -332,47 +333,46 @@ def short(rev: str | None) -> str:
 
 
 # --------------------------------------------------------------------------------- boot
-def boot_section(ws: Workspace, stages: list[dict[str, Any]], no_boot: str | None,
-                 started: dt.datetime) -> dict[str, Any]:
-    """Boot milestones from what the boot stage recorded, when it ran (or is up to date)."""
+def boot_section(ws: Workspace, stages: list[dict[str, Any]], no_boot: str | None
+                 ) -> dict[str, Any]:
+    """Boot milestones from ``out/boot.json`` (boot.py), when boot ran or is up to date."""
     if no_boot:
         return {"available": False, "reason": no_boot, "milestones": []}
     st = next(s for s in stages if s["name"] == "boot")
     section: dict[str, Any] = {"available": True, "reason": None, "milestones": [],
-                               "log": st.get("log")}
+                               "log": st.get("log"), "verdict": None}
     if st["status"] in (NOTRUN, SKIPPED):
         return section
     record = read_json(ws.out / "boot.json")
     if not isinstance(record, dict):
-        record = (read_json(ws.out / "metadata.json") or {}).get("boot")
-    if not isinstance(record, dict):
         return section
+    section["verdict"] = record.get("verdict")
     section["milestones"] = milestones(record)
     return section
 
 
+MILESTONE_STATUS = {"passed": PASSED, "missed": FAILED}  # boot.py's; "pending": not reached
+
+
 def milestones(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Normalise the boot record's milestones to ``{name, status, time, detail}``."""
-    raw = record.get("milestones", [])
-    if isinstance(raw, dict):
-        raw = [{"name": k, **(v if isinstance(v, dict) else {"reached": v})}
-               for k, v in raw.items()]
-    out = []
+    """boot.json's milestones as ``{name, status, time, detail}``; when the first (topology)
+    boot already failed, its milestones, prefixed."""
+    raw, prefix = record.get("milestones"), ""
+    if not isinstance(raw, list) and isinstance(record.get("topology_boot"), dict):
+        raw, prefix = record["topology_boot"].get("milestones"), "topology run: "
+        record = record["topology_boot"]
+    tail = "\n".join(str(x) for x in record.get("tail") or [])
+    out, prev = [], 0.0
     for m in raw if isinstance(raw, list) else []:
         if not isinstance(m, dict) or not m.get("name"):
             continue
-        reached = m.get("reached", m.get("passed", m.get("ok")))
-        if isinstance(reached, str):
-            status = {"passed": PASSED, "reached": PASSED, "failed": FAILED}.get(reached, NOTRUN)
-        elif "status" in m:
-            status = {"passed": PASSED, "reached": PASSED, "ok": PASSED, "failed": FAILED,
-                      "missed": FAILED, "timeout": FAILED}.get(str(m["status"]), NOTRUN)
-        else:
-            status = PASSED if reached else (FAILED if reached is False else NOTRUN)
-        t = m.get("time", m.get("elapsed", m.get("seconds")))
-        out.append({"name": str(m["name"]), "status": status,
-                    "time": float(t) if isinstance(t, int | float) else 0.0,
-                    "detail": m.get("detail") or m.get("message") or ""})
+        status = MILESTONE_STATUS.get(str(m.get("status")), NOTRUN)
+        at = float(m.get("seconds") or prev)  # seconds since QEMU started
+        out.append({"name": prefix + str(m["name"]), "status": status, "at": at,
+                    "time": round(max(0.0, at - prev), 3),  # since the previous milestone
+                    "detail": str(m.get("detail") or ("not reached" if status == NOTRUN else "")),
+                    **({"log_tail": tail} if status == FAILED else {})})
+        prev = at
     return out
 
 

@@ -1,0 +1,313 @@
+"""`doit nightly` against real upstreams that move between runs (hg served on loopback, git),
+real doit child runs sharing the workspace's sqlite dependency file, and the JUnit output
+checked against the structure of the common JUnit XSD."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from pipeline import report as report_mod
+from tests.conftest import GitUpstream, HgUpstream, need, run_doit, write_config
+
+# ------------------------------------------------------------------ JUnit structural check
+_DECIMAL = re.compile(r"^\d+(\.\d+)?$")
+SUITE_CHILDREN = {"properties", "testcase", "system-out", "system-err"}
+CASE_OUTCOMES = {"failure", "error", "skipped"}
+
+
+def validate_junit(path: Path) -> dict[str, int]:
+    """Check *path* against the shape of the common (Ant/Jenkins) JUnit XSD; return totals.
+
+    Well-formed XML; ``<testsuites>`` of ``<testsuite name tests failures errors skipped
+    time>``; each ``<testcase name classname time>`` holds at most one failure, error or
+    skipped (failure/error with a ``message``); every count attribute equals what is inside.
+    """
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    assert root.tag in ("testsuites", "testsuite"), root.tag
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        assert suite.tag == "testsuite", suite.tag
+        for attr in ("name", "tests", "failures", "errors", "time"):
+            assert attr in suite.attrib, f"testsuite without {attr}"
+        assert _DECIMAL.match(suite.get("time", "")), suite.get("time")
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for child in suite:
+            assert child.tag in SUITE_CHILDREN, f"unexpected <{child.tag}> in <testsuite>"
+            if child.tag == "properties":
+                for prop in child:
+                    assert prop.tag == "property" and {"name", "value"} <= set(prop.attrib)
+                continue
+            if child.tag != "testcase":
+                continue
+            counts["tests"] += 1
+            assert child.get("name") and child.get("classname"), child.attrib
+            assert _DECIMAL.match(child.get("time", "")), child.attrib
+            outcomes = [c for c in child if c.tag in CASE_OUTCOMES]
+            assert len(outcomes) <= 1, f"{child.get('name')}: several outcomes"
+            assert {c.tag for c in child} <= CASE_OUTCOMES | {"system-out", "system-err"}
+            for o in outcomes:
+                if o.tag in ("failure", "error"):
+                    assert o.get("message"), f"{child.get('name')}: {o.tag} without message"
+                key = {"failure": "failures", "error": "errors", "skipped": "skipped"}[o.tag]
+                counts[key] += 1
+        for key, n in counts.items():
+            assert int(suite.get(key, "0")) == n, f"{suite.get('name')}: {key} != {n}"
+            totals[key] += n
+    if root.tag == "testsuites":
+        for key, n in totals.items():
+            assert int(root.get(key, "0")) == n, f"testsuites {key}"
+    return totals
+
+
+def cases(path: Path) -> dict[str, ET.Element]:
+    return {f"{c.get('classname')}::{c.get('name')}": c for c in ET.parse(path).iter("testcase")}
+
+
+def outcome(case: ET.Element) -> str:
+    tags = [c.tag for c in case if c.tag in CASE_OUTCOMES]
+    return tags[0] if tags else "passed"
+
+
+# ---------------------------------------------------------------------------- helpers
+def nightly(cfg: Path, expect: int = 0) -> tuple[subprocess.CompletedProcess[str],
+                                                 dict[str, Any]]:
+    """Run `doit nightly` as a user does; its exit status and the report it wrote."""
+    res = run_doit("nightly", config=cfg)
+    assert res.returncode == expect, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    m = re.search(r'dir = "([^"]+)"', cfg.read_text())
+    assert m
+    return res, json.loads((Path(m[1]) / "reports" / "report.json").read_text())
+
+
+def stage(variant: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in variant["stages"] if s["name"] == name)
+
+
+def git_config(tmp_path: Path, up: GitUpstream, name: str = "site", extra: str = "",
+               ws: str | None = None, body: str = "") -> Path:
+    text = (f'[workspace]\ndir = "{ws or tmp_path / name}"\n{extra}\n'
+            f'[sources.xen]\nvcs = "git"\nurl = "{up.url}"\nrev = "main"\n{body}')
+    return write_config(tmp_path, text, f"{name}.toml")
+
+
+# A Xen-like tree as build.py expects one: `make build-xen` leaves xen/xen.gz and xen/xen-syms.
+XEN_TREE = {
+    "Makefile": "build-xen:\n\t$(MAKE) -C xen\n",
+    "xen/Makefile": ("xen.gz: xen-syms\n\tgzip -9nc xen-syms > xen.gz\n"
+                     "xen-syms: main.c\n\t$(CC) -o xen-syms main.c\n"),
+    "xen/main.c": "int main(void) { return 0; }\n",
+}
+
+
+def xen_upstream(up: GitUpstream) -> str:
+    for name, text in XEN_TREE.items():
+        up.commit(name, text, f"xen: add {name}")
+    return up.repo.head.commit.hexsha
+
+
+def xen_config(tmp_path: Path, up: GitUpstream, patches: Path | None = None) -> Path:
+    need("make")
+    need("gcc")
+    xen_upstream(up)
+    extra = f'patches = "{patches}"\n' if patches else ""
+    return git_config(tmp_path, up, body=extra + '\n[xen]\nsource = "xen"\n')
+
+
+def names(variant: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in variant["stages"]}
+
+
+# ------------------------------------------------------------------------------- tests
+def test_unchanged_then_new_commit_that_builds(tmp_path: Path, git_upstream: GitUpstream
+                                               ) -> None:
+    """Nothing changed: every stage up to date, said so; then a new commit is rebuilt. The
+    child doit runs share the outer doit's sqlite dependency file: a later `doit build`
+    finds everything nightly built up to date."""
+    cfg = xen_config(tmp_path, git_upstream)
+    _, first = nightly(cfg)
+    v = first["variants"][0]
+    assert names(v) == {"fetch:xen": "passed", "build:xen": "passed", "boot": "skipped"}
+    assert v["sources"][0]["old"] is None and v["sources"][0]["new"]
+
+    res, second = nightly(cfg)
+    v = second["variants"][0]
+    assert v["summary"].startswith("nothing changed"), v["summary"]
+    assert "nothing changed" in res.stdout
+    assert names(v)["build:xen"] == "up-to-date"
+    src = v["sources"][0]
+    assert (src["old"], src["changed"]) == (first["variants"][0]["sources"][0]["new"], False)
+    junit = tmp_path / "site" / "reports" / "junit.xml"
+    assert validate_junit(junit) == {"tests": 3, "failures": 0, "errors": 0, "skipped": 1}
+    boot = cases(junit)["xenpipe.site.boot::boot: not available"]
+    assert outcome(boot) == "skipped" and "no [kernel]" in boot.find("skipped").get("message")
+    by_hand = run_doit("build", config=cfg)
+    assert by_hand.returncode == 0 and "-- build:xen" in by_hand.stdout, by_hand.stdout
+
+    new = git_upstream.commit("xen/main.c", "int main(void) { return 1; }\n", "xen: exit 1")
+    _, third = nightly(cfg)
+    v = third["variants"][0]
+    assert names(v)["build:xen"] == "passed" and v["sources"][0]["new"] == new
+    assert v["summary"].startswith(f"passed (xen {src['new'][:12]}->{new[:12]}; rebuilt build:xen")
+    runs = sorted((tmp_path / "site" / "reports" / "runs").iterdir())
+    assert [r.name for r in runs] == [first["run"], second["run"], third["run"]]
+    assert (runs[-1] / "out" / "xen.gz").is_file()  # a good run keeps its artifacts
+    good = json.loads((tmp_path / "site" / "state" / "nightly-last-good.json").read_text())
+    assert good["run"] == third["run"] and good["revisions"] == {"xen": new}
+
+
+def test_breaking_commit_names_new_revisions(tmp_path: Path, git_upstream: GitUpstream
+                                             ) -> None:
+    cfg = xen_config(tmp_path, git_upstream)
+    _, good = nightly(cfg)
+    git_upstream.commit("xen/README", "docs\n", "docs: explain the scheduler")
+    bad = git_upstream.commit("xen/main.c", "#error upstream broke it\n", "sched: rework")
+    res, rep = nightly(cfg, expect=1)
+    assert res.stderr.count("xenpipe: error:") == 1 and "nightly failed" in res.stderr
+    v = rep["variants"][0]
+    assert v["status"] == "failed" and v["first_failure"]["name"] == "build:xen"
+    assert v["summary"].startswith("build:xen failed:")
+    assert "first failing stage: build:xen" in v["triage"]
+    note = next(n for n in v["triage"] if n.startswith("new in xen since the last good run"))
+    assert good["run"] in note and bad[:7] in note
+    assert "sched: rework" in note and "docs: explain the scheduler" in note
+    assert v["sources"][0]["new_since_last_good"][0].endswith("sched: rework")
+    junit = tmp_path / "site" / "reports" / "junit.xml"
+    assert validate_junit(junit)["failures"] == 1
+    fail = cases(junit)["xenpipe.site.stage::build:xen"].find("failure")
+    assert fail is not None and fail.get("message") == v["first_failure"]["error"]
+    assert "--- last lines ---" in fail.text and "#error upstream broke it" in fail.text
+    assert Path(v["first_failure"]["log"]).is_file()
+    assert (tmp_path / "site" / "reports" / "runs" / good["run"] / "out" / "xen.gz").is_file()
+
+    git_upstream.commit("xen/main.c", "int main(void) { return 0; }\n", "sched: fix")
+    _, fixed = nightly(cfg)
+    assert fixed["variants"][0]["status"] == "passed"
+    assert fixed["variants"][0]["last_good"] == good["run"]
+
+
+def test_patch_merged_upstream_is_reported(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    patches = tmp_path / "patches" / "xen"
+    patches.mkdir(parents=True)
+    (patches / "series").write_text("readme.patch\n")
+    (patches / "readme.patch").write_text(
+        "--- a/README\n+++ b/README\n@@ -1 +1,2 @@\n linux\n+pciback: hide 00:19.0\n")
+    cfg = xen_config(tmp_path, git_upstream, patches)
+    _, good = nightly(cfg)
+    assert names(good["variants"][0])["patch:xen"] == "passed"
+    merged = git_upstream.commit("README", "linux\npciback: hide 00:19.0\n", "merge the fix")
+    _, rep = nightly(cfg, expect=1)
+    v = rep["variants"][0]
+    assert v["first_failure"]["name"] == "patch:xen"
+    assert v["merged_upstream"] == [{"stage": "patch:xen", "patch": str(patches / "readme.patch"),
+                                     "source": "xen", "rev": merged[:12]}]
+    assert any(n.startswith(f"patch {patches / 'readme.patch'} is now upstream in xen@")
+               and "drop it from patches/xen/series" in n for n in v["triage"])
+    assert names(v)["build:xen"] == "not-run"
+    junit = tmp_path / "site" / "reports" / "junit.xml"
+    validate_junit(junit)
+    skipped = cases(junit)["xenpipe.site.stage::build:xen"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "not run: patch:xen failed"
+
+
+def test_new_hg_revision_is_reported_old_and_new(tmp_path: Path, hg_upstream: HgUpstream
+                                                 ) -> None:
+    body = f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\nrev = "tip"\n'
+    cfg = write_config(tmp_path, body)
+    _, first = nightly(cfg)
+    old = hg_upstream.node()
+    assert first["variants"][0]["sources"][0]["new"] == old
+    new = hg_upstream.commit("xen/common/sched.c", "int x;\n", "sched: new scheduler knob")
+    _, second = nightly(cfg)
+    src = second["variants"][0]["sources"][0]
+    assert (src["old"], src["new"], src["changed"]) == (old, new, True)
+    props = {p.get("name"): p.get("value")
+             for p in ET.parse(tmp_path / "ws" / "reports" / "junit.xml").iter("property")}
+    assert props["source.xen"] == f"{old}..{new}"
+
+
+def test_unreachable_upstream_fails_and_retention_keeps_last_good(
+        tmp_path: Path, git_upstream: GitUpstream) -> None:
+    cfg = git_config(tmp_path, git_upstream, extra="retention = 2")
+    _, good = nightly(cfg)
+    git_upstream.path.rename(tmp_path / "gone.git")
+    failed = [nightly(cfg, expect=1)[1] for _ in range(3)]
+    v = failed[-1]["variants"][0]
+    assert v["first_failure"]["name"] == "fetch:xen"
+    assert v["first_failure"]["error"].startswith("xenpipe: error: git fetch")
+    assert v["last_good"] == good["run"]
+    validate_junit(tmp_path / "site" / "reports" / "junit.xml")
+    runs = sorted(p.name for p in (tmp_path / "site" / "reports" / "runs").iterdir())
+    assert runs == [good["run"], *[f["run"] for f in failed[-2:]]]
+
+
+def test_variants_share_one_mirror_and_one_report(tmp_path: Path, git_upstream: GitUpstream
+                                                  ) -> None:
+    mirror = f'mirror = "{tmp_path / "mirror"}"'
+    a = git_config(tmp_path, git_upstream, "a", mirror)
+    b = git_config(tmp_path, git_upstream, "b", mirror)
+    res = run_doit("nightly", f"config={a},{b}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads((tmp_path / "a" / "reports" / "report.json").read_text())
+    assert [v["name"] for v in rep["variants"]] == ["a", "b"]
+    assert rep["variants"][0]["sources"][0]["new"] == rep["variants"][1]["sources"][0]["new"]
+    assert len(list((tmp_path / "mirror").iterdir())) == 1  # one download for both
+    assert (tmp_path / "a" / "src" / "xen").is_dir() and (tmp_path / "b" / "src" / "xen").is_dir()
+    root = ET.parse(tmp_path / "a" / "reports" / "junit.xml").getroot()
+    assert [s.get("name") for s in root] == ["a", "b"]
+    validate_junit(tmp_path / "a" / "reports" / "junit.xml")
+    own = json.loads((tmp_path / "b" / "reports" / "report.json").read_text())
+    assert [v["name"] for v in own["variants"]] == ["b"]
+
+
+def test_several_configs_are_for_nightly_only(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    a = git_config(tmp_path, git_upstream, "a")
+    b = git_config(tmp_path, git_upstream, "b")
+    res = run_doit("fetch", f"config={a},{b}")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"xenpipe: error: config= lists 2 files: only `doit nightly` runs variants; give other "
+        f"tasks one (config={a})"]
+    assert not (tmp_path / "a" / "src").exists()
+    assert run_doit("list", f"config={a},{b}").returncode == 0
+
+
+def test_variants_need_their_own_workspace(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    a = git_config(tmp_path, git_upstream, "a", ws=str(tmp_path / "same"))
+    b = git_config(tmp_path, git_upstream, "b", ws=str(tmp_path / "same"))
+    res = run_doit("nightly", f"config={a},{b}")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("xenpipe: error: ")
+    assert "give each variant its own [workspace] dir" in res.stderr
+
+
+def test_junit_writer_escapes_terminal_output(tmp_path: Path) -> None:
+    """The writer alone, on a report with a colourised, control-character log tail."""
+    tail = "\x1b[31mgcc: error\x1b[0m: bad\x07 input\x00 here"
+    rep = {"started": "2026-01-01T02:00:00+00:00", "variants": [{
+        "name": "v", "config": "c.toml", "summary": "build:xen failed", "triage": [],
+        "sources": [{"name": "xen", "old": "a", "new": "b"}],
+        "stages": [
+            {"name": "fetch:xen", "status": "up-to-date", "duration": 0},
+            {"name": "build:xen", "status": "failed", "duration": 1.5,
+             "error": "xenpipe: error: make failed", "log": "/l.log", "log_tail": tail},
+            {"name": "build:kernel", "status": "not-run", "reason": "not run: build:xen failed"},
+        ],
+        "boot": {"available": True, "log": "/b.log", "milestones": [
+            {"name": "xen", "status": "passed", "time": 2.0},
+            {"name": "dom0", "status": "failed", "time": 0, "detail": "no login prompt"}]},
+    }]}
+    _, path = report_mod.write(tmp_path, rep)
+    text = path.read_text()
+    assert validate_junit(path) == {"tests": 5, "failures": 2, "errors": 0, "skipped": 1}
+    root = ET.fromstring(text)
+    assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
+    fail = root.find(".//testcase[@name='build:xen']/failure")
+    assert fail is not None and "gcc: error: bad input here" in fail.text
+    assert root.find(".//testcase[@name='build:kernel']/skipped") is not None
