@@ -101,7 +101,8 @@ def git_config(tmp_path: Path, up: GitUpstream, name: str = "site", extra: str =
 XEN_TREE = {
     "Makefile": "build-xen:\n\t$(MAKE) -C xen\n",
     "xen/Makefile": ("xen.gz: xen-syms\n\tgzip -9nc xen-syms > xen.gz\n"
-                     "xen-syms: main.c\n\t$(CC) -o xen-syms main.c\n"),
+                     "xen-syms: main.o\n\t$(CC) -o xen-syms main.o\n"
+                     "main.o: main.c\n\t$(CC) -c -o main.o main.c\n"),
     "xen/main.c": "int main(void) { return 0; }\n",
 }
 
@@ -249,19 +250,28 @@ def test_unreachable_upstream_fails_and_retention_keeps_last_good(
 
 def test_variants_share_one_mirror_and_one_report(tmp_path: Path, git_upstream: GitUpstream
                                                   ) -> None:
-    mirror = f'mirror = "{tmp_path / "mirror"}"'
-    a = git_config(tmp_path, git_upstream, "a", mirror)
-    b = git_config(tmp_path, git_upstream, "b", mirror)
-    res = run_doit("nightly", f"config={a},{b}")
+    """Two configs, one command: one download in the shared mirror, a workspace each, one
+    combined report; ccache (a private cache dir) counts the second variant's hit."""
+    need("ccache")
+    xen_upstream(git_upstream)
+    extra = f'mirror = "{tmp_path / "mirror"}"'
+    body = '\n[xen]\nsource = "xen"\n\n[build]\nccache = true\n'
+    a = git_config(tmp_path, git_upstream, "a", extra, body=body)
+    b = git_config(tmp_path, git_upstream, "b", extra, body=body)
+    res = run_doit("nightly", f"config={a},{b}", env={"CCACHE_DIR": str(tmp_path / "ccache")})
     assert res.returncode == 0, res.stdout + res.stderr
     rep = json.loads((tmp_path / "a" / "reports" / "report.json").read_text())
-    assert [v["name"] for v in rep["variants"]] == ["a", "b"]
-    assert rep["variants"][0]["sources"][0]["new"] == rep["variants"][1]["sources"][0]["new"]
+    va, vb = rep["variants"]
+    assert (va["name"], vb["name"]) == ("a", "b")
+    assert va["sources"][0]["new"] == vb["sources"][0]["new"]
     assert len(list((tmp_path / "mirror").iterdir())) == 1  # one download for both
-    assert (tmp_path / "a" / "src" / "xen").is_dir() and (tmp_path / "b" / "src" / "xen").is_dir()
+    assert (tmp_path / "a" / "out" / "xen.gz").is_file()
+    assert (tmp_path / "b" / "out" / "xen.gz").is_file()
+    assert (va["ccache"]["hits"], va["ccache"]["misses"]) == (0, 1)
+    assert (vb["ccache"]["hits"], vb["ccache"]["misses"]) == (1, 0)
     root = ET.parse(tmp_path / "a" / "reports" / "junit.xml").getroot()
     assert [s.get("name") for s in root] == ["a", "b"]
-    validate_junit(tmp_path / "a" / "reports" / "junit.xml")
+    assert validate_junit(tmp_path / "a" / "reports" / "junit.xml")["tests"] == 6
     own = json.loads((tmp_path / "b" / "reports" / "report.json").read_text())
     assert [v["name"] for v in own["variants"]] == ["b"]
 
