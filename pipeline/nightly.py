@@ -34,13 +34,12 @@ from . import proc, sources
 from . import report as report_mod
 from .config import Config
 from .errors import ConfigError, XenpipeError
-from .files import read_json
+from .files import atomic_write, read_json
 from .report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
 from .workspace import Workspace
 
 DODO = config_mod.ROOT / "dodo.py"
 LAST_GOOD = "nightly-last-good"
-LOG_SIZES = "nightly-logs"
 LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
 ERROR = "xenpipe: error:"
@@ -138,7 +137,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     ws, cfg = v.ws, v.cfg
     run_dir = ws.reports / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    rotate_logs(ws, run_dir)
+    marks = log_marks(ws)
     before = revisions(cfg, ws)
     last_good = ws.state(LAST_GOOD)
     cache_before = ccache_stats(cfg)
@@ -151,6 +150,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
 
     stages = collect_stages(cfg, ws, tasks, doit_error, no_boot)
     boot = boot_section(ws, stages, no_boot)
+    archive_logs(ws, run_dir, marks, stages, boot)
     status = PASSED if all(s["status"] in (*OK, SKIPPED) for s in stages) and not any(
         m["status"] == FAILED for m in boot.get("milestones", [])) else FAILED
     srcs = source_section(cfg, ws, before, after, last_good)
@@ -165,14 +165,13 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     }
     result["merged_upstream"] = merged_upstream(stages)
     result["summary"], result["triage"] = triage(result, cfg, ws, last_good)
-    archive_logs(ws, run_dir, stages, boot)
     if status == PASSED:
         keep_artifacts(ws, run_dir)
         ws.save_state(LAST_GOOD, {"run": run_id, "time": started.isoformat(),
                                   "revisions": {s["name"]: s["new"] for s in srcs}})
     report_mod.write(run_dir, document([result], run_id, started, duration))
     for name in ("report.json", "junit.xml"):
-        shutil.copyfile(run_dir / name, ws.reports / name)
+        atomic_write(ws.reports / name, (run_dir / name).read_bytes())
     prune(ws, int(setting(cfg, "workspace", "retention")))
     return result
 
@@ -205,7 +204,7 @@ def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
         if name == "boot" and no_boot:
             st.update(status=SKIPPED, reason=no_boot)
         elif doit_error:
-            st.update(status=FAILED, error=f"{ERROR} {doit_error}")
+            st.update(status=FAILED, error=f"{ERROR} {doit_error}", log_name="nightly")
             doit_error = ""  # the first stage carries it; the others were not run
         elif t is None or t.get("result") in (None, "ignore"):
             st.update(status=NOTRUN, reason="not run")
@@ -219,8 +218,6 @@ def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
         else:
             st.update(status=FAILED, duration=round(t.get("elapsed") or 0.0, 3),
                       error=one_line(t.get("error") or ""))
-        log = ws.logs / f"{name.replace(':', '-')}.log"
-        st["log"] = str(log) if log.is_file() else None
         stages.append(st)
     for st in stages:  # a dependency that is itself "not run" points at the real culprit
         if st["status"] == NOTRUN and st["reason"] and "failed" in st["reason"]:
@@ -406,40 +403,37 @@ def ccache_delta(before: dict[str, int] | None, after: dict[str, int] | None
 
 
 # ----------------------------------------------------------------- logs, artifacts, pruning
-def rotate_logs(ws: Workspace, run_dir: Path) -> None:
-    """Start the run with empty live logs; output of hand-run tasks since the last nightly
-    (what the live logs hold beyond what that nightly archived) moves to ``manual/``."""
-    archived = ws.state(LOG_SIZES)
-    for log in sorted(ws.logs.glob("*.log")) if ws.logs.is_dir() else []:
-        done = int(archived.get(log.name, 0))
-        size = log.stat().st_size
-        if size > done:
-            dest = run_dir / "logs" / "manual" / log.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "rb") as src, open(dest, "wb") as out:
-                src.seek(done if done <= size else 0)
-                shutil.copyfileobj(src, out)
-        os.truncate(log, 0)
+def log_marks(ws: Workspace) -> dict[str, tuple[int, int]]:
+    """Where each live log ends before the run (inode, size): the run's output comes after."""
+    marks = {}
+    for log in ws.logs.glob("*.log") if ws.logs.is_dir() else []:
+        st = log.stat()
+        marks[log.name] = (st.st_ino, st.st_size)
+    return marks
 
 
-def archive_logs(ws: Workspace, run_dir: Path, stages: list[dict[str, Any]],
-                 boot: dict[str, Any]) -> None:
-    """Copy this run's logs into the run directory; the report points at those copies."""
+def archive_logs(ws: Workspace, run_dir: Path, marks: dict[str, tuple[int, int]],
+                 stages: list[dict[str, Any]], boot: dict[str, Any]) -> None:
+    """Copy what this run wrote to each log into the run directory (the live logs are left
+    as they are); the report points at those copies."""
     dest = run_dir / "logs"
     dest.mkdir(parents=True, exist_ok=True)
-    sizes = {}
     for log in sorted(ws.logs.glob("*.log")) if ws.logs.is_dir() else []:
-        shutil.copyfile(log, dest / log.name)
-        sizes[log.name] = log.stat().st_size
-    ws.save_state(LOG_SIZES, sizes)
+        st = log.stat()
+        ino, size = marks.get(log.name, (st.st_ino, 0))
+        start = size if ino == st.st_ino and size <= st.st_size else 0  # else: rewritten
+        if st.st_size == start:
+            continue
+        with open(log, "rb") as src, open(dest / log.name, "wb") as out:
+            src.seek(start)
+            shutil.copyfileobj(src, out)
     for st in stages:
-        if st.get("log"):
-            copy = dest / Path(st["log"]).name
-            if st["status"] == FAILED:
-                st["log_tail"] = tail(copy)
-            st["log"] = str(copy)
-    if boot.get("log"):
-        boot["log"] = str(dest / Path(boot["log"]).name)
+        copy = dest / f"{st.pop('log_name', st['name']).replace(':', '-')}.log"
+        st["log"] = str(copy) if copy.is_file() else None
+        if st["log"] and st["status"] == FAILED:
+            st["log_tail"] = tail(copy)
+    if boot.get("available"):
+        boot["log"] = next((s["log"] for s in stages if s["name"] == "boot"), None)
 
 
 def tail(path: Path, lines: int = LOG_TAIL) -> str:
