@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import XenpipeError
 
@@ -79,12 +81,20 @@ def run(
     input: str | None = None,
     error: type[XenpipeError] = XenpipeError,
     what: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    die_with_parent: bool = False,
 ) -> Result:
     """Run *argv*; raise *error* (a one-line user error) when it fails and *check* is set.
 
     With *capture* the output is returned (and also logged); otherwise it goes to *log* only.
+    With *on_line* the output is streamed: logged as it comes and handed over line by line,
+    with *on_tick* called about every TICK seconds even when the child is silent (progress).
+    With *die_with_parent* the child gets SIGTERM when xenpipe dies, even by SIGKILL.
     """
     args = [os.fspath(a) for a in argv]
+    streaming = on_line is not None
+    last = ""
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -99,16 +109,22 @@ def run(
                 cwd=cwd,
                 env=environment(env),
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if capture or logf is None else logf,
-                stderr=subprocess.STDOUT if capture or logf is not None else subprocess.PIPE,
+                stdout=subprocess.PIPE if capture or streaming or logf is None else logf,
+                stderr=subprocess.STDOUT if capture or streaming or logf is not None
+                else subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with(os.getpid()) if die_with_parent else None,
             )
         except FileNotFoundError as exc:
             raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
         try:
-            out, err = proc.communicate(
-                input=input.encode() if input is not None else None, timeout=timeout
-            )
+            if on_line is not None:
+                err = b""
+                out, last = _pump(proc, on_line, on_tick, logf, capture, timeout, input)
+            else:
+                out, err = proc.communicate(
+                    input=input.encode() if input is not None else None, timeout=timeout
+                )
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc)
             raise error(f"{what or render(args)}: timed out after {timeout:.0f} s") from exc
@@ -116,14 +132,14 @@ def run(
             _kill_group(proc)
             raise
         text = (out or b"").decode(errors="replace") + (err or b"").decode(errors="replace")
-        if logf is not None and capture:
+        if logf is not None and capture and not streaming:
             logf.write(text.encode())
     finally:
         if logf is not None:
             logf.close()
     result = Result(args, proc.returncode, text, time.monotonic() - start)
     if check and proc.returncode != 0:
-        detail = _last_line(text)
+        detail = _last_line(text) or last
         where = f" (log: {log})" if log is not None else ""
         raise error(
             f"{what or render(args)} failed with exit status {proc.returncode}"
@@ -131,6 +147,78 @@ def run(
             + where
         )
     return result
+
+
+TICK = 0.5  # seconds between on_tick calls while streaming
+
+
+def _pump(
+    proc: subprocess.Popen[bytes],
+    on_line: Callable[[str], None],
+    on_tick: Callable[[], None] | None,
+    logf: BinaryIO | None,
+    keep: bool,
+    timeout: float | None,
+    input: str | None,
+) -> tuple[bytes, str]:
+    """Read the child's output as it comes: log it, hand each line over, tick while idle.
+
+    Returns the whole output when *keep*, else nothing; and the last non-blank line.
+    """
+    assert proc.stdout is not None
+    if input is not None and proc.stdin is not None:
+        proc.stdin.write(input.encode())
+        proc.stdin.close()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    kept: list[bytes] = []
+    pending, last = b"", ""
+    while True:
+        wait = TICK if deadline is None else min(TICK, deadline - time.monotonic())
+        if wait <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0)
+        if select.select([fd], [], [], wait)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            if logf is not None:
+                logf.write(chunk)
+                logf.flush()
+            if keep:
+                kept.append(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                last = line if line.strip() else last
+                on_line(line)
+        if on_tick is not None:
+            on_tick()
+    if pending:
+        line = pending.decode(errors="replace")
+        last = line if line.strip() else last
+        on_line(line)
+    proc.wait(timeout=None if deadline is None else max(0.1, deadline - time.monotonic()))
+    return b"".join(kept), last.strip()
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: ask Linux to SIGTERM the child when *parent* dies (PR_SET_PDEATHSIG).
+
+    make forwards SIGTERM to the jobs it runs, so a SIGKILLed xenpipe leaves no build behind.
+    Everything is looked up before the fork: a preexec_fn must not import or allocate much.
+    """
+    import ctypes
+
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _last_line(text: str) -> str:

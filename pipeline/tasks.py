@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,15 @@ DOIT_CONFIG = {
 }
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM stops a run as Ctrl-C does: proc.run kills the running make's process group,
+    the stage records "interrupted", doit saves the tasks that finished."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+signal.signal(signal.SIGTERM, _sigterm)  # doit loads this module in its main thread
+
+
 # Stage modules are imported when a task runs, so `doit list` stays fast and a stage that
 # does not exist yet says so instead of breaking every other task.
 ISSUES = {"patches": 3, "kconfig": 4, "build": 5, "pci": 6, "install": 7, "boot": 8,
@@ -201,7 +211,8 @@ def task_config() -> Any:
     if kernel is None:
         return {"actions": None, "doc": "Make the dom0 kernel .config (no [kernel] configured)."}
     return {
-        "actions": [call("kconfig", "configure", CFG, WS, WS.source_dir(kernel.source))],
+        # build.configure runs kconfig.configure and records its result (metadata.json)
+        "actions": [call("build", "configure", CFG, WS, WS.source_dir(kernel.source))],
         "task_dep": ready(kernel.source),
         "uptodate": [unchanged(lambda: {
             "kconfig": lazy("kconfig", "fingerprint", CFG)(),
@@ -212,13 +223,16 @@ def task_config() -> Any:
 
 def task_build() -> Any:
     """Build Xen and the dom0 kernel and modules; artifacts and metadata.json in out/."""
+    # doit takes the group's own dict only when it comes first (later, it drops the subtasks)
+    yield {"name": None, "doc": "Build Xen and the dom0 kernel and modules (the default task)."}
     if CFG.xen is not None:
         yield {
             "name": "xen",
             "doc": "make the hypervisor",
             "actions": [call("build", "build_xen", CFG, WS)],
             "task_dep": ready(CFG.xen.source),
-            "uptodate": [unchanged(lazy("build", "fingerprint_xen", CFG, WS))],
+            "uptodate": [unchanged(lazy("build", "fingerprint_xen", CFG, WS)),
+                         lazy("build", "xen_outputs_present", CFG, WS)],
         }
     if CFG.kernel is not None:
         yield {
@@ -226,9 +240,9 @@ def task_build() -> Any:
             "doc": "make the dom0 kernel and modules",
             "actions": [call("build", "build_kernel", CFG, WS)],
             "task_dep": ["config"],
-            "uptodate": [unchanged(lazy("build", "fingerprint_kernel", CFG, WS))],
+            "uptodate": [unchanged(lazy("build", "fingerprint_kernel", CFG, WS)),
+                         lazy("build", "kernel_outputs_present", CFG, WS)],
         }
-    yield {"name": None, "doc": "Build Xen and the dom0 kernel and modules (the default task)."}
 
 
 def task_install() -> Any:

@@ -162,3 +162,6 @@ def run_doit(*args: str, config: Path | None = None, env: dict[str, str] | None 
     full_env.pop("XENPIPE_CONFIG", None) if env is None or "XENPIPE_CONFIG" not in env else None
     return subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+from .realkernel import real_kernel  # noqa: E402, F401 - the shared real kernel build (slow tests)

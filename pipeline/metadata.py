@@ -1,0 +1,233 @@
+"""``out/metadata.json``: what was built, from what, with which tools, and how it went.
+
+Modelled on tuxmake's metadata: per source the (redacted) URL, the resolved revision and the
+patches applied; the kernel config's sha256 and forced symbols; toolchain versions; per stage
+its status, duration and exact command lines; every artifact with its size and sha256.
+
+The file is rewritten atomically when a stage starts, before each command it runs and when it
+ends, so a build stopped by Ctrl-C, SIGTERM or even SIGKILL leaves a valid file that says
+which stage was running (``running``: killed; ``interrupted``: stopped by a signal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .config import Config
+from .errors import BuildError, XenpipeError
+from .files import read_json, write_json
+from .workspace import Workspace
+
+FORMAT = 1
+NAME = "metadata.json"
+# A stage that reruns makes the stages built from its output stale until they rerun too.
+DOWNSTREAM = {"config": ("kernel",)}
+
+
+def path(ws: Workspace) -> Path:
+    return ws.out / NAME
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load(ws: Workspace) -> dict[str, Any]:
+    """The current metadata (a fresh skeleton when there is none or it is unreadable)."""
+    md = read_json(path(ws), {}) or {}
+    if not isinstance(md, dict) or md.get("format") != FORMAT:
+        md = {}
+    md.setdefault("format", FORMAT)
+    md.setdefault("tool", {"name": "xenpipe", "version": _version()})
+    md.setdefault("stages", {})
+    md.setdefault("artifacts", {})
+    return md
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("xenpipe")
+    except Exception:  # noqa: BLE001 - not installed as a package: a checkout
+        return "checkout"
+
+
+def overall(stages: dict[str, dict[str, Any]]) -> str:
+    """One word for the whole build from the stages' statuses."""
+    states = {s.get("status") for s in stages.values()}
+    for word in ("running", "interrupted", "fail", "pending"):
+        if word in states:
+            return word
+    return "pass" if states else "pending"
+
+
+# ------------------------------------------------------------------------------ inputs
+def cc_of(make_args: Sequence[str], var: str = "CC", default: str = "gcc") -> list[str]:
+    """The compiler command a make command line selects (``CC=clang``), without ccache."""
+    value = default
+    for arg in make_args:
+        if arg.startswith(f"{var}="):
+            value = arg.split("=", 1)[1]
+    words = shlex.split(value) or [default]
+    return words[1:] if words[0] == "ccache" and len(words) > 1 else words
+
+
+def toolchain(make_args: Sequence[str], ccache: bool) -> dict[str, str]:
+    """First lines of ``--version`` of the compiler, binutils' ld, make (and ccache)."""
+    tools = {
+        "cc": cc_of(make_args),
+        "binutils": cc_of(make_args, "LD", "ld"),
+        "make": ["make"],
+    }
+    if ccache:
+        tools["ccache"] = ["ccache"]
+    out = {}
+    for key, argv in tools.items():
+        try:
+            res = proc.run([*argv, "--version"], capture=True, check=False, timeout=30)
+        except XenpipeError:
+            out[key] = f"{argv[0]}: not found"
+            continue
+        lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+        out[key] = lines[0] if lines and res.returncode == 0 else f"{argv[0]}: unavailable"
+    return out
+
+
+def sources_record(cfg: Config, ws: Workspace) -> dict[str, Any]:
+    """Per source: where it came from, the revision fetched and the patches applied on it."""
+    out: dict[str, Any] = {}
+    for name, src in cfg.sources.items():
+        fetched = ws.state(f"fetch-{name}")
+        patched = ws.state(f"patch-{name}")
+        patches = patched.get("patches", patched.get("applied", []))
+        out[name] = {
+            "vcs": src.vcs,
+            "url": fetched.get("url") or proc.redact(src.url),
+            "rev": src.rev,
+            "resolved": fetched.get("resolved"),
+            "patches": patches if isinstance(patches, list) else [],
+            "series_digest": patched.get("series_digest"),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------ stages
+class StageRecord:
+    """The running record of one stage; every change is written to disk at once."""
+
+    def __init__(self, cfg: Config, ws: Workspace, name: str, log: Path | None) -> None:
+        self.cfg = cfg
+        self.ws = ws
+        self.name = name
+        self.start = time.monotonic()
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "started": now(),
+            "commands": [],
+        }
+        if log is not None:
+            self.data["log"] = os.path.relpath(log, ws.dir)
+
+    def update(self, **top: Any) -> None:
+        """Merge this stage (and any top-level keys given) into the file, atomically."""
+        md = load(self.ws)
+        md["config_file"] = str(self.cfg.path)
+        md["sources"] = sources_record(self.cfg, self.ws)
+        md["stages"][self.name] = self.data
+        for key, value in top.items():
+            if key == "artifacts":
+                arts = {k: v for k, v in md["artifacts"].items() if v.get("stage") != self.name}
+                arts.update(value)
+                md["artifacts"] = arts
+            else:
+                md[key] = value
+        md["status"] = overall(md["stages"])
+        md["updated"] = now()
+        write_json(path(self.ws), md)
+
+    def begin(self, **top: Any) -> None:
+        md = load(self.ws)
+        for later in DOWNSTREAM.get(self.name, ()):
+            if md["stages"].get(later, {}).get("status") == "pass":
+                md["stages"][later]["status"] = "pending"
+                write_json(path(self.ws), md)
+        self.update(**top)
+
+    def command(self, argv: Sequence[str | os.PathLike[str]]) -> None:
+        """Record a command line before it runs (a killed build shows what it was doing)."""
+        self.data["commands"].append(proc.render(argv))
+        self.update()
+
+    def set(self, **items: Any) -> None:
+        self.data.update(items)
+
+    def finish(self, status: str, artifacts: dict[str, Path] | None = None,
+               error: str | None = None, **top: Any) -> None:
+        self.data["status"] = status
+        self.data["finished"] = now()
+        self.data["duration"] = round(time.monotonic() - self.start, 2)
+        if error:
+            self.data["error"] = error
+        else:
+            self.data.pop("error", None)
+        if artifacts is not None:
+            top["artifacts"] = {
+                name: {"path": os.path.relpath(p, self.ws.dir), "size": p.stat().st_size,
+                       "sha256": sha256_file(p), "stage": self.name}
+                for name, p in artifacts.items()
+            }
+        self.update(**top)
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    """The signal behind a KeyboardInterrupt: SIGINT, or what tasks.py's handler says."""
+    text = str(exc)
+    return text if re.fullmatch(r"SIG[A-Z]+", text) else "SIGINT"
+
+
+@contextmanager
+def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
+          error: type[XenpipeError] = BuildError, **top: Any) -> Iterator[StageRecord]:
+    """Record stage *name* in metadata.json while the body runs.
+
+    The body calls ``rec.finish("pass", artifacts=...)`` when it succeeded; a user error is
+    recorded as ``fail``; Ctrl-C or SIGTERM as ``interrupted`` and turned into one-line
+    *error* (the child processes are already stopped by proc.run), so doit records the stages
+    that finished and the next run continues from there.
+    """
+    rec = StageRecord(cfg, ws, name, log)
+    rec.begin(**top)
+    try:
+        yield rec
+    except KeyboardInterrupt as exc:
+        sig = signal_name(exc)
+        rec.finish("interrupted", error=f"interrupted by {sig}")
+        raise error(f"{name}: interrupted by {sig}; the stages that finished are kept, "
+                    f"run `doit build` again to continue") from None
+    except XenpipeError as exc:
+        rec.finish("fail", error=str(exc))
+        raise
+    except BaseException as exc:
+        rec.finish("fail", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if rec.data["status"] == "running":
+        rec.finish("pass")

@@ -1,0 +1,134 @@
+"""The one real kernel build that the slow tests share.
+
+``real_kernel`` (session scope) builds Debian's linux-source-6.1 the way ``make demo`` does:
+configs/demo.toml's sources, [kernel] and [build] tables (tinyconfig + the shipped
+configs/kernel/xen-dom0.config, ccache on), but with the workspace in a cache directory that
+survives test sessions, so only the first session pays for the build:
+
+- cache directory: ``$XENPIPE_TEST_CACHE``, default ``/tmp/xenpipe-test-cache``;
+- workspace ``<cache>/real-ws``, config file ``<cache>/real.toml``, ccache ``<cache>/ccache``
+  (``CCACHE_DIR``), so even a fresh workspace rebuilds from ccache in a few minutes;
+- the build runs ``doit build config=<cache>/real.toml`` exactly as a user would, under an
+  exclusive lock (``<cache>/real.lock``): concurrent pytest sessions wait rather than build the
+  same workspace twice. A later session finds it up to date (a no-op ``doit build``).
+
+Without /usr/src/linux-source-6.1.tar.xz the fixture skips, except under CI=true (fail).
+A failed build fails the test with the tail of doit's output (the full log is in
+``<cache>/real-ws/logs/``). Tests must treat the workspace as read-only: copy what they
+change (e.g. ``shutil.copytree(rk.ws.out / "kernel-build", ...)``), never edit it in place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Config, load
+from pipeline.workspace import Workspace
+
+from .conftest import IN_CI, REPO, need, run_doit
+
+TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+DEMO = REPO / "configs" / "demo.toml"
+BUILD_TIMEOUT = 4 * 3600.0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XENPIPE_TEST_CACHE", "/tmp/xenpipe-test-cache"))
+
+
+@dataclass(frozen=True)
+class RealKernel:
+    """A built real dom0 kernel: its config file, workspace and release."""
+
+    config: Path  # the TOML file; pass it to run_doit(config=...)
+    ws: Workspace
+    release: str
+    env: dict[str, str]  # the environment the build ran with (CCACHE_DIR)
+
+    @cached_property
+    def cfg(self) -> Config:
+        return load(self.config)
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.ws.out / f"vmlinuz-{self.release}"
+
+    @property
+    def system_map(self) -> Path:
+        return self.ws.out / f"System.map-{self.release}"
+
+    @property
+    def dotconfig(self) -> Path:
+        return self.ws.out / f"config-{self.release}"
+
+    @property
+    def build_dir(self) -> Path:
+        """The kbuild output directory (modules, vmlinux, Module.symvers)."""
+        return self.ws.out / "kernel-build"
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads((self.ws.out / "metadata.json").read_text())
+
+
+def demo_with_workspace(workspace: Path, demo: Path = DEMO) -> str:
+    """configs/demo.toml's text with its [workspace] dir pointing at *workspace*."""
+    lines = demo.read_text().splitlines()
+    value = f'dir = "{workspace}"'
+    head = next((i for i, ln in enumerate(lines) if ln.strip() == "[workspace]"), None)
+    if head is None:
+        lines[:0] = ["[workspace]", value, ""]
+    else:
+        end = next((i for i in range(head + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+                   len(lines))
+        at = next((i for i in range(head + 1, end) if re.match(r"\s*dir\s*=", lines[i])), None)
+        if at is None:
+            lines.insert(head + 1, value)
+        else:
+            lines[at] = value
+    text = "\n".join(lines) + "\n"
+    assert tomllib.loads(text)["workspace"]["dir"] == str(workspace)
+    return text
+
+
+def build_real_kernel(cache: Path | None = None) -> RealKernel:
+    """Build (or find up to date) the shared real kernel; pytest.fail on a failed build."""
+    cache = cache or cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(cache / "real-ws")
+    config = cache / "real.toml"
+    text = demo_with_workspace(ws.dir)
+    if not config.is_file() or config.read_text() != text:
+        config.write_text(text)
+    env = {"CCACHE_DIR": str(cache / "ccache")}
+    with open(cache / "real.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = run_doit("build", config=config, env=env, timeout=BUILD_TIMEOUT)
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).splitlines()[-40:])
+        pytest.fail(f"doit build of the real kernel failed (logs: {ws.logs}):\n{tail}")
+    release = ws.state("build-kernel").get("release")
+    if not release:
+        pytest.fail(f"doit build succeeded but recorded no kernel release in {ws.state_dir}")
+    return RealKernel(config, ws, release, env)
+
+
+@pytest.fixture(scope="session")
+def real_kernel() -> RealKernel:
+    """The real dom0 kernel built through ``doit build`` (see the module docstring)."""
+    if not TARBALL.is_file():
+        if IN_CI:
+            pytest.fail(f"{TARBALL} is missing; .ci/run must install linux-source-6.1")
+        pytest.skip(f"{TARBALL} is missing (apt-get install linux-source-6.1)")
+    for tool in ("make", "gcc", "ccache", "flex", "bison", "bc", "xz"):
+        need(tool)
+    return build_real_kernel()

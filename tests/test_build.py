@@ -1,0 +1,610 @@
+"""doit build on small real trees: real Makefiles, real gcc, real git upstreams, doit as users
+run it. The kernel tree is kbuild-like (make O=<dir>, *config targets, a tiny oldconfig that
+prompts like Kconfig so the real kconfig stage drives it, bzImage, System.map, modules,
+kernelrelease); the Xen tree has build-xen producing xen/xen.gz and xen/xen-syms."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import pytest
+
+from pipeline import build, metadata
+from pipeline.config import load
+from pipeline.errors import BuildError
+from pipeline.progress import Progress
+from pipeline.workspace import Workspace
+
+from .conftest import REPO, need, run_doit, write_config
+from .realkernel import RealKernel
+
+RELEASE = "6.1.0-tiny"
+
+KERNEL_MAKEFILE = r"""# A tiny kbuild-like tree: out-of-tree builds (make O=dir), *config targets,
+# kbuild's quiet output, bzImage, System.map, modules and kernelrelease.
+VERSION = 6
+PATCHLEVEL = 1
+SUBLEVEL = 0
+EXTRAVERSION = -tiny
+KERNELRELEASE = $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)
+srctree := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+O ?= .
+objtree := $(abspath $(O))
+KCONFIG_CONFIG ?= .config
+CONFIG := $(objtree)/$(KCONFIG_CONFIG)
+CC = gcc
+-include $(CONFIG)
+
+obj-y := init/main.o kernel/fork.o arch/x86/xen/enlighten_pv.o
+obj-$(CONFIG_XEN_PCIDEV_BACKEND) += drivers/xen/xen-pciback/pci_stub.o
+obj-$(CONFIG_DUMMY) += drivers/net/dummy.o
+OBJS := $(addprefix $(objtree)/,$(obj-y))
+MODS := $(addprefix $(objtree)/,$(obj-m:.o=.ko))
+
+.PHONY: tinyconfig olddefconfig oldconfig kernelrelease bzImage modules
+.SECONDARY:
+ifeq ($(filter %config kernelrelease,$(MAKECMDGOALS)),)
+ifeq ($(wildcard $(CONFIG)),)
+$(error .config not found in $(objtree): run make tinyconfig first)
+endif
+endif
+
+tinyconfig:
+	@mkdir -p $(objtree)
+	@printf '# CONFIG_64BIT is not set\n# CONFIG_MODULES is not set\n' > $(CONFIG)
+olddefconfig:
+	@sh $(srctree)/scripts/conf.sh --olddefconfig $(CONFIG)
+oldconfig:
+	@sh $(srctree)/scripts/conf.sh --oldconfig $(CONFIG)
+kernelrelease:
+	@echo $(KERNELRELEASE)
+
+$(objtree)/include/config/kernel.release: $(CONFIG)
+	@mkdir -p $(dir $@)
+	@echo $(KERNELRELEASE) > $@
+$(objtree)/%.o: $(srctree)/%.c $(CONFIG)
+	@mkdir -p $(dir $@)
+	@if [ -n "$$TINY_HOLD" ]; then cut -d' ' -f5 /proc/$$$$/stat > "$$TINY_HOLD.started"; \
+		while [ -e "$$TINY_HOLD" ]; do sleep 0.05; done; fi
+	@echo "  CC      $*.o"
+	@$(CC) -c -O1 -o $@ $<
+$(objtree)/vmlinux: $(OBJS) $(objtree)/include/config/kernel.release
+	@echo "  LD      vmlinux"
+	@$(CC) -r -nostdlib -o $@ $(OBJS)
+	@echo "  NOTE    $(TINY_NOTE)"
+	@nm -n $@ > $(objtree)/System.map
+$(objtree)/arch/x86/boot/bzImage: $(objtree)/vmlinux
+	@mkdir -p $(dir $@)
+	@echo "  BUILD   arch/x86/boot/bzImage"
+	@gzip -n -c $< > $@
+bzImage: $(objtree)/arch/x86/boot/bzImage
+$(objtree)/%.ko: $(objtree)/%.o
+	@echo "  LD [M]  $*.ko"
+	@$(CC) -r -nostdlib -o $@ $<
+modules: $(MODS)
+	@echo $(patsubst $(objtree)/%,%,$(MODS)) | tr ' ' '\n' > $(objtree)/modules.order
+"""
+
+# Kconfig's oldconfig in miniature: known symbols, defaults, and the same prompt format.
+CONF_SH = r"""#!/bin/sh
+mode=$1; config=$2
+syms="64BIT:bool:y:64-bit_kernel MODULES:bool:n:Enable_loadable_module_support
+XEN:bool:n:Xen_guest_support XEN_PCIDEV_BACKEND:tristate:n:Xen_PCI-device_backend_driver
+DUMMY:tristate:n:Dummy_net_driver_support"
+for entry in $syms; do
+    IFS=: read sym type def prompt <<EOF
+$entry
+EOF
+    if grep -q -e "^CONFIG_$sym=" -e "^# CONFIG_$sym is not set" "$config"; then continue; fi
+    ans=$def
+    if [ "$mode" = --oldconfig ]; then
+        opts="Y/n/?"; [ "$def" = n ] && opts="N/y/?"
+        [ "$type" = tristate ] && { opts="N/m/y/?"; [ "$def" = y ] && opts="Y/n/m/?"; }
+        printf '%s (%s) [%s] (NEW) ' "$(echo $prompt | tr _ ' ')" "$sym" "$opts"
+        read reply
+        [ -n "$reply" ] && ans=$reply
+    fi
+    if [ "$ans" = n ]; then echo "# CONFIG_$sym is not set"; else echo "CONFIG_$sym=$ans"; fi \
+        >> "$config"
+done
+"""
+
+KERNEL_FILES = {
+    "Makefile": KERNEL_MAKEFILE,
+    "scripts/conf.sh": CONF_SH,
+    "init/main.c": "int start_kernel(void) { return 0; }\n",
+    "kernel/fork.c": "int copy_process(int x) { return x + 1; }\n",
+    "arch/x86/xen/enlighten_pv.c": "void xen_start_kernel(void) { }\n",
+    "drivers/xen/xen-pciback/pci_stub.c": "int xen_pcibk_init(void) { return 0; }\n",
+    "drivers/net/dummy.c": "int dummy_init_module(void) { return 0; }\n",
+}
+
+XEN_FILES = {
+    "Makefile": ".PHONY: build-xen\nbuild-xen:\n\t$(MAKE) -C xen build\n\n"
+                "xen: dist-xen\ndist-xen:\n\t$(MAKE) -C xen build\n",
+    "xen/Makefile": (
+        "OBJS := common/kernel.o common/sched.o arch/x86/setup.o\n"
+        ".PHONY: build\n"
+        "build: xen.gz\n"
+        "xen.gz: xen-syms\n\t@echo '  GZIP    xen.gz'\n\t@gzip -n -c $< > $@\n"
+        "xen-syms: $(OBJS)\n\t@echo '  LD      xen-syms'\n\t@$(CC) -r -nostdlib -o $@ $^\n"
+        "%.o: %.c\n\t@echo '  CC      $@'\n\t@$(CC) -c -O1 -o $@ $<\n"
+    ),
+    "xen/common/kernel.c": "int do_xen_version(int cmd) { return cmd; }\n",
+    "xen/common/sched.c": "int scheduler_init(void) { return 0; }\n",
+    "xen/arch/x86/setup.c": "void __start_xen(void) { }\n",
+}
+
+FRAGMENT = """# dom0 essentials for the tiny tree
+CONFIG_64BIT=y
+CONFIG_MODULES=y
+CONFIG_XEN=y
+CONFIG_DUMMY=m
+"""
+
+
+def git_tree(path: Path, files: dict[str, str], tag: str = "v1.0") -> git.Repo:
+    """A git upstream holding *files* in one commit, tagged (a pinned rev: fetch is a no-op)."""
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "Test")
+        cw.set_value("user", "email", "test@example.org")
+    for name, text in files.items():
+        f = path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    repo.git.add("--all")
+    repo.index.commit("tree")
+    repo.create_tag(tag)
+    return repo
+
+
+@dataclass
+class Site:
+    """Two upstreams, a fragment, a patch directory for Xen and a config using them."""
+
+    tmp: Path
+    config: Path
+    ws: Workspace
+    fragment: Path
+    xen_patches: Path
+
+    def doit(self, *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        return run_doit(*(args or ("build",)), config=self.config, env=env)
+
+    def ok(self, *args: str, env: dict[str, str] | None = None) -> str:
+        res = self.doit(*args, env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout + res.stderr
+
+    def metadata(self) -> dict:
+        return json.loads((self.ws.out / "metadata.json").read_text())
+
+    def src(self, name: str) -> Path:
+        return self.ws.source_dir(name)
+
+
+def ran(output: str, task: str) -> bool:
+    """doit prints '. task' for a task it ran and '-- task' for one that was up to date."""
+    if re.search(rf"^\.\s+{re.escape(task)}$", output, re.M):
+        return True
+    assert re.search(rf"^-- {re.escape(task)}$", output, re.M), output
+    return False
+
+
+def make_site(tmp_path: Path, *, body: str = "", make_args: str = "[]",
+              ccache: bool = False) -> Site:
+    need("make")
+    need("gcc")
+    need("patch")
+    git_tree(tmp_path / "linux.git", KERNEL_FILES)
+    git_tree(tmp_path / "xen.git", XEN_FILES)
+    fragment = tmp_path / "dom0.config"
+    fragment.write_text(FRAGMENT)
+    pdir = tmp_path / "patches" / "xen"
+    pdir.mkdir(parents=True)
+    (pdir / "series").write_text("")
+    cfg = write_config(tmp_path, f"""
+[sources.linux]
+vcs = "git"
+url = "{tmp_path / 'linux.git'}"
+rev = "v1.0"
+
+[sources.xen]
+vcs = "git"
+url = "{tmp_path / 'xen.git'}"
+rev = "v1.0"
+patches = "{pdir}"
+
+[xen]
+source = "xen"
+
+[kernel]
+source = "linux"
+base = "tinyconfig"
+fragments = ["{fragment}"]
+make_args = {make_args}
+
+[build]
+jobs = 2
+ccache = {str(ccache).lower()}
+{body}""")
+    return Site(tmp_path, cfg, Workspace(tmp_path / "ws"), fragment, pdir)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return make_site(tmp_path, make_args='["TINY_NOTE=two words; no shell"]')
+
+
+@pytest.fixture
+def built(site: Site) -> Site:
+    site.ok("build")
+    return site
+
+
+def procs_in_group(pgid: int) -> list[int]:
+    """Live processes whose process group is *pgid* (from /proc: no ps needed)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_doit(site: Site, env: dict[str, str]) -> subprocess.Popen[str]:
+    """doit build as a background process (run_doit waits; these tests signal it midway)."""
+    return subprocess.Popen([sys.executable, "-m", "doit", "build", f"config={site.config}"],
+                            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+# ----------------------------------------------------------------------------- builds
+def test_full_build_artifacts_metadata_and_noop(built: Site) -> None:
+    out = built.ws.out
+    for name in ("xen.gz", "xen-syms", f"vmlinuz-{RELEASE}", f"System.map-{RELEASE}",
+                 f"config-{RELEASE}"):
+        assert (out / name).is_file(), name
+    assert (out / "kernel-build" / "drivers" / "net" / "dummy.ko").is_file()
+    assert "xen_pcibk_init" in (out / f"System.map-{RELEASE}").read_text()
+    assert "CONFIG_XEN_PCIDEV_BACKEND=y" in (out / f"config-{RELEASE}").read_text()
+    # make args pass through as argv items, never through a shell
+    log = (built.ws.logs / "build-kernel.log").read_text()
+    assert "  NOTE    two words; no shell" in log
+    assert "  CC      kernel/fork.o" in log
+
+    md = built.metadata()
+    assert md["status"] == "pass"
+    assert set(md["stages"]) == {"config", "xen", "kernel"}
+    for st in md["stages"].values():
+        assert st["status"] == "pass" and st["duration"] >= 0 and st["commands"]
+    kcmd = md["stages"]["kernel"]["commands"][-1]
+    assert kcmd.endswith("'TINY_NOTE=two words; no shell' -j2 bzImage modules")
+    assert md["stages"]["xen"]["commands"] == [f"make -C {built.src('xen')} -j2 build-xen"]
+    assert md["stages"]["config"]["commands"][0].endswith(" tinyconfig")
+    linux = md["sources"]["linux"]
+    assert linux["url"] == str(built.tmp / "linux.git") and len(linux["resolved"]) == 40
+    assert md["kconfig"]["release"] == RELEASE
+    forced = [s for s in md["kconfig"]["symbols"] if s["forced"]]
+    assert forced == [{"symbol": "CONFIG_XEN_PCIDEV_BACKEND", "requested": "y", "final": "y",
+                       "forced": True}]
+    assert md["toolchain"]["cc"].startswith("gcc")
+    assert "ld" in md["toolchain"]["binutils"] and md["toolchain"]["make"].startswith("GNU Make")
+    for name, art in md["artifacts"].items():
+        f = built.ws.dir / art["path"]
+        assert art["size"] == f.stat().st_size
+        assert art["sha256"] == metadata.sha256_file(f), name
+
+    again = built.ok("build")
+    for task in ("config", "build:xen", "build:kernel"):
+        assert not ran(again, task)
+    assert built.metadata()["updated"] == md["updated"]  # a no-op does not touch it
+
+
+def test_terminal_shows_one_line_per_stage_not_make_output(built: Site) -> None:
+    (built.ws.out / f"vmlinuz-{RELEASE}").unlink()  # also: a missing artifact reruns the stage
+    res = built.doit("build")
+    assert res.returncode == 0, res.stderr
+    assert ran(res.stdout, "build:kernel") and not ran(res.stdout, "build:xen")
+    assert "  CC " not in res.stdout and "Entering directory" not in res.stdout
+    assert re.search(r"^build:kernel: done, \d+ objects compiled in \d+s$", res.stdout, re.M)
+    assert (built.ws.out / f"vmlinuz-{RELEASE}").is_file()
+
+
+def test_fragment_edit_reruns_config_and_kernel_not_xen(built: Site) -> None:
+    built.fragment.write_text(FRAGMENT.replace("CONFIG_DUMMY=m", "CONFIG_DUMMY=y"))
+    out = built.ok("build")
+    assert ran(out, "config") and ran(out, "build:kernel") and not ran(out, "build:xen")
+    assert "dummy_init_module" in (built.ws.out / f"System.map-{RELEASE}").read_text()
+    # a fragment edit that leaves the .config as it was reruns config only
+    built.fragment.write_text(FRAGMENT.replace("CONFIG_DUMMY=m", "CONFIG_DUMMY=y") + "# note\n")
+    out = built.ok("build")
+    assert ran(out, "config") and not ran(out, "build:kernel")
+
+
+def test_xen_patch_edit_reruns_xen_only(built: Site) -> None:
+    kernel_c = built.src("xen") / "xen" / "common" / "kernel.c"
+    old = kernel_c.read_text()
+
+    def patch(value: int) -> str:
+        new = old.replace("return cmd;", f"return cmd + {value};")
+        return ("--- a/xen/common/kernel.c\n+++ b/xen/common/kernel.c\n@@ -1 +1 @@\n"
+                f"-{old}+{new}")
+
+    (built.xen_patches / "version.patch").write_text(patch(1))
+    (built.xen_patches / "series").write_text("version.patch\n")
+    out = built.ok("build")
+    assert ran(out, "patch:xen") and ran(out, "build:xen")
+    assert not ran(out, "config") and not ran(out, "build:kernel")
+    assert "cmd + 1" in kernel_c.read_text()
+    log = (built.ws.logs / "build-xen.log").read_text()
+    assert re.findall(r"^  CC      (\S+)$", log, re.M) == ["common/kernel.o"]
+    xen_md = built.metadata()["sources"]["xen"]
+    assert [p["name"] for p in xen_md["patches"]] == ["version.patch"]
+    assert xen_md["patches"][0]["sha256"] == metadata.sha256_file(
+        built.xen_patches / "version.patch")
+
+    (built.xen_patches / "version.patch").write_text(patch(2))
+    out = built.ok("build")
+    assert ran(out, "build:xen") and not ran(out, "build:kernel")
+    assert not ran(built.ok("build"), "build:xen")
+
+
+def test_hand_edit_in_a_fetched_tree_is_noticed(built: Site) -> None:
+    fork = built.src("linux") / "kernel" / "fork.c"
+    fork.write_text(fork.read_text() + "int nr_threads;\n")
+    out = built.ok("build")
+    assert ran(out, "build:kernel") and not ran(out, "build:xen") and not ran(out, "config")
+    log = (built.ws.logs / "build-kernel.log").read_text()
+    assert re.findall(r"^  CC      (\S+)$", log, re.M) == ["kernel/fork.o"]
+    assert not ran(built.ok("build"), "build:kernel")
+    # a second edit to the same (already modified) file is noticed too
+    fork.write_text(fork.read_text() + "int max_threads;\n")
+    assert ran(built.ok("build"), "build:kernel")
+    # so is an edit in the Xen tree
+    setup = built.src("xen") / "xen" / "arch" / "x86" / "setup.c"
+    setup.write_text(setup.read_text() + "int opt_nosmp;\n")
+    out = built.ok("build")
+    assert ran(out, "build:xen") and not ran(out, "build:kernel")
+
+
+def test_compile_error_shows_first_error_tail_and_one_line(built: Site) -> None:
+    fork = built.src("linux") / "kernel" / "fork.c"
+    fork.write_text(fork.read_text() + "int broken(void) { return undeclared_thing; }\n")
+    res = built.doit("build")
+    assert res.returncode == 1
+    err = res.stderr
+    assert "Traceback" not in err + res.stdout
+    first = re.search(r"^first error: (.*)$", err, re.M)
+    assert first and "error: 'undeclared_thing' undeclared" in first[1]
+    assert re.search(r"^last \d+ lines of the log:$", err, re.M)
+    assert "make: *** " in err or "make[" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("xenpipe: error: build:kernel: make bzImage modules failed with "
+                           "exit status 2: ")
+    assert "undeclared_thing" in last and "build-kernel.log" in last
+    md = built.metadata()
+    assert md["status"] == "fail" and md["stages"]["kernel"]["status"] == "fail"
+    assert md["stages"]["xen"]["status"] == "pass"
+    # fixing the file is enough
+    fork.write_text(fork.read_text().replace("undeclared_thing", "0"))
+    out = built.ok("build")
+    assert ran(out, "build:kernel") and built.metadata()["status"] == "pass"
+
+
+# -------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_make_group_and_rerun_continues(site: Site, sig: signal.Signals) -> None:
+    hold = site.tmp / "hold"
+    hold.touch()
+    doit = start_doit(site, {"TINY_HOLD": str(hold)})
+    try:
+        started = Path(f"{hold}.started")
+        wait_for(started.exists, what="make to reach the held object")
+        wait_for(lambda: started.read_text().strip() != "", what="the held job's pgid")
+        pgid = int(started.read_text())
+        assert pgid != os.getpgid(doit.pid) and procs_in_group(pgid)
+        doit.send_signal(sig)
+        out, err = doit.communicate(timeout=30)
+    finally:
+        doit.kill()
+    assert doit.returncode == 1, out + err
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == (
+        f"xenpipe: error: kernel: interrupted by {sig.name}; the stages that finished are "
+        "kept, run `doit build` again to continue")
+    wait_for(lambda: not procs_in_group(pgid), timeout=5, what="make's process group to end")
+    md = site.metadata()
+    assert md["status"] == "interrupted"
+    assert md["stages"]["kernel"]["status"] == "interrupted"
+    assert md["stages"]["xen"]["status"] == md["stages"]["config"]["status"] == "pass"
+
+    hold.unlink()
+    out = site.ok("build")
+    assert ran(out, "build:kernel")
+    assert not ran(out, "config") and not ran(out, "build:xen")
+    assert site.metadata()["status"] == "pass"
+    assert (site.ws.out / f"vmlinuz-{RELEASE}").is_file()
+
+
+def test_sigkill_leaves_valid_metadata_and_no_build_behind(site: Site) -> None:
+    hold = site.tmp / "hold"
+    hold.touch()
+    doit = start_doit(site, {"TINY_HOLD": str(hold)})
+    try:
+        started = Path(f"{hold}.started")
+        wait_for(started.exists, what="make to reach the held object")
+        wait_for(lambda: started.read_text().strip() != "", what="the held job's pgid")
+        pgid = int(started.read_text())
+        doit.send_signal(signal.SIGKILL)
+        doit.communicate(timeout=30)
+    finally:
+        doit.kill()
+    # make got SIGTERM when doit died (PR_SET_PDEATHSIG) and stopped its jobs
+    wait_for(lambda: not procs_in_group(pgid), timeout=10, what="make's process group to end")
+    md = site.metadata()  # parses: every write was atomic
+    assert md["status"] == "running"
+    assert md["stages"]["kernel"]["status"] == "running"
+    assert md["stages"]["kernel"]["commands"][-1].endswith("bzImage modules")
+    assert md["stages"]["xen"]["status"] == "pass"
+    hold.unlink()
+    out = site.ok("build")
+    assert ran(out, "build:kernel")
+    md = site.metadata()
+    assert md["status"] == "pass" and md["stages"]["kernel"]["status"] == "pass"
+
+
+# ---------------------------------------------------------------------------- options
+def test_ccache_wraps_cc_and_hostcc_as_single_argv_items(tmp_path: Path) -> None:
+    need("ccache")
+    site = make_site(tmp_path, ccache=True)
+    env = {"CCACHE_DIR": str(tmp_path / "ccache")}
+    site.ok("build", env=env)
+    cmd = site.metadata()["stages"]["kernel"]["commands"][-1]
+    assert "'CC=ccache gcc' 'HOSTCC=ccache gcc'" in cmd
+    assert site.metadata()["toolchain"]["ccache"].startswith("ccache version")
+    stats = subprocess.run(["ccache", "--print-stats"], env={**os.environ, **env},
+                           capture_output=True, text=True, check=True).stdout
+    misses = int(re.search(r"^cache_miss\t(\d+)$", stats, re.M)[1])
+    assert misses >= 8  # every object of both trees went through ccache
+
+
+def test_ccache_requested_but_missing_is_one_line(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    site = make_site(tmp_path, ccache=True)
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    with pytest.raises(BuildError, match=r"^\[build\] ccache = true but ccache is not "):
+        build.make_vars(load(site.config), [])
+
+
+def test_jobs_zero_means_cpu_count(tmp_path: Path) -> None:
+    site = make_site(tmp_path, body="")
+    cfg = load(site.config)
+    assert build.jobs(cfg) == 2
+    text = site.config.read_text().replace("jobs = 2", "jobs = 0")
+    site.config.write_text(text)
+    assert build.jobs(load(site.config)) == len(os.sched_getaffinity(0))
+
+
+def test_xen_targets_follow_the_top_makefile(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    cfg = load(site.config)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text(XEN_FILES["Makefile"])
+    assert build.xen_targets(cfg, tree) == ["build-xen"]
+    # xen-unstable 3.4: the hypervisor is `make xen` (dist-xen)
+    (tree / "Makefile").write_text("xen: dist-xen\ntools: dist-tools\ndist-%: install-%\n")
+    assert build.xen_targets(cfg, tree) == ["xen"]
+    (tree / "Makefile").write_text("XEN := 1\nall:\n\ttrue\n")
+    with pytest.raises(BuildError, match="neither a build-xen nor a xen target"):
+        build.xen_targets(cfg, tree)
+    site.config.write_text(site.config.read_text().replace(
+        '[xen]\nsource = "xen"', '[xen]\nsource = "xen"\ntargets = ["dist", "world"]'))
+    assert build.xen_targets(load(site.config), tree) == ["dist", "world"]
+
+
+def test_configured_targets_reach_make_and_missing_xen_gz_is_explained(site: Site) -> None:
+    site.config.write_text(site.config.read_text().replace(
+        '[xen]\nsource = "xen"', '[xen]\nsource = "xen"\ntargets = ["dist-xen"]'))
+    out = site.ok("build")
+    assert ran(out, "build:xen")
+    assert site.metadata()["stages"]["xen"]["commands"][-1].endswith(" dist-xen")
+    (site.ws.out / "xen.gz").unlink()
+    (site.src("xen") / "xen" / "xen.gz").unlink()
+    site.config.write_text(site.config.read_text().replace('"dist-xen"', '"clean"'))
+    (site.src("xen") / "Makefile").write_text(
+        (site.src("xen") / "Makefile").read_text() + "clean:\n\t@true\n")
+    res = site.doit("build")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "xenpipe: error: make clean left no xen/xen.gz in ")
+
+
+def test_no_xen_table_builds_no_hypervisor(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    site.config.write_text(site.config.read_text().replace('[xen]\nsource = "xen"\n', ""))
+    out = site.ok("build")
+    assert "build:xen" not in out and ran(out, "build:kernel")
+    assert not (site.ws.out / "xen.gz").exists()
+    assert set(site.metadata()["stages"]) == {"config", "kernel"}
+
+
+# ---------------------------------------------------------------------------- progress
+def test_progress_plain_lines_when_not_a_tty() -> None:
+    out = io.StringIO()
+    prog = Progress("build:kernel", 4, out=out, tty=False, interval=0.0)
+    for line in ["make: Entering directory '/src'", "  CC      init/main.o",
+                 "  CC [M]  drivers/net/dummy.o", "gcc -O2 -c -o xen/a.o xen/a.c"]:
+        prog.feed(line)
+    prog.tick()
+    assert re.fullmatch(r"build:kernel: 3/4 objects, \d+s elapsed, ETA \d+s\n", out.getvalue())
+    prog.done(True)
+    assert out.getvalue().splitlines()[-1].startswith("build:kernel: done, 3 objects compiled")
+
+
+def test_progress_live_line_on_a_tty_and_failure_report() -> None:
+    out = io.StringIO()
+    prog = Progress("build:xen", None, out=out, tty=True, refresh=0.0)
+    prog.feed("  CC      common/kernel.o")
+    prog.tick()
+    prog.feed("common/sched.c:3:5: error: expected ';' before '}' token")
+    prog.feed("make[2]: *** [Rules.mk:1: common/sched.o] Error 1")
+    for i in range(30):
+        prog.feed(f"line {i}")
+    prog.tick()
+    prog.done(False)
+    text = out.getvalue()
+    assert text.startswith("\rbuild:xen: 1 objects, ") and text.endswith("\n")
+    assert "\n" not in text[:-1]  # one line, rewritten in place
+    report = prog.failure_report().splitlines()
+    assert report[0] == "first error: common/sched.c:3:5: error: expected ';' before '}' token"
+    assert report[1] == "last 20 lines of the log:" and report[-1] == "  line 29"
+
+
+# --------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_real_dom0_kernel(real_kernel: RealKernel) -> None:
+    """Debian's linux-source-6.1 with configs/kernel/xen-dom0.config through doit build."""
+    rk = real_kernel
+    assert rk.vmlinuz.stat().st_size > 500_000
+    symbols = rk.system_map.read_text()
+    for sym in ("xen_start_kernel", "xen_pcibk_init", "startup_xen"):
+        assert re.search(rf" {sym}$", symbols, re.M), sym
+    assert "CONFIG_XEN_PCIDEV_BACKEND=y" in rk.dotconfig.read_text().splitlines()
+    md = rk.metadata()
+    assert md["status"] == "pass" and md["stages"]["kernel"]["status"] == "pass"
+    assert md["sources"]["linux"]["url"] == "/usr/src/linux-source-6.1.tar.xz"
+    res = run_doit("build", config=rk.config, env=rk.env, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for task in ("fetch:linux", "config", "build:kernel"):
+        assert not ran(res.stdout, task)
