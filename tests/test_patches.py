@@ -496,18 +496,41 @@ def test_crlf_patch_is_normalised_for_lf_files_and_kept_for_crlf_files(linux: Se
     assert linux.state()["patches"][0]["sha256"] == sha(mangled)
 
 
-def test_quoted_printable_mail_from_a_list_archive(linux: Setup) -> None:
+@pytest.mark.parametrize("how", ["quoted-printable", "attachment"])
+def test_mail_saved_from_a_list_archive(linux: Setup, how: str) -> None:
+    """Raw messages as archives keep them: a quoted-printable body, or the patch attached."""
     import quopri
+    from email.message import EmailMessage
 
     p = linux.author.patch({"drivers/xen/pciback.c": "int pciback = 1; /* a=b */\n"})
     body = p.split(b"\n\n", 1)[1]
-    mail = (b"From: Dev <dev@example.org>\nSubject: [PATCH 1/4] dom0 linux: guestdev\n"
-            b"MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n"
-            b"Content-Transfer-Encoding: quoted-printable\n\n" + quopri.encodestring(body))
-    assert b"=3D" in mail
-    linux.series({"qp.patch": mail})
+    if how == "quoted-printable":
+        mail = (b"From: Dev <dev@example.org>\nSubject: [PATCH 1/4] dom0 linux: guestdev\n"
+                b"MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n"
+                b"Content-Transfer-Encoding: quoted-printable\n\n" + quopri.encodestring(body))
+        assert b"=3D" in mail
+    else:
+        msg = EmailMessage()
+        msg["From"], msg["Subject"] = "Dev <dev@example.org>", "[PATCH 2/4] guestdev"
+        msg.set_content("Patch attached.\n")
+        msg.add_attachment(body, maintype="application", subtype="octet-stream",
+                           filename="guestdev.patch")
+        mail = msg.as_bytes()
+        assert b"+int pciback = 1;" not in mail  # base64
+    linux.series({"mail.patch": mail})
     linux.apply()
     assert (linux.tree / "drivers/xen/pciback.c").read_text() == "int pciback = 1; /* a=b */\n"
+
+
+def test_renames_from_format_patch(linux: Setup) -> None:
+    linux.author.repo.git.mv("drivers/xen/pciback.c", "drivers/xen/xen-pciback.c")
+    p = linux.author.patch({"drivers/xen/xen-pciback.c": "int pciback;\nint seize;\n"})
+    assert b"rename from drivers/xen/pciback.c" in p
+    linux.series({"rename.patch": p})
+    linux.apply()
+    assert not (linux.tree / "drivers/xen/pciback.c").exists()
+    assert (linux.tree / "drivers/xen/xen-pciback.c").read_text() == "int pciback;\nint seize;\n"
+    assert linux.state()["files"]["drivers/xen/pciback.c"] is None
 
 
 def test_mode_changes_and_new_executables(linux: Setup) -> None:
