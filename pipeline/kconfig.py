@@ -474,6 +474,8 @@ _MARKS = {
     "m": ("<M>", "{M}", "-M-"),
     "n": ("[ ]", "< >", "( )"),
 }
+# <Esc><Esc> leaves any lxdialog box; a letter like "x" is first a hotkey for a menu entry.
+ESC2 = "\x1b\x1b"
 _BUTTON = re.compile(r"^<?\s*(Select|Exit|Help|Save|Load|Yes|No|Ok|OK|Cancel)\s*>?$")
 _BORDERS = "│┃|┌┐└┘├┤─"
 
@@ -491,6 +493,7 @@ class Screen:
         self.log = log
         self.screen = pyte.Screen(COLS, ROWS)
         self.stream = pyte.Stream(self.screen)
+        self.stream.use_utf8 = False  # LC_ALL=C: honour ESC ( 0, the line-drawing charset
         self.eof = False
 
     def pump(self, wait: float) -> bool:
@@ -578,14 +581,16 @@ def run_menuconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) ->
     to explain; a screen that never shows up fails cleanly without saving.
     """
     result = FrontendResult()
-    env = {"TERM": "xterm", "MENUCONFIG_COLOR": "mono", "MENUCONFIG_MODE": "", "ESCDELAY": "50"}
+    # xterm-color: no REP/ECH sequences, so every cell is drawn; mono: selection = reverse video
+    env = {"TERM": "xterm-color", "MENUCONFIG_COLOR": "mono", "MENUCONFIG_MODE": "",
+           "ESCDELAY": "50"}
     child = _spawn(kb, "menuconfig", env, deadline)
     scr = Screen(child, kb.log)
     try:
         scr.wait(_in_menu, "the main menu", deadline)
         for s in requested:
             _menuconfig_symbol(scr, s, result, deadline)
-        scr.send("x")
+        scr.send(ESC2)
         scr.wait(lambda x: x.eof or "save your new configuration" in x.text, "the save question",
                  deadline)
         if not scr.eof:
@@ -614,7 +619,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     scr.dump(f"search {bare}")
 
     def leave_results() -> None:
-        scr.send("x")
+        scr.send(ESC2)
         scr.wait(_in_menu, "the main menu", deadline)
 
     if not block:
@@ -636,7 +641,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     if prompt is None:
         result.notes[s.name] = f"menuconfig highlighted {entry!r}, not its prompt: not visible"
         scr.dump(f"jump for {bare} landed elsewhere")
-        scr.send("x")
+        scr.send(ESC2)
         scr.wait(lambda x: "Search Results" in x.text, "the search results", deadline)
         leave_results()
         return
@@ -661,7 +666,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
         scr.wait(lambda x: _in_menu(x) and (x.selected() or "").startswith(f"({value})"),
                  f"{bare} set to {value}", deadline)
     scr.dump(f"{bare} set")
-    scr.send("x")  # back to the search results, re-rendered with the new value
+    scr.send(ESC2)  # back to the search results, re-rendered with the new value
     scr.wait(lambda x: "Search Results" in x.text and bool(_search_block(x, bare)),
              f"the search results for {bare}", deadline)
     now = parse_help("\n".join(_search_block(scr, bare))).get(bare)
