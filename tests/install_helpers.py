@@ -188,9 +188,10 @@ def fake_xen(ws: Workspace, version: str, *, source: str = "xen", install_target
 
 def set_key(text: str, table: str, key: str, value: str | None) -> str:
     """*text* (TOML) with ``key = value`` in ``[table]`` (added, replaced, or removed when
-    *value* is None); the table is appended when missing."""
+    *value* is None); the table is appended when missing. ``[[table]]``: its first entry."""
     lines = text.splitlines()
-    head = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{table}]"), None)
+    head = next((i for i, ln in enumerate(lines)
+                 if ln.strip() in (f"[{table}]", f"[[{table}]]")), None)
     if head is None:
         if value is None:
             return text
@@ -244,6 +245,7 @@ def profile(tmp: Path, name: str, edits: dict[tuple[str, str], str | None] | Non
     for (table, key), value in (edits or {}).items():
         text = set_key(text, table, key, value)
     path = tmp / (file_name or f"{name}.toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return Site(path, Workspace(ws_dir), root)
 
