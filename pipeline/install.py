@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import bootloader, cmdline, guests, initramfs, kconfig, pci, proc
+from . import bootloader, cmdline, guests, initramfs, kconfig, metadata, pci, proc
 from . import build as build_mod
 from .config import Config, display
 from .errors import DeviceError, InstallError, XenpipeError
@@ -45,11 +45,7 @@ def file_digest(path: Path) -> str | None:
     if path.is_dir():
         return "dir"
     try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return metadata.sha256_file(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
