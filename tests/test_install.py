@@ -534,3 +534,35 @@ def test_profiles_load(tmp_path: Path) -> None:
     for name, loader in (("xen-unstable-2009", "grub-legacy"), ("default", "grub2")):
         cfg = h.profile(tmp_path / name, name).cfg
         assert cfg.install.bootloader == loader
+
+
+# ----------------------------------------------------------------------------- initramfs
+def test_initramfs_auto_names_the_image_after_the_targets_tool(tmp_path: Path, machine: object,
+                                                               modules: list[Path]) -> None:
+    """A staging root with Debian's update-initramfs: the entry names initrd.img-<release>,
+    and the plan says what to run on the target (the tool builds for the running system)."""
+    site = site_modern(tmp_path, modules)
+    (site.root / "usr/sbin").mkdir(parents=True)
+    (site.root / "usr/sbin/update-initramfs").write_text("#!/bin/sh\n")
+    result = run(site)
+    assert f"\tmodule2 /boot/initrd.img-{R_NEW}\n" in (site.root / "boot/grub/grub.cfg").read_text()
+    assert any(f"on the target run: update-initramfs -c -k {R_NEW}" in n
+               for n in result["notes"])  # type: ignore[union-attr]
+    assert not (site.root / f"boot/initrd.img-{R_NEW}").exists()
+
+
+@pytest.mark.parametrize(("tool", "image", "argv"), [
+    ("mkinitrd", "initrd-R.img", ["mkinitrd", "-f", "/boot/initrd-R.img", "R"]),
+    ("dracut", "initramfs-R.img", ["dracut", "--force", "/boot/initramfs-R.img", "R"]),
+    ("update-initramfs", "initrd.img-R", ["update-initramfs", "-c", "-k", "R"]),
+])
+def test_initramfs_tools(tmp_path: Path, tool: str, image: str, argv: list[str]) -> None:
+    from pipeline import initramfs
+
+    chosen = initramfs.choose(tool, tmp_path, live=False)
+    assert chosen is not None and chosen.image("R") == image and chosen.argv("R", False) == argv
+    if initramfs.which(tool) is None:  # on the running system the tool must be there
+        with pytest.raises(InstallError, match=f'^initramfs = "{tool}" but {tool} is not'):
+            initramfs.choose(tool, Path("/"), live=True)
+    assert initramfs.choose("none", tmp_path, live=False) is None
+    assert initramfs.choose("auto", tmp_path, live=False) is None
