@@ -334,6 +334,7 @@ def apply(step: Step, plan: Plan, log: Path) -> None:
         plan.record["files"][step.rel] = sha256(data)
     elif isinstance(step, Link):
         p = plan.path(str(Path(step.rel).parent)) / Path(step.rel).name
+        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.parent / f".{p.name}.xenpipe-tmp"
         if tmp.is_symlink():
             tmp.unlink()
