@@ -53,7 +53,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "make_args": Key(list, [], items=str),
         "flavour": Key(str, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
     },
-    "build": {"jobs": Key(int, 0), "ccache": Key(bool, False), "cc": Key(str)},
+    "build": {"jobs": Key(int, 0), "ccache": Key(bool, False)},
     "install": {
         "root": Key(str),
         "bootloader": Key(str, "grub2", choices=("grub2", "grub-legacy", "none")),
