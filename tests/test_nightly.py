@@ -5,14 +5,17 @@ checked against the structure of the common JUnit XSD."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from pipeline import report as report_mod
-from tests.conftest import GitUpstream, HgUpstream, need, run_doit, write_config
+from tests.conftest import GitUpstream, HgUpstream, free_port, need, run_doit, write_config
 
 # ------------------------------------------------------------------ JUnit structural check
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")
@@ -274,6 +277,39 @@ def test_variants_share_one_mirror_and_one_report(tmp_path: Path, git_upstream: 
     assert validate_junit(tmp_path / "a" / "reports" / "junit.xml")["tests"] == 6
     own = json.loads((tmp_path / "b" / "reports" / "report.json").read_text())
     assert [v["name"] for v in own["variants"]] == ["b"]
+
+
+def test_distcc_compiles_on_the_cluster(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    """Distributed compilation as docs/nightly.md sets it up: ccache in front
+    (CCACHE_PREFIX=distcc), DISTCC_HOSTS naming the cluster, here one real distccd on
+    127.0.0.1; DISTCC_FALLBACK=0 so a compile that did not go to the cluster fails."""
+    for tool in ("distcc", "distccd", "ccache"):
+        need(tool)
+    port = free_port()
+    errlog = tmp_path / "distccd.log"
+    with open(errlog, "wb") as err:
+        daemon = subprocess.Popen(
+            ["distccd", "--no-detach", "--daemon", "--log-stderr", "--log-level", "info",
+             "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", str(port),
+             "--jobs", "2"], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while "listening on" not in errlog.read_text():
+            assert daemon.poll() is None and time.monotonic() < deadline, errlog.read_text()
+            time.sleep(0.05)
+        cfg = xen_config(tmp_path, git_upstream)
+        cfg.write_text(cfg.read_text() + "\n[build]\nccache = true\njobs = 2\n")
+        env = {"CCACHE_DIR": str(tmp_path / "ccache"), "CCACHE_PREFIX": "distcc",
+               "DISTCC_HOSTS": f"127.0.0.1:{port}/2", "DISTCC_FALLBACK": "0"}
+        res = run_doit("nightly", config=cfg, env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=10)
+    assert re.search(r"COMPILE_OK .*main\.c", errlog.read_text()), errlog.read_text()
+    rep = json.loads((tmp_path / "site" / "reports" / "report.json").read_text())
+    assert rep["variants"][0]["ccache"]["misses"] == 1
 
 
 def test_several_configs_are_for_nightly_only(tmp_path: Path, git_upstream: GitUpstream) -> None:
