@@ -183,7 +183,7 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path
     argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(out),
             "--continue", *targets, f"config={v.cfg.path}"]
     log = v.ws.log("nightly")
-    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False)
+    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True)
     data = read_json(out)
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
         tail = proc._last_line(log.read_text(errors="replace")) if log.is_file() else ""
