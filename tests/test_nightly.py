@@ -9,13 +9,22 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from pipeline import report as report_mod
-from tests.conftest import GitUpstream, HgUpstream, free_port, need, run_doit, write_config
+from tests.conftest import (
+    REPO,
+    GitUpstream,
+    HgUpstream,
+    free_port,
+    need,
+    run_doit,
+    write_config,
+)
 
 # ------------------------------------------------------------------ JUnit structural check
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")
@@ -310,6 +319,33 @@ def test_distcc_compiles_on_the_cluster(tmp_path: Path, git_upstream: GitUpstrea
     assert re.search(r"COMPILE_OK .*main\.c", errlog.read_text()), errlog.read_text()
     rep = json.loads((tmp_path / "site" / "reports" / "report.json").read_text())
     assert rep["variants"][0]["ccache"]["misses"] == 1
+
+
+def test_sigterm_stops_nightly_and_everything_it_started(tmp_path: Path,
+                                                          git_upstream: GitUpstream) -> None:
+    """SIGTERM to `doit nightly` reaches the child doit and the make it runs (each in its own
+    process group): nothing keeps running."""
+    cfg = xen_config(tmp_path, git_upstream)
+    marker = f"{time.time_ns() % 10**6}.5"  # `sleep <marker>` is this test's own process
+    git_upstream.commit("xen/Makefile", f"xen.gz:\n\tsleep {marker}\n", "xen: a slow build")
+    argv = [sys.executable, "-m", "doit", "nightly", f"config={cfg}"]
+    outer = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    pattern = f"^sleep {re.escape(marker)}$"
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode != 0:
+            assert outer.poll() is None and time.monotonic() < deadline, "make never started"
+            time.sleep(0.1)
+        outer.send_signal(signal.SIGTERM)
+        _, err = outer.communicate(timeout=60)
+    finally:
+        if outer.poll() is None:
+            os.killpg(outer.pid, signal.SIGKILL)
+    assert outer.returncode != 0
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
+    assert left == "", f"still running after SIGTERM: {left}"
 
 
 def test_several_configs_are_for_nightly_only(tmp_path: Path, git_upstream: GitUpstream) -> None:
