@@ -300,7 +300,8 @@ def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[s
             notes.append(result["boot"]["reason"])
         return summary, notes
 
-    summary = f"{first['name']} failed: {first['error'].removeprefix(ERROR).strip()}"
+    why = first["error"].removeprefix(ERROR).strip().removeprefix(f"{first['name']}: ")
+    summary = f"{first['name']} failed: {why}"
     notes.append(f"first failing stage: {first['name']}")
     for m in result["merged_upstream"]:
         notes.append(f"patch {m['patch']} is now upstream in {m['source']}@{m['rev']}: "
