@@ -169,6 +169,8 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
         keep_artifacts(ws, run_dir)
         ws.save_state(LAST_GOOD, {"run": run_id, "time": started.isoformat(),
                                   "revisions": {s["name"]: s["new"] for s in srcs}})
+        point(ws.reports / "last-good", run_dir)
+    point(ws.reports / "latest", run_dir)
     report_mod.write(run_dir, document([result], run_id, started, duration))
     for name in ("report.json", "junit.xml"):
         atomic_write(ws.reports / name, (run_dir / name).read_bytes())
@@ -456,6 +458,14 @@ def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
     for f in ws.out.iterdir():
         if f.is_file() and not f.name.startswith("."):
             shutil.copy2(f, dest / f.name)
+
+
+def point(link: Path, run_dir: Path) -> None:
+    """Make *link* a relative symlink to *run_dir*, replaced atomically (stable CI paths)."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(run_dir, link.parent))
+    os.replace(tmp, link)
 
 
 def prune(ws: Workspace, retention: int) -> list[Path]:

@@ -171,6 +171,8 @@ def test_unchanged_then_new_commit_that_builds(tmp_path: Path, git_upstream: Git
     runs = sorted((tmp_path / "site" / "reports" / "runs").iterdir())
     assert [r.name for r in runs] == [first["run"], second["run"], third["run"]]
     assert (runs[-1] / "out" / "xen.gz").is_file()  # a good run keeps its artifacts
+    reports = tmp_path / "site" / "reports"
+    assert (reports / "latest").resolve() == (reports / "last-good").resolve() == runs[-1]
     good = json.loads((tmp_path / "site" / "state" / "nightly-last-good.json").read_text())
     assert good["run"] == third["run"] and good["revisions"] == {"xen": new}
 
@@ -197,7 +199,10 @@ def test_breaking_commit_names_new_revisions(tmp_path: Path, git_upstream: GitUp
     assert fail is not None and fail.get("message") == v["first_failure"]["error"]
     assert "--- last lines ---" in fail.text and "#error upstream broke it" in fail.text
     assert Path(v["first_failure"]["log"]).is_file()
-    assert (tmp_path / "site" / "reports" / "runs" / good["run"] / "out" / "xen.gz").is_file()
+    reports = tmp_path / "site" / "reports"
+    assert (reports / "last-good" / "out" / "xen.gz").is_file()
+    assert (reports / "last-good").resolve().name == good["run"]
+    assert (reports / "latest").resolve().name == rep["run"]
 
     git_upstream.commit("xen/main.c", "int main(void) { return 0; }\n", "sched: fix")
     _, fixed = nightly(cfg)
