@@ -278,6 +278,9 @@ def explain(s: Setting, got: str | None, info: SymbolInfo | None, final: dict[st
         return f"{head}: selected by {' || '.join(info.selected_by)}"
     if s.value == "m" and final.get("CONFIG_MODULES") != "y":
         return f"{head}: needs CONFIG_MODULES=y"
+    if info.depends and info.depends.startswith("<choice>"):
+        rest = info.depends.removeprefix("<choice>").removeprefix(" && ")
+        return f"{head}: its choice kept another member" + (f"; depends on {rest}" if rest else "")
     if info.depends:
         return f"{head}: depends on {info.depends}"
     return f"{head}: Kconfig gives no dependency (a select, range or choice decides it)"
@@ -344,6 +347,20 @@ def _stop(child: Any) -> None:
     child.close(force=True)
 
 
+def _finish(child: Any, deadline: float) -> None:
+    """After EOF: let the frontend exit by itself (so its status is real), then clean up."""
+    end = min(deadline, time.monotonic() + 30)
+    while child.isalive() and time.monotonic() < end:
+        time.sleep(0.02)
+    _stop(child)
+
+
+def _status(child: Any) -> str:
+    if child.signalstatus is not None:
+        return f"was killed by signal {child.signalstatus}"
+    return f"failed with exit status {child.exitstatus}"
+
+
 def _pending(child: Any, wait: float) -> bool:
     """True if the child wrote more within *wait* s (then the last match was not a prompt)."""
     return bool(select.select([child.child_fd], [], [], wait)[0])
@@ -402,6 +419,7 @@ def run_oldconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) -> 
                                        f"(log: {kb.log})")
                 i = child.expect([_PROMPT, _CHOICE, pexpect.EOF], timeout=remaining)
                 if i == 2:
+                    _finish(child, deadline)
                     break
                 if _pending(child, 0.02):
                     continue  # the answer followed on the same line: already answered
@@ -426,8 +444,8 @@ def run_oldconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) -> 
     if child.exitstatus != 0:
         tail = [ln for ln in tee.buf.getvalue().replace("\r", "").splitlines() if ln.strip()]
         last = tail[-1].strip() if tail else ""
-        raise KconfigError(f"make oldconfig failed with exit status {child.exitstatus}"
-                           + (f": {last}" if last else "") + f" (log: {kb.log})")
+        raise KconfigError(f"make oldconfig {_status(child)}" + (f": {last}" if last else "")
+                           + f" (log: {kb.log})")
     result.choices = [[sym for _, sym, _ in g] for g in _choice_groups(tee.buf.getvalue())]
     return result
 
@@ -522,17 +540,21 @@ class Screen:
 
     def rows(self) -> list[str]:
         """Screen rows without dialog borders (for parsing help text)."""
-        return [ln.strip().strip(_BORDERS).rstrip() for ln in self.lines]
+        return [ln.strip(_BORDERS + " ") for ln in self.lines]
 
-    def selected(self) -> str | None:
+    def selected_row(self) -> tuple[int, str] | None:
         """The highlighted menu entry (reverse video in the mono theme), buttons excluded."""
         found = []
         for y in range(ROWS):
             row = self.screen.buffer[y]
             text = "".join(row[x].data for x in range(COLS) if row[x].reverse).strip()
             if text and not _BUTTON.match(text):
-                found.append(text)
+                found.append((y, text))
         return found[0] if len(found) == 1 else None
+
+    def selected(self) -> str | None:
+        row = self.selected_row()
+        return row[1] if row else None
 
     def wait(self, ok: Callable[[Screen], bool], what: str, deadline: float) -> None:
         """Read until *ok* holds on a settled screen; fail cleanly on timeout or exit."""
@@ -599,12 +621,58 @@ def run_menuconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) ->
                 scr.pump(SETTLE)
         if not scr.eof:
             raise KconfigError(f"menuconfig: did not exit after saving (log: {kb.log})")
+        _finish(child, deadline)
     finally:
         _stop(child)
     if child.exitstatus != 0:
-        raise KconfigError(f"make menuconfig failed with exit status {child.exitstatus} "
-                           f"(log: {kb.log})")
+        raise KconfigError(f"make menuconfig {_status(child)} (log: {kb.log})")
     return result
+
+
+_MARK = re.compile(r"^(?:\[[ *]\]|<[ *M]>|\{[ *M]\}|-[*M-]-|\([ X]\)|\([^)]*\))?\s*")
+_TAIL = re.compile(r"\s*(?:\(NEW\))?\s*(?:--->|----)?$")
+_CHECK = ("(X)", "( )")
+
+
+def _entry_prompt(entry: str) -> str:
+    """A menu entry's prompt: without its value mark, ``(NEW)`` and submenu arrow."""
+    return _TAIL.sub("", _MARK.sub("", entry.strip(), count=1))
+
+
+def _choice_prompt(block: list[str]) -> str | None:
+    """The prompt of the choice a searched symbol belongs to (its Location shows it)."""
+    for row in block:
+        if m := re.match(r"^\s*(?:\(\d\))?\s*-> (.+) \(<choice> \[=", row):
+            return m[1]
+    return None
+
+
+def _pick_in_choice(scr: Screen, prompts: list[str], bare: str, deadline: float) -> str:
+    """Open the highlighted choice, move to the member with *prompts* and select it.
+
+    Returns the entry highlighted afterwards (the choice, showing the member if it took).
+    """
+    scr.send("\r")
+    scr.wait(lambda x: (x.selected() or "").startswith(_CHECK), f"the choice holding {bare}",
+             deadline)
+    # The list shows every member: move by the distance between highlight and member.
+    here = scr.selected_row()
+    rows = scr.rows()
+    there = next((y for y, r in enumerate(rows)
+                  if r.startswith(_CHECK) and _entry_prompt(r) in prompts), None)
+    if here is not None and there is not None:
+        delta = there - here[0]
+        scr.send(("+" if delta > 0 else "-") * abs(delta))
+        scr.wait(lambda x: _entry_prompt(x.selected() or "") in prompts, f"{bare} highlighted",
+                 deadline)
+        scr.send(" ")
+        scr.wait(lambda x: _in_menu(x) and not (x.selected() or "").startswith(_CHECK),
+                 f"the menu after choosing {bare}", deadline)
+        after = scr.selected() or ""
+        return next((p for p in prompts if after.rstrip(" ->").endswith(f"({p})")), after)
+    scr.send(ESC2)
+    scr.wait(_in_menu, "the menu after leaving the choice", deadline)
+    return scr.selected() or ""
 
 
 def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline: float) -> None:
@@ -626,8 +694,9 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
         result.notes[s.name] = "menuconfig found no such symbol"
         leave_results()
         return
-    result.helps.update(parse_help("\n".join(block)))
-    info = result.helps.get(bare)
+    # The screen may cut long lines: its help is used for the type and value only, the
+    # dependency text of a failure comes from the probe.
+    info = parse_help("\n".join(block)).get(bare)
     prompts = [m[1].strip() for r in block if (m := re.match(r"^\s*Prompt: (.+)$", r))]
     keys = [m[1] for r in block if (m := re.match(r"^\s*\((\d)\)\s*->", r))]
     if not prompts or not keys:
@@ -637,7 +706,11 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     scr.send(keys[0])
     scr.wait(_in_menu, f"the menu holding {bare}", deadline)
     entry = scr.selected() or ""
-    prompt = next((p for p in prompts if p in entry), None)
+    choice = _choice_prompt(block)
+    if choice and s.value == "y" and _entry_prompt(entry).startswith(choice):
+        # mconf jumps to the choice holding a member: open it and walk to the member
+        entry = _pick_in_choice(scr, prompts, bare, deadline)
+    prompt = next((p for p in prompts if _entry_prompt(entry) == p), None)
     if prompt is None:
         result.notes[s.name] = f"menuconfig highlighted {entry!r}, not its prompt: not visible"
         scr.dump(f"jump for {bare} landed elsewhere")
@@ -646,7 +719,9 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
         leave_results()
         return
     kind = info.type if info else ""
-    if kind in ("bool", "tristate"):
+    if choice and s.value == "y":
+        pass  # selected above; confirmed on the search result below
+    elif kind in ("bool", "tristate"):
         if not entry.startswith(_MARKS[s.value]):
             scr.send(s.value)
             end = min(deadline, time.monotonic() + 10)
@@ -670,7 +745,6 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     scr.wait(lambda x: "Search Results" in x.text and bool(_search_block(x, bare)),
              f"the search results for {bare}", deadline)
     now = parse_help("\n".join(_search_block(scr, bare))).get(bare)
-    result.helps[bare] = now or result.helps.get(bare, SymbolInfo(bare))
     shown = now.value if now else None
     if not satisfied(s.value.strip('"') if s.value.startswith('"') else s.value,
                      shown if shown not in ("", None) else None):
@@ -788,6 +862,8 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
     frontend_s = time.monotonic() - t_frontend
     errors, warnings = _check(kb, fragments, requested, final, res)
     with open(kb.log, "a") as f:
+        for name, note in res.notes.items():
+            f.write(f"xenpipe: note: {name}: {note}\n")
         for w in warnings:
             f.write(f"xenpipe: warning: {w}\n")
         for e in errors:

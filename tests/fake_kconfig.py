@@ -308,14 +308,18 @@ class Kconfig:
                 continue
             lines.append(f"Defined at {e.where}")
             lines.append(f"  Prompt: {e.prompt}")
-            if deps := self.dep_text(e):
+            deps = self.dep_text(e)
+            if e.parent is not None and e.parent.kind == "choice":
+                deps = "<choice>"  # as Kconfig shows a choice member's dependency
+            if deps:
                 lines.append(f"  Depends on: {deps}")
             lines.append("  Location:")
             path = self.path_of(e)
             target = next((p for p in reversed(path) if self.visible(p)), None)
             for depth, p in enumerate(path):
                 label = p.prompt + (f" ({sym.name} [={self.values.get(sym.name, 'n')}])"
-                                    if p is e else "")
+                                    if p is e else " (<choice> [=y])" if p.kind == "choice"
+                                    else "")
                 pad = " " * (4 + 2 * depth)
                 if jump is not None and p is target:
                     jump.append(p)
@@ -526,12 +530,32 @@ class Tui:
                                                                                    "tristate"):
                 self.set(e, k)
             elif k == "\r" or k == "\n":
-                if e.kind in ("menu", "choice"):
+                if e.kind == "choice":
+                    self.checklist(e)
+                elif e.kind == "menu":
                     self.menu(e)
                 elif e.sym.type in ("string", "int", "hex"):
                     self.inputbox(e)
                 else:
                     self.set(e, "y")
+
+    def checklist(self, choice: Entry) -> None:
+        """Like mconf's choice dialog: '+' moves down, space or Enter selects and returns."""
+        members = [m for m in choice.children if m.sym is not None and self.kc.visible(m)]
+        pos = next((i for i, m in enumerate(members) if self.kc.values.get(m.sym.name) == "y"), 0)
+        while True:
+            self.draw(choice.prompt or "", ["Use the arrow keys to navigate this window.", ""]
+                      + [self.item(m) for m in members], pos + 2, "<Select>      < Help >")
+            k = self.key()
+            if k == "ESC2":
+                return
+            if k in ("+", "DOWN"):
+                pos = min(pos + 1, len(members) - 1)
+            elif k in ("-", "UP"):
+                pos = max(pos - 1, 0)
+            elif k in (" ", "s", "\r", "\n"):
+                self.set(members[pos], "y")
+                return
 
     def set(self, e: Entry, k: str) -> None:
         kc = self.kc
@@ -590,6 +614,8 @@ class Tui:
             k = self.key()
             if k.isdigit() and 1 <= int(k) <= len(jumps):
                 target = jumps[int(k) - 1]
+                if target.sym is not None and target.sym.choice is not None:
+                    target = target.sym.choice  # mconf shows the choice, not its member
                 self.menu(target.parent if target.parent else self.kc.root, target)
                 continue
             if k in ("ESC2", "x", "\r", "\n"):
@@ -652,6 +678,11 @@ def main(argv: list[str]) -> int:
                 else:
                     e = next(x for x in sym.entries if kc.visible(x))
                     print(f"-----{kc.help_text(e)}-----")
+        for sym in kc.syms.values():  # a choice member redefined outside its choice (probe)
+            outside = [x for x in sym.entries if x.parent and x.parent.kind != "choice"]
+            if sym.choice is not None and mode == "helpnewconfig" and sym.name not in kc.user \
+                    and any(kc.visible(x) for x in outside):
+                print(f"-----{kc.help_text(outside[0])}-----")
         return 0
     elif mode == "menuconfig":
         return Tui(kc, config).run()
