@@ -131,6 +131,11 @@ def sources_record(cfg: Config, ws: Workspace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ stages
+def configured(cfg: Config) -> set[str]:
+    """The stages this config has: config and kernel with [kernel], xen with [xen]."""
+    return ({"config", "kernel"} if cfg.kernel else set()) | ({"xen"} if cfg.xen else set())
+
+
 class StageRecord:
     """The running record of one stage; every change is written to disk at once."""
 
@@ -153,6 +158,9 @@ class StageRecord:
         md["config_file"] = str(self.cfg.path)
         md["sources"] = sources_record(self.cfg, self.ws)
         md["stages"][self.name] = self.data
+        live = configured(self.cfg)  # a table removed from the config takes its stage along
+        md["stages"] = {k: v for k, v in md["stages"].items() if k in live}
+        md["artifacts"] = {k: v for k, v in md["artifacts"].items() if v.get("stage") in live}
         for key, value in top.items():
             if key == "artifacts":
                 arts = {k: v for k, v in md["artifacts"].items() if v.get("stage") != self.name}

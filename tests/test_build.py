@@ -1,6 +1,6 @@
 """doit build on small real trees: real Makefiles, real gcc, real git upstreams, doit as users
-run it. The kernel tree is kbuild-like (make O=<dir>, *config targets, a tiny oldconfig that
-prompts like Kconfig so the real kconfig stage drives it, bzImage, System.map, modules,
+run it. The kernel tree is kbuild-like (make O=<dir>; tests/fake_kernel.py's *config targets
+and Kconfig look-alike, so the real kconfig stage drives it; bzImage, System.map, modules,
 kernelrelease); the Xen tree has build-xen producing xen/xen.gz and xen/xen-syms."""
 
 from __future__ import annotations
@@ -26,33 +26,25 @@ from pipeline.errors import BuildError
 from pipeline.progress import Progress
 from pipeline.workspace import Workspace
 
+from . import fake_kernel
 from .conftest import REPO, need, run_doit, write_config
 from .realkernel import RealKernel
 
-RELEASE = "6.1.0-tiny"
+RELEASE = fake_kernel.RELEASE
 
-KERNEL_MAKEFILE = r"""# A tiny kbuild-like tree: out-of-tree builds (make O=dir), *config targets,
-# kbuild's quiet output, bzImage, System.map, modules and kernelrelease.
-VERSION = 6
-PATCHLEVEL = 1
-SUBLEVEL = 0
-EXTRAVERSION = -tiny
-KERNELRELEASE = $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)
-srctree := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
-O ?= .
+# The build half of the tiny kernel tree; the config half (Makefile targets, Kconfig, a real
+# conf/mconf look-alike) is tests/fake_kernel.py's, which the kconfig tests use too.
+BUILD_RULES = r"""
+# --- build targets (tests/test_build.py): objects in O=, bzImage, System.map, modules
 objtree := $(abspath $(O))
-KCONFIG_CONFIG ?= .config
 CONFIG := $(objtree)/$(KCONFIG_CONFIG)
-CC = gcc
 -include $(CONFIG)
-
 obj-y := init/main.o kernel/fork.o arch/x86/xen/enlighten_pv.o
 obj-$(CONFIG_XEN_PCIDEV_BACKEND) += drivers/xen/xen-pciback/pci_stub.o
-obj-$(CONFIG_DUMMY) += drivers/net/dummy.o
+obj-$(CONFIG_XEN_BLKDEV_BACKEND) += drivers/block/xen-blkback/blkback.o
 OBJS := $(addprefix $(objtree)/,$(obj-y))
 MODS := $(addprefix $(objtree)/,$(obj-m:.o=.ko))
-
-.PHONY: tinyconfig olddefconfig oldconfig kernelrelease bzImage modules
+.PHONY: bzImage modules
 .SECONDARY:
 ifeq ($(filter %config kernelrelease,$(MAKECMDGOALS)),)
 ifeq ($(wildcard $(CONFIG)),)
@@ -60,19 +52,9 @@ $(error .config not found in $(objtree): run make tinyconfig first)
 endif
 endif
 
-tinyconfig:
-	@mkdir -p $(objtree)
-	@printf '# CONFIG_64BIT is not set\n# CONFIG_MODULES is not set\n' > $(CONFIG)
-olddefconfig:
-	@sh $(srctree)/scripts/conf.sh --olddefconfig $(CONFIG)
-oldconfig:
-	@sh $(srctree)/scripts/conf.sh --oldconfig $(CONFIG)
-kernelrelease:
-	@echo $(KERNELRELEASE)
-
 $(objtree)/include/config/kernel.release: $(CONFIG)
 	@mkdir -p $(dir $@)
-	@echo $(KERNELRELEASE) > $@
+	@echo {release} > $@
 $(objtree)/%.o: $(srctree)/%.c $(CONFIG)
 	@mkdir -p $(dir $@)
 	@if [ -n "$$TINY_HOLD" ]; then cut -d' ' -f5 /proc/$$$$/stat > "$$TINY_HOLD.started"; \
@@ -96,38 +78,12 @@ modules: $(MODS)
 	@echo $(patsubst $(objtree)/%,%,$(MODS)) | tr ' ' '\n' > $(objtree)/modules.order
 """
 
-# Kconfig's oldconfig in miniature: known symbols, defaults, and the same prompt format.
-CONF_SH = r"""#!/bin/sh
-mode=$1; config=$2
-syms="64BIT:bool:y:64-bit_kernel MODULES:bool:n:Enable_loadable_module_support
-XEN:bool:n:Xen_guest_support XEN_PCIDEV_BACKEND:tristate:n:Xen_PCI-device_backend_driver
-DUMMY:tristate:n:Dummy_net_driver_support"
-for entry in $syms; do
-    IFS=: read sym type def prompt <<EOF
-$entry
-EOF
-    if grep -q -e "^CONFIG_$sym=" -e "^# CONFIG_$sym is not set" "$config"; then continue; fi
-    ans=$def
-    if [ "$mode" = --oldconfig ]; then
-        opts="Y/n/?"; [ "$def" = n ] && opts="N/y/?"
-        [ "$type" = tristate ] && { opts="N/m/y/?"; [ "$def" = y ] && opts="Y/n/m/?"; }
-        printf '%s (%s) [%s] (NEW) ' "$(echo $prompt | tr _ ' ')" "$sym" "$opts"
-        read reply
-        [ -n "$reply" ] && ans=$reply
-    fi
-    if [ "$ans" = n ]; then echo "# CONFIG_$sym is not set"; else echo "CONFIG_$sym=$ans"; fi \
-        >> "$config"
-done
-"""
-
-KERNEL_FILES = {
-    "Makefile": KERNEL_MAKEFILE,
-    "scripts/conf.sh": CONF_SH,
+KERNEL_SOURCES = {
     "init/main.c": "int start_kernel(void) { return 0; }\n",
     "kernel/fork.c": "int copy_process(int x) { return x + 1; }\n",
     "arch/x86/xen/enlighten_pv.c": "void xen_start_kernel(void) { }\n",
     "drivers/xen/xen-pciback/pci_stub.c": "int xen_pcibk_init(void) { return 0; }\n",
-    "drivers/net/dummy.c": "int dummy_init_module(void) { return 0; }\n",
+    "drivers/block/xen-blkback/blkback.c": "int xen_blkif_init(void) { return 0; }\n",
 }
 
 XEN_FILES = {
@@ -147,15 +103,28 @@ XEN_FILES = {
 }
 
 FRAGMENT = """# dom0 essentials for the tiny tree
-CONFIG_64BIT=y
 CONFIG_MODULES=y
+CONFIG_PCI=y
 CONFIG_XEN=y
-CONFIG_DUMMY=m
+CONFIG_XEN_BACKEND=y
+CONFIG_XEN_BLKDEV_BACKEND=m
 """
 
 
+def kernel_tree(root: Path) -> Path:
+    """tests/fake_kernel.py's config-only tree plus build targets and C sources."""
+    tree = fake_kernel.make_tree(root)
+    with open(tree / "Makefile", "a") as f:
+        f.write(BUILD_RULES.replace("{release}", RELEASE))
+    for name, text in KERNEL_SOURCES.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(text)
+    return tree
+
+
 def git_tree(path: Path, files: dict[str, str], tag: str = "v1.0") -> git.Repo:
-    """A git upstream holding *files* in one commit, tagged (a pinned rev: fetch is a no-op)."""
+    """A git upstream holding *files* (and what is already in *path*) in one commit, tagged
+    (a pinned rev: fetch is a no-op)."""
     repo = git.Repo.init(path, initial_branch="main")
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "Test")
@@ -209,7 +178,8 @@ def make_site(tmp_path: Path, *, body: str = "", make_args: str = "[]",
     need("make")
     need("gcc")
     need("patch")
-    git_tree(tmp_path / "linux.git", KERNEL_FILES)
+    linux = kernel_tree(tmp_path / "upstream")
+    git_tree(linux, {})
     git_tree(tmp_path / "xen.git", XEN_FILES)
     fragment = tmp_path / "dom0.config"
     fragment.write_text(FRAGMENT)
@@ -219,7 +189,7 @@ def make_site(tmp_path: Path, *, body: str = "", make_args: str = "[]",
     cfg = write_config(tmp_path, f"""
 [sources.linux]
 vcs = "git"
-url = "{tmp_path / 'linux.git'}"
+url = "{linux}"
 rev = "v1.0"
 
 [sources.xen]
@@ -287,12 +257,18 @@ def start_doit(site: Site, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 # ----------------------------------------------------------------------------- builds
-def test_full_build_artifacts_metadata_and_noop(built: Site) -> None:
+def test_full_build_artifacts_metadata_and_noop(site: Site) -> None:
+    first = site.ok("build")
+    # the terminal gets one line per stage, the log gets make's output
+    assert "  CC " not in first and "Entering directory" not in first
+    assert re.search(r"^build:kernel: done, 5 objects compiled in \d+s$", first, re.M)
+    assert re.search(r"^build:xen: done, 3 objects compiled in \d+s$", first, re.M)
+    built = site
     out = built.ws.out
     for name in ("xen.gz", "xen-syms", f"vmlinuz-{RELEASE}", f"System.map-{RELEASE}",
                  f"config-{RELEASE}"):
         assert (out / name).is_file(), name
-    assert (out / "kernel-build" / "drivers" / "net" / "dummy.ko").is_file()
+    assert (out / "kernel-build" / "drivers" / "block" / "xen-blkback" / "blkback.ko").is_file()
     assert "xen_pcibk_init" in (out / f"System.map-{RELEASE}").read_text()
     assert "CONFIG_XEN_PCIDEV_BACKEND=y" in (out / f"config-{RELEASE}").read_text()
     # make args pass through as argv items, never through a shell
@@ -310,7 +286,7 @@ def test_full_build_artifacts_metadata_and_noop(built: Site) -> None:
     assert md["stages"]["xen"]["commands"] == [f"make -C {built.src('xen')} -j2 build-xen"]
     assert md["stages"]["config"]["commands"][0].endswith(" tinyconfig")
     linux = md["sources"]["linux"]
-    assert linux["url"] == str(built.tmp / "linux.git") and len(linux["resolved"]) == 40
+    assert linux["url"] == str(built.tmp / "upstream" / "linux") and len(linux["resolved"]) == 40
     assert md["kconfig"]["release"] == RELEASE
     forced = [s for s in md["kconfig"]["symbols"] if s["forced"]]
     assert forced == [{"symbol": "CONFIG_XEN_PCIDEV_BACKEND", "requested": "y", "final": "y",
@@ -327,24 +303,21 @@ def test_full_build_artifacts_metadata_and_noop(built: Site) -> None:
         assert not ran(again, task)
     assert built.metadata()["updated"] == md["updated"]  # a no-op does not touch it
 
-
-def test_terminal_shows_one_line_per_stage_not_make_output(built: Site) -> None:
-    (built.ws.out / f"vmlinuz-{RELEASE}").unlink()  # also: a missing artifact reruns the stage
-    res = built.doit("build")
-    assert res.returncode == 0, res.stderr
-    assert ran(res.stdout, "build:kernel") and not ran(res.stdout, "build:xen")
-    assert "  CC " not in res.stdout and "Entering directory" not in res.stdout
-    assert re.search(r"^build:kernel: done, \d+ objects compiled in \d+s$", res.stdout, re.M)
-    assert (built.ws.out / f"vmlinuz-{RELEASE}").is_file()
+    (out / f"vmlinuz-{RELEASE}").unlink()  # a missing artifact reruns its stage
+    again = built.ok("build")
+    assert ran(again, "build:kernel") and not ran(again, "build:xen")
+    assert "build:kernel: done, 0 objects compiled" in again
+    assert (out / f"vmlinuz-{RELEASE}").is_file()
 
 
 def test_fragment_edit_reruns_config_and_kernel_not_xen(built: Site) -> None:
-    built.fragment.write_text(FRAGMENT.replace("CONFIG_DUMMY=m", "CONFIG_DUMMY=y"))
+    builtin = FRAGMENT.replace("CONFIG_XEN_BLKDEV_BACKEND=m", "CONFIG_XEN_BLKDEV_BACKEND=y")
+    built.fragment.write_text(builtin)
     out = built.ok("build")
     assert ran(out, "config") and ran(out, "build:kernel") and not ran(out, "build:xen")
-    assert "dummy_init_module" in (built.ws.out / f"System.map-{RELEASE}").read_text()
+    assert "xen_blkif_init" in (built.ws.out / f"System.map-{RELEASE}").read_text()
     # a fragment edit that leaves the .config as it was reruns config only
-    built.fragment.write_text(FRAGMENT.replace("CONFIG_DUMMY=m", "CONFIG_DUMMY=y") + "# note\n")
+    built.fragment.write_text(builtin + "# a comment\n")
     out = built.ok("build")
     assert ran(out, "config") and not ran(out, "build:kernel")
 
