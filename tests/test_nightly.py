@@ -4,6 +4,7 @@ checked against the structure of the common JUnit XSD."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -15,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline import report as report_mod
 from tests.conftest import (
     REPO,
@@ -25,6 +28,7 @@ from tests.conftest import (
     run_doit,
     write_config,
 )
+from tests.realkernel import RealKernel
 
 # ------------------------------------------------------------------ JUnit structural check
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")
@@ -372,6 +376,33 @@ def test_variants_need_their_own_workspace(tmp_path: Path, git_upstream: GitUpst
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("xenpipe: error: ")
     assert "give each variant its own [workspace] dir" in res.stderr
+
+
+@pytest.mark.slow
+def test_real_kernel_nightly_only_reports(real_kernel: RealKernel) -> None:
+    """`doit nightly` of the shared real kernel (Debian's linux-source-6.1, Debian's Xen,
+    booted in QEMU): the second run finds every stage up to date and only reports."""
+    rk = real_kernel
+    with open(rk.config.parent / "real.lock", "w") as lock:  # the fixture's build lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = [run_doit("nightly", config=rk.config, env=rk.env, timeout=3600)
+                for _ in range(2)]
+    for res in runs:
+        assert res.returncode == 0, "\n".join((res.stdout + res.stderr).splitlines()[-30:])
+    rep = json.loads((rk.ws.reports / "report.json").read_text())
+    v = rep["variants"][0]
+    assert v["summary"].startswith("nothing changed"), v["summary"]
+    assert names(v) == {"fetch:linux": "up-to-date", "config": "up-to-date",
+                        "build:kernel": "up-to-date", "boot": "up-to-date"}
+    assert v["boot"]["available"] and v["boot"]["verdict"] == "pass"
+    got = {m["name"]: m["status"] for m in v["boot"]["milestones"]}
+    for milestone in ("Xen banner", "dom0 construction", "Linux banner", "power-off"):
+        assert got.get(milestone) == "passed", got
+    assert isinstance(v["ccache"], dict) and set(v["ccache"]) >= {"hits", "misses"}
+    junit = rk.ws.reports / "junit.xml"
+    totals = validate_junit(junit)
+    assert totals["failures"] == 0 and totals["tests"] == 4 + len(got)
+    assert outcome(cases(junit)["xenpipe.real.boot::boot: power-off"]) == "passed"
 
 
 def test_junit_writer_escapes_terminal_output(tmp_path: Path) -> None:
