@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline import report as report_mod
+from pipeline.config import load
 from tests.conftest import (
     REPO,
     GitUpstream,
@@ -376,6 +377,22 @@ def test_variants_need_their_own_workspace(tmp_path: Path, git_upstream: GitUpst
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("xenpipe: error: ")
     assert "give each variant its own [workspace] dir" in res.stderr
+
+
+def test_ci_examples_run_shipped_variants_and_publish_their_reports() -> None:
+    """The ci/ examples stay true: the variants they name are shipped configs whose
+    workspaces are under build/, where their artifact globs look for reports/junit.xml."""
+    texts = {f: (REPO / "ci" / f).read_text()
+             for f in ("gitlab-ci.yml", "github-actions.yml", "Jenkinsfile")}
+    for name, text in texts.items():
+        assert "doit nightly config=configs/" in text, name
+        assert "build/**/reports/junit.xml" in text, name
+    variants = re.findall(r"\[(default, [^]]+)\]", texts["gitlab-ci.yml"])[0].split(", ")
+    assert f"[{', '.join(variants)}]" in texts["github-actions.yml"]
+    assert ", ".join(f"'{v}'" for v in variants) in texts["Jenkinsfile"]
+    for v in variants:
+        ws = load(REPO / "configs" / f"{v}.toml").workspace
+        assert ws == REPO / "build" or (REPO / "build") in ws.parents, (v, ws)
 
 
 @pytest.mark.slow
