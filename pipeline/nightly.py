@@ -144,6 +144,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     no_boot = boot_unavailable(cfg)
     t0 = time.monotonic()
     targets = ["fetch", "patch", "build", *([] if no_boot else ["boot"])]
+    print(f"nightly {v.name}: doit {' '.join(targets)} (log: {ws.log('nightly')})", flush=True)
     tasks, doit_error = run_doit(v, targets, run_dir)
     duration = time.monotonic() - t0
     after = revisions(cfg, ws)
