@@ -30,13 +30,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-XEN_TREE = {
-    "Makefile": "build-xen:\n\t$(MAKE) -C xen\n",
-    "xen/Makefile": ("xen.gz: xen-syms\n\tgzip -9nc xen-syms > xen.gz\n"
-                     "xen-syms: main.o\n\t$(CC) -o xen-syms main.o\n"
-                     "main.o: main.c\n\t$(CC) -c -o main.o main.c\n"),
-    "xen/main.c": "int main(void) { return 0; }\n",
-}
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load  # noqa: E402
+from tests.test_nightly import XEN_TREE  # noqa: E402  the tests' Xen-like tree
+
 ENV = {**os.environ, "HGPLAIN": "1", "HGUSER": "Bench <bench@example.org>", "LC_ALL": "C",
        "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
        "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.org"}
@@ -97,9 +95,6 @@ def serve(hg: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def report(cfg: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from pipeline.config import load
-
     return json.loads((load(cfg).workspace / "reports" / "report.json").read_text())
 
 
