@@ -177,6 +177,9 @@ class Kbuild:
                         what=f"make {' '.join(targets)}")
 
     def release(self) -> str:
+        """The release this .config builds; syncconfig first, as kernelrelease reads
+        CONFIG_LOCALVERSION from include/config/auto.conf, which only syncconfig refreshes."""
+        self.make("syncconfig")
         out = self.make("-s", "kernelrelease", capture=True).stdout
         lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("make")]
         if not lines or not re.fullmatch(r"[A-Za-z0-9._+~-]+", lines[-1]):

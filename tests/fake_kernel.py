@@ -38,9 +38,12 @@ defconfig:
 \t$(CONF) --alldefconfig $(KBUILD_KCONFIG)
 tinyconfig:
 \t$(CONF) --allnoconfig $(KBUILD_KCONFIG)
+syncconfig:
+\t$(CONF) --olddefconfig $(KBUILD_KCONFIG)
 kernelrelease:
-\t@echo {release}
+\t@echo {release}$(shell sed -n 's/^CONFIG_LOCALVERSION="\\(.*\\)"/\\1/p' $(O)/.config)
 .PHONY: oldconfig olddefconfig helpnewconfig listnewconfig menuconfig defconfig tinyconfig
+.PHONY: syncconfig kernelrelease
 """
 
 KCONFIG = """\

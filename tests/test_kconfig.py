@@ -228,6 +228,8 @@ def test_menuconfig_sets_and_confirms(tmp_path: Path, tree: Path) -> None:
     assert final["CONFIG_XEN_BLKDEV_BACKEND"] == "y"
     assert final["CONFIG_LOCALVERSION"] == '"-dom0"' and final["CONFIG_HZ_100"] == "y"
     assert rec["frontend"] == "menuconfig"
+    assert rec["release"] == f"{RELEASE}-dom0"  # CONFIG_LOCALVERSION is part of the release
+    assert (Workspace(cfg.workspace).out / f"config-{RELEASE}-dom0").is_file()
     assert "--- menuconfig screen: XEN_PCIDEV_BACKEND set ---" in log
     assert "<*> Xen PCI-device backend driver" in log
 
