@@ -170,17 +170,23 @@ class Kbuild:
         return ["make", "-C", str(self.src), f"O={self.build}", "KCONFIG_CONFIG=.config",
                 *self.make_args, *variables, *targets]
 
-    def make(self, *targets: str, variables: Sequence[str] = (), capture: bool = False,
-             check: bool = True) -> proc.Result:
-        return proc.run(self.argv(*targets, variables=variables), log=self.log, capture=capture,
-                        check=check, timeout=MAKE_TIMEOUT, error=KconfigError,
-                        what=f"make {' '.join(targets)}")
+    def make(self, *targets: str, variables: Sequence[str] = (), check: bool = True
+             ) -> proc.Result:
+        """Run make; the output goes to the log and, for parsing, into the result."""
+        what = f"make {' '.join(t for t in targets if not t.startswith('-'))}"
+        res = proc.run(self.argv(*targets, variables=variables), log=self.log, capture=True,
+                       check=False, timeout=MAKE_TIMEOUT, error=KconfigError, what=what)
+        if check and res.returncode != 0:
+            why = _make_reason(res.stdout)
+            raise KconfigError(f"{what} failed with exit status {res.returncode}"
+                               + (f": {why}" if why else "") + f" (log: {self.log})")
+        return res
 
     def release(self) -> str:
         """The release this .config builds; syncconfig first, as kernelrelease reads
         CONFIG_LOCALVERSION from include/config/auto.conf, which only syncconfig refreshes."""
         self.make("syncconfig")
-        out = self.make("-s", "kernelrelease", capture=True).stdout
+        out = self.make("-s", "kernelrelease").stdout
         lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("make")]
         if not lines or not re.fullmatch(r"[A-Za-z0-9._+~-]+", lines[-1]):
             raise KconfigError(f"make kernelrelease printed no release (log: {self.log})")
@@ -193,6 +199,17 @@ class Kbuild:
                 p = Path(arg.split("=", 1)[1])
                 return p if p.is_absolute() else self.src / p
         return self.src / "Kconfig"
+
+
+def _make_reason(output: str) -> str:
+    """The line of a failed make that says why: kbuild's ``***`` message, else the last line
+    that is not make's own ``Error N`` bookkeeping."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    noise = re.compile(r"^make(\[\d+\])?: (\*\*\* \[.*\] Error \d+|Leaving|Entering)")
+    useful = [ln for ln in lines if not noise.match(ln)]
+    stars = [ln.strip("* ").strip() for ln in useful if ln.startswith("***")]
+    stars = [ln for ln in stars if ln]
+    return stars[0] if stars else (useful[-1] if useful else "")
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -262,7 +279,7 @@ def probe(kb: Kbuild, names: Iterable[str]) -> dict[str, SymbolInfo] | None:
     probe_cfg.write_text(drop(kb.config.read_text(), [f"CONFIG_{b}" for b in bare]))
     res = kb.make("-s", "helpnewconfig",
                   variables=[f"KBUILD_KCONFIG={overlay}", f"KCONFIG_CONFIG={probe_cfg}"],
-                  capture=True, check=False)
+                  check=False)
     for p in (overlay, probe_cfg):
         p.unlink(missing_ok=True)
     if res.returncode != 0:
@@ -568,9 +585,10 @@ class Screen:
             if self.eof or time.monotonic() > deadline:
                 self.dump(f"waiting for {what}")
                 why = "menuconfig exited" if self.eof else "timed out"
-                first = next((r for r in self.rows() if r.strip()), "")
+                rows = [r for r in self.rows() if r.strip()]
+                shown = (rows[-1] if self.eof else rows[0]) if rows else ""
                 raise KconfigError(f"menuconfig: {why} waiting for {what}"
-                                   + (f"; screen shows {first.strip()!r}" if first else "")
+                                   + (f"; screen shows {shown!r}" if shown else "")
                                    + f" (log: {self.log})")
 
     def send(self, keys: str) -> None:
@@ -844,7 +862,6 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
         known = ", ".join(FRONTENDS)
         raise KconfigError(f"[kernel] frontend {kcfg.frontend!r}: expected one of {known}")
     start = time.monotonic()
-    deadline = start + INTERACTIVE_TIMEOUT
     if not (src / "Makefile").is_file():
         raise KconfigError(f"kernel tree {src} has no Makefile: run doit fetch first")
     kb = Kbuild(src.resolve(), (ws.out / BUILD_DIR).resolve(), tuple(kcfg.make_args),
@@ -861,7 +878,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
     kb.make("olddefconfig")
 
     t_frontend = time.monotonic()
-    res, final = _force(kb, kcfg, requested, start + INTERACTIVE_TIMEOUT)
+    res, final = _force(kb, kcfg, requested, time.monotonic() + INTERACTIVE_TIMEOUT)
     frontend_s = time.monotonic() - t_frontend
     errors, warnings = _check(kb, fragments, requested, final, res)
     with open(kb.log, "a") as f:
@@ -873,8 +890,6 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
             f.write(f"xenpipe: error: {e}\n")
     if errors:
         raise KconfigError("; ".join(errors))
-    if time.monotonic() > deadline:
-        raise KconfigError(f"config took longer than {INTERACTIVE_TIMEOUT:.0f} s (log: {kb.log})")
 
     release = kb.release()
     out = ws.out / f"config-{release}"

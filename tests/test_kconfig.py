@@ -212,7 +212,8 @@ def test_base_file_and_broken_base(tmp_path: Path, tree: Path) -> None:
     assert rec["base"] == {"file": str(base), "sha256": kconfig.sha256(base)}
     assert final["CONFIG_XEN_PCIDEV_BACKEND"] == "y"
     cfg = load_config(tmp_path, tree, base="nosuchconfig")
-    with pytest.raises(KconfigError, match=r"^make nosuchconfig failed with exit status 2"):
+    with pytest.raises(KconfigError, match=r"^make nosuchconfig failed with exit status 2: "
+                       r"make: \*\*\* No rule to make target .nosuchconfig."):
         run(cfg, tree)
 
 
