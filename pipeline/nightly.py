@@ -43,6 +43,7 @@ LAST_GOOD = "nightly-last-good"
 LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
 ERROR = "xenpipe: error:"
+EXCEPTION = re.compile(r"^(?:[\w]+\.)*(\w*(?:Error|Exception): .*)$")  # a traceback's last line
 MERGED = re.compile(r"patch (?P<patch>\S+) is already in (?P<source>[^@\s]+)@(?P<rev>\S+?);")
 
 
@@ -149,7 +150,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     duration = time.monotonic() - t0
     after = revisions(cfg, ws)
 
-    stages = collect_stages(cfg, ws, tasks, doit_error, no_boot)
+    stages = collect_stages(cfg, tasks, doit_error, no_boot)
     boot = boot_section(ws, stages, no_boot)
     archive_logs(ws, run_dir, marks, stages, boot)
     status = PASSED if all(s["status"] in (*OK, SKIPPED) for s in stages) and not any(
@@ -181,21 +182,32 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
 
 def run_doit(v: Variant, targets: list[str], run_dir: Path
              ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run the real graph for *targets* in a child doit; its tasks by name, or an error."""
+    """Run the real graph for *targets* in a child doit: its tasks by name, and what went
+    wrong outside any task (doit stopped early: no result, or an exception while checking
+    whether a task is up to date), else ""."""
     out = run_dir / "doit.json"
     argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(out),
             "--continue", *targets, f"config={v.cfg.path}"]
     log = v.ws.log("nightly")
+    start = log.stat().st_size if log.is_file() else 0
     res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True)
     data = read_json(out)
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-        tail = proc._last_line(log.read_text(errors="replace")) if log.is_file() else ""
-        return {}, f"doit exited with status {res.returncode} and no result: {tail}"
-    return {t["name"]: t for t in data["tasks"] if isinstance(t, dict) and "name" in t}, ""
+    tasks = {t["name"]: t for t in (data or {}).get("tasks", [])
+             if isinstance(t, dict) and "name" in t} if isinstance(data, dict) else {}
+    if res.returncode == 0 or any(t.get("result") == "fail" for t in tasks.values()):
+        return tasks, ""
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    raised = [m[1] for ln in lines if (m := EXCEPTION.match(ln))]
+    why = next((ln[ln.index(ERROR) + len(ERROR):].strip() for ln in lines if ERROR in ln),
+               raised[-1] if raised else lines[-1] if lines else "no output")
+    return tasks, f"doit stopped with exit status {res.returncode}: {why}"
 
 
-def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
-                   doit_error: str, no_boot: str | None) -> list[dict[str, Any]]:
+def collect_stages(cfg: Config, tasks: dict[str, dict[str, Any]], doit_error: str,
+                   no_boot: str | None) -> list[dict[str, Any]]:
     """Each leaf task's status, duration, log and one-line error, in pipeline order."""
     names = expected_stages(cfg)
     groups = {"fetch", "patch", "build"} | {n.split(":")[0] for n in tasks if ":" in n}
@@ -206,9 +218,6 @@ def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
         t = tasks.get(name)
         if name == "boot" and no_boot:
             st.update(status=SKIPPED, reason=no_boot)
-        elif doit_error:
-            st.update(status=FAILED, error=f"{ERROR} {doit_error}", log_name="nightly")
-            doit_error = ""  # the first stage carries it; the others were not run
         elif t is None or t.get("result") in (None, "ignore"):
             st.update(status=NOTRUN, reason="not run")
         elif t["result"] == "up-to-date":
@@ -216,20 +225,35 @@ def collect_stages(cfg: Config, ws: Workspace, tasks: dict[str, dict[str, Any]],
         elif t["result"] == "success":
             st.update(status=PASSED, duration=round(t.get("elapsed") or 0.0, 3))
         elif t.get("started") is None:  # doit: a dependency failed, this task never started
-            dep = (t.get("error") or "").strip()
-            st.update(status=NOTRUN, reason=f"not run: {dep} failed" if dep else "not run")
+            st.update(status=NOTRUN, reason=f"not run: {root_cause(tasks, name)} failed")
         else:
             st.update(status=FAILED, duration=round(t.get("elapsed") or 0.0, 3),
                       error=one_line(t.get("error") or ""))
         stages.append(st)
-    for st in stages:  # a dependency that is itself "not run" points at the real culprit
-        if st["status"] == NOTRUN and st["reason"] and "failed" in st["reason"]:
-            st["reason"] = f"not run: {culprit(stages)} failed"
+    if doit_error:  # the stage doit was checking carries it; doit itself, if it ran none
+        st = next((s for s in stages if s["status"] == NOTRUN), None) if tasks else None
+        if st is None:
+            st = {"name": "doit", "duration": 0.0, "reason": None}
+            stages.insert(0, st)
+        st.update(status=FAILED, error=f"{ERROR} {doit_error}", log_name="nightly")
     return stages
 
 
-def culprit(stages: list[dict[str, Any]]) -> str:
-    return next((s["name"] for s in stages if s["status"] == FAILED), "an earlier stage")
+def root_cause(tasks: dict[str, dict[str, Any]], name: str) -> str:
+    """The task that really failed behind *name*: doit names the failed dependency of a task
+    that never started, which may itself be a group or a task that never started."""
+    seen = {name}
+    while True:
+        t = tasks.get(name) or {}
+        deps = (t.get("error") or "").split()
+        if name not in tasks or t.get("started") is not None or not deps or deps[0] in seen:
+            return name
+        name = deps[0]
+        seen.add(name)
+        members = [n for n in tasks if n.startswith(f"{name}:")
+                   and tasks[n].get("result") == "fail"]
+        if members:  # a group: its failed member is the culprit
+            name = members[0]
 
 
 def one_line(error: str) -> str:

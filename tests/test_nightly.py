@@ -358,6 +358,29 @@ def test_sigterm_stops_nightly_and_everything_it_started(tmp_path: Path,
     assert left == "", f"still running after SIGTERM: {left}"
 
 
+def test_a_variant_whose_doit_cannot_start_is_reported(tmp_path: Path,
+                                                        git_upstream: GitUpstream) -> None:
+    """A variant's dependency file is corrupt (a full disk, a crash): its child doit stops
+    before any task; the report says so in one line, and the other variant still runs."""
+    a = git_config(tmp_path, git_upstream, "a")
+    b = git_config(tmp_path, git_upstream, "b")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".doit.db").write_text("not an sqlite database\n" * 10)
+    res = run_doit("nightly", f"config={a},{b}")
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("xenpipe: error: nightly failed: b: ")
+    rep = json.loads((tmp_path / "a" / "reports" / "report.json").read_text())
+    va, vb = rep["variants"]
+    assert va["status"] == "passed" and vb["status"] == "failed"
+    assert vb["first_failure"]["name"] == "doit"
+    assert re.match(r"xenpipe: error: doit stopped with exit status \d+: DatabaseException: "
+                    r"Dependencies file .*\.doit\.db' seems to use an bad format",
+                    vb["first_failure"]["error"]), vb["first_failure"]["error"]
+    assert names(vb)["fetch:xen"] == "not-run"
+    assert Path(vb["first_failure"]["log"]).name == "nightly.log"
+    assert validate_junit(tmp_path / "a" / "reports" / "junit.xml")["failures"] == 1
+
+
 def test_several_configs_are_for_nightly_only(tmp_path: Path, git_upstream: GitUpstream) -> None:
     a = git_config(tmp_path, git_upstream, "a")
     b = git_config(tmp_path, git_upstream, "b")
