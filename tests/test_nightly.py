@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import nightly as nightly_mod
 from pipeline import report as report_mod
 from pipeline.config import load
 from tests.conftest import (
@@ -469,3 +470,22 @@ def test_junit_writer_escapes_terminal_output(tmp_path: Path) -> None:
     fail = root.find(".//testcase[@name='build:xen']/failure")
     assert fail is not None and "gcc: error: bad input here" in fail.text
     assert root.find(".//testcase[@name='build:kernel']/skipped") is not None
+
+
+def test_boot_milestones_from_boot_json() -> None:
+    """boot.py's record (out/boot.json) of a boot that missed a milestone: passed ones with
+    the time since the previous one, the missed one failed with the console tail, the rest
+    not reached; a failed topology boot's milestones when there was no second boot."""
+    record = {"verdict": "fail", "tail": ["(XEN) ...", "Kernel panic - not syncing"],
+              "milestones": [
+                  {"name": "Xen banner", "status": "passed", "seconds": 1.5, "detail": "(XEN)"},
+                  {"name": "Linux banner", "status": "passed", "seconds": 4.0, "detail": "L"},
+                  {"name": "init started", "status": "missed", "detail": "the kernel panicked"},
+                  {"name": "power-off", "status": "pending"}]}
+    got = nightly_mod.milestones(record)
+    assert [(m["name"], m["status"], m["time"]) for m in got] == [
+        ("Xen banner", "passed", 1.5), ("Linux banner", "passed", 2.5),
+        ("init started", "failed", 0.0), ("power-off", "not-run", 0.0)]
+    assert got[2]["detail"] == "the kernel panicked" and "Kernel panic" in got[2]["log_tail"]
+    first = nightly_mod.milestones({"verdict": "fail", "topology_boot": record})
+    assert first[0]["name"] == "topology run: Xen banner"
