@@ -475,14 +475,25 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
 
 
 def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
-    """A good run keeps a copy of its artifacts (out/'s files, not the build trees)."""
+    """A good run keeps a copy of its artifacts (out/'s files, not the build trees); a file
+    unchanged since the last good run is a hard link to that run's copy, not another copy."""
     if not ws.out.is_dir():
         return
     dest = run_dir / "out"
     dest.mkdir(exist_ok=True)
+    prev = ws.reports / "runs" / str(ws.state(LAST_GOOD).get("run")) / "out"
     for f in ws.out.iterdir():
-        if f.is_file() and not f.name.startswith("."):
-            shutil.copy2(f, dest / f.name)
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        old, st = prev / f.name, f.stat()
+        try:
+            ost = old.stat()
+            if (ost.st_size, ost.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                os.link(old, dest / f.name)
+                continue
+        except OSError:
+            pass
+        shutil.copy2(f, dest / f.name)
 
 
 def point(link: Path, run_dir: Path) -> None:

@@ -179,6 +179,8 @@ def test_unchanged_then_new_commit_that_builds(tmp_path: Path, git_upstream: Git
     assert (runs[-1] / "out" / "xen.gz").is_file()  # a good run keeps its artifacts
     reports = tmp_path / "site" / "reports"
     assert (reports / "latest").resolve() == (reports / "last-good").resolve() == runs[-1]
+    kept = [r / "out" / "xen.gz" for r in runs]  # the unchanged run links, the rebuilt copies
+    assert kept[1].stat().st_ino == kept[0].stat().st_ino != kept[2].stat().st_ino
     good = json.loads((tmp_path / "site" / "state" / "nightly-last-good.json").read_text())
     assert good["run"] == third["run"] and good["revisions"] == {"xen": new}
 
