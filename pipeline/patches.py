@@ -575,7 +575,8 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
 
     old = ws.state(state_key(name))
     old_files: dict[str, str | None] = old.get("files", {}) or {}
-    pending: dict[str, str | None] = old.get("pending", {}) or {}
+    # files an interrupted run was writing: {path: [sha256 or None it may hold now]}
+    pending: dict[str, list[str | None]] = old.get("pending", {}) or {}
     old_modes: dict[str, int] = old.get("modes", {}) or {}
     log = ws.log(state_key(name))
     rejects = ws.logs / f"{state_key(name)}.rej"
@@ -620,7 +621,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
                     plan.append((path, want, want_mode))
                 continue
             ours = {_sha_or_none(base[path]), old_files.get(path, _MISSING),
-                    pending.get(path, _MISSING)}
+                    *pending.get(path, [])}
             if _sha_or_none(cur) not in ours:
                 edits.append(path)
             plan.append((path, want, want_mode))
@@ -636,9 +637,11 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
         record = {"source": name, "rev": rev, "series": series,
                   "series_digest": series_digest(patches),
                   "patches": [p.record() for p in patches]}
-        if plan:
-            ws.save_state(state_key(name), {**old, "pending": {
-                path: _sha_or_none(want) for path, want, _ in plan}})
+        if plan:  # say what may be half written before writing it (see `ours` above)
+            will = {k: list(v) for k, v in pending.items()}
+            for path, want, _ in plan:
+                will.setdefault(path, []).append(_sha_or_none(want))
+            ws.save_state(state_key(name), {**old, "pending": will})
         for path, want, want_mode in plan:
             if want is None:
                 _remove(tree, path)

@@ -347,31 +347,45 @@ def test_series_edits_add_remove_reorder(linux: Setup) -> None:
     assert linux.state()["files"] == {}
 
 
-def test_interrupted_run_is_repaired_by_the_next(linux: Setup,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fault injection: the second write to the real tree raises KeyboardInterrupt."""
+def test_interrupted_runs_are_repaired_by_the_next(linux: Setup,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: a write to the real tree raises KeyboardInterrupt, twice in a row with
+    different series, before a run completes."""
     p1 = linux.author.patch({"drivers/xen/pciback.c": "int pciback = 1;\n"})
     p2 = linux.author.patch({"drivers/xen/x.c": "x\n", "drivers/xen/y.c": "y\n"})
     linux.series({"1.patch": p1, "2.patch": p2})
     linux.apply()
-    p2b = p2.replace(b"+x", b"+x2").replace(b"+y", b"+y2")
-    (linux.pdir / "2.patch").write_bytes(p2b)
-    real, calls = files.atomic_write, []
+    real = files.atomic_write
 
-    def flaky(path: Path, data: bytes | str, mode: int | None = None) -> None:
-        calls.append(path)
-        if len(calls) == 2 and linux.tree in path.parents:
-            raise KeyboardInterrupt
-        real(path, data, mode)
+    def interrupt_at(n: int) -> None:
+        calls: list[Path] = []
 
-    monkeypatch.setattr(patches, "atomic_write", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        linux.apply()
-    monkeypatch.setattr(patches, "atomic_write", real)
-    assert (linux.tree / "drivers/xen/x.c").read_text() == "x2\n"  # half done
-    assert (linux.tree / "drivers/xen/y.c").read_text() == "y\n"
+        def flaky(path: Path, data: bytes | str, mode: int | None = None) -> None:
+            if linux.tree in path.parents:
+                calls.append(path)
+                if len(calls) == n:
+                    raise KeyboardInterrupt
+            real(path, data, mode)
+
+        monkeypatch.setattr(patches, "atomic_write", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            linux.apply()
+        monkeypatch.setattr(patches, "atomic_write", real)
+
+    def version(x: str, y: str) -> None:
+        (linux.pdir / "2.patch").write_bytes(p2.replace(b"+x", b"+" + x.encode())
+                                             .replace(b"+y", b"+" + y.encode()))
+
+    x, y = linux.tree / "drivers/xen/x.c", linux.tree / "drivers/xen/y.c"
+    version("x2", "y2")
+    interrupt_at(2)
+    assert (x.read_text(), y.read_text()) == ("x2\n", "y\n")  # half done
+    version("x2", "y3")  # x.c is already right: only y.c is to write, and that is interrupted
+    interrupt_at(1)
+    assert (x.read_text(), y.read_text()) == ("x2\n", "y\n")
+    version("x4", "y4")
     linux.apply()
-    assert (linux.tree / "drivers/xen/y.c").read_text() == "y2\n"
+    assert (x.read_text(), y.read_text()) == ("x4\n", "y4\n")
     assert "pending" not in linux.state()
     assert sources.local_edits(sources.VCS["git"], linux.tree,
                                sources.owned_changes(linux.ws, "linux")) == []
