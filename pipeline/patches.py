@@ -374,28 +374,10 @@ def series_digest(patches: Iterable[Patch]) -> str:
 
 
 # ---------------------------------------------------------------------------- pristine
-def pristine(src: SourceCfg, tree: Path, rev: str, paths: Iterable[str],
-             scratch: Path) -> dict[str, bytes | None]:
-    """Each path's content at *rev* (None when absent), from the VCS, never the working tree.
-
-    Mercurial is asked once for all paths, through files so that bytes stay bytes (``hg`` costs
-    a Python start-up per call); git reads blobs in-process.
-    """
-    paths = sorted(set(paths))
-    vcs = sources.VCS[src.vcs]
-    if not isinstance(vcs, sources.Hg):
-        return {p: vcs.cat(tree, rev, p) for p in paths}
-    out = scratch / "pristine"
-    for i in range(0, len(paths), 200):
-        chunk = paths[i:i + 200]
-        proc.run(["hg", "-R", str(tree), "cat", "-r", rev, "-o", f"{out}/%p", "--",
-                  *(f"path:{p}" for p in chunk)], capture=True, check=False)
-    result: dict[str, bytes | None] = {}
-    for p in paths:
-        f = out / p
-        result[p] = f.read_bytes() if f.is_file() and not f.is_symlink() else None
-    shutil.rmtree(out, ignore_errors=True)
-    return result
+def pristine(src: SourceCfg, tree: Path, rev: str,
+             paths: Iterable[str]) -> dict[str, bytes | None]:
+    """Each path's content at *rev* (None when absent), from the VCS, never the working tree."""
+    return sources.VCS[src.vcs].cat(tree, rev, paths)
 
 
 # ------------------------------------------------------------------------------ applying
@@ -591,7 +573,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
             universe |= p.targets()
         for path in sorted(universe):
             _check_target(tree, path, name)
-        base = pristine(src, tree, rev, universe, scratch)
+        base = pristine(src, tree, rev, universe)
         base_mode = {p: old_modes.get(p, _mode(tree / p)) for p in universe}
         for path, data in base.items():
             if data is not None:
@@ -604,7 +586,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
         if extra:  # created under names the headers did not predict
             for path in sorted(extra):
                 _check_target(tree, path, name)
-            base.update(pristine(src, tree, rev, extra, scratch))
+            base.update(pristine(src, tree, rev, extra))
             base_mode.update({p: _mode(tree / p) for p in extra})
             universe |= extra
         plan, files, modes, edits = [], {}, {}, []
