@@ -167,8 +167,8 @@ def test_unsatisfiable_symbol_fails_with_dependency(tmp_path: Path, tree: Path) 
 
 
 def test_value_not_offered_uses_help_and_fails(tmp_path: Path, tree: Path) -> None:
-    """m without module support: the prompt offers [M/n]... no, [Y/n]; the driver asks ``?``
-    (the kernel's explanation lands in the log), keeps the default and verification fails."""
+    """m without module support: the prompt offers only [Y/n]; the driver asks ``?`` (the
+    kernel's explanation lands in the log), keeps the default and verification fails."""
     cfg = load_config(tmp_path, tree, fragments=[fragment(tmp_path, XEN_ON)],
                       symbols=["CONFIG_XEN_BLKDEV_BACKEND=m"])
     with pytest.raises(KconfigError, match=r"^CONFIG_XEN_BLKDEV_BACKEND=m did not survive "
