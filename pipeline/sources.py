@@ -227,6 +227,9 @@ class Tarball(Git):
         env = {**proc.BASE_ENV, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
                                    for k, v in who.items()}}
         repo = _git().Repo.init(dest)
+        with repo.config_writer() as cw:  # a kernel tarball is ~80k files: favour speed
+            cw.set_value("core", "looseCompression", "1")
+            cw.set_value("core", "compression", "1")
         repo.git.add("--all", "--force", ".", env=env)
         repo.git.commit("--quiet", "--allow-empty", "--no-verify", "-m",
                         f"Unpacked {os.path.basename(url)}", env=env)
