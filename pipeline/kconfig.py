@@ -731,6 +731,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     if choice and s.value == "y" and _entry_prompt(entry).startswith(choice):
         # mconf jumps to the choice holding a member: open it and walk to the member
         entry = _pick_in_choice(scr, prompts, bare, deadline)
+        result.answers += 1
     prompt = next((p for p in prompts if _entry_prompt(entry) == p), None)
     if prompt is None:
         result.notes[s.name] = f"menuconfig highlighted {entry!r}, not its prompt: not visible"
@@ -745,6 +746,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
     elif kind in ("bool", "tristate"):
         if not entry.startswith(_MARKS[s.value]):
             scr.send(s.value)
+            result.answers += 1
             end = min(deadline, time.monotonic() + 10)
             try:
                 scr.wait(lambda x: (x.selected() or "").startswith(_MARKS[s.value]),
@@ -757,6 +759,7 @@ def _menuconfig_symbol(scr: Screen, s: Setting, result: FrontendResult, deadline
         value = s.value[1:-1] if s.value.startswith('"') else s.value
         current = info.value if info else ""
         scr.send("\r")
+        result.answers += 1
         scr.wait(lambda x: "Please enter" in x.text, f"the input box of {bare}", deadline)
         scr.send("\x7f" * (len(current) + 8) + value + "\r")
         scr.wait(lambda x: _in_menu(x) and (x.selected() or "").startswith(f"({value})"),
@@ -870,17 +873,27 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         f.write(f"# xenpipe config {stamp}: frontend {kcfg.frontend}\n")
 
-    base = _base(kb, kcfg.base)
     fragments = [s for path in kcfg.fragments for s in parse_fragment(path)]
     requested = parse_symbols(kcfg.symbols)
+    steps: dict[str, float] = {}
+    mark = start
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        steps[name] = round(now - mark, 2)
+        mark = now
+
+    base = _base(kb, kcfg.base)
+    step("base")
     if fragments:
         atomic_write(kb.config, merge(kb.config.read_text(), fragments))
     kb.make("olddefconfig")
-
-    t_frontend = time.monotonic()
+    step("fragments")
     res, final = _force(kb, kcfg, requested, time.monotonic() + INTERACTIVE_TIMEOUT)
-    frontend_s = time.monotonic() - t_frontend
+    step("frontend")
     errors, warnings = _check(kb, fragments, requested, final, res)
+    step("verify")
     with open(kb.log, "a") as f:
         for name, note in res.notes.items():
             f.write(f"xenpipe: note: {name}: {note}\n")
@@ -892,6 +905,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
         raise KconfigError("; ".join(errors))
 
     release = kb.release()
+    step("release")
     out = ws.out / f"config-{release}"
     atomic_write(out, kb.config.read_bytes())
     forced = set(FORCED_SYMBOLS)
@@ -906,7 +920,8 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
         "warnings": warnings,
         "frontend": kcfg.frontend,
         "frontend_answers": res.answers,
-        "frontend_seconds": round(frontend_s, 2),
+        "frontend_seconds": steps["frontend"],
+        "steps": steps,
         "duration": round(time.monotonic() - start, 2),
     }
     atomic_write(ws.out / "kconfig-summary.txt", summary(record))
