@@ -407,8 +407,7 @@ class Kernel:
 
 def find_kernel(cfg: Config, ws: Workspace) -> Kernel:
     """The kernel ``doit build`` left in ``out/`` (its release from the build directory)."""
-    if cfg.kernel is None:
-        raise InstallError("no [kernel] configured: there is no dom0 kernel to install")
+    assert cfg.kernel is not None
     src = ws.source_dir(cfg.kernel.source).resolve()
     build = build_mod.kernel_build_dir(ws)
     release = ws.state("build-kernel").get("release")  # what doit build recorded
@@ -619,6 +618,8 @@ def entry_name(cfg: Config) -> str:
 def make_plan(cfg: Config, ws: Workspace) -> Plan:
     """Everything an install would do, checked, without changing anything."""
     root, live = check_root(cfg)
+    if cfg.kernel is None:
+        raise InstallError("no [kernel] configured: there is no dom0 kernel to install")
     state = ws.state(STAGE).get("roots", {}).get(os.path.realpath(root), {})
     plan = Plan(root, live, state)
     topo = devices(cfg, plan)

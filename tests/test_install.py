@@ -24,7 +24,7 @@ from pipeline.workspace import Workspace
 
 from . import install_helpers as h
 from . import sysfs_trees as trees
-from .conftest import REPO, need, run_doit
+from .conftest import REPO, need, run_doit, write_config
 from .realkernel import RealKernel, cache_dir, real_kernel  # noqa: F401 - the fixture
 
 R2009 = "2.6.18.8-xen"
@@ -566,3 +566,19 @@ def test_initramfs_tools(tmp_path: Path, tool: str, image: str, argv: list[str])
             initramfs.choose(tool, Path("/"), live=True)
     assert initramfs.choose("none", tmp_path, live=False) is None
     assert initramfs.choose("auto", tmp_path, live=False) is None
+
+
+def test_doit_install_user_errors_are_one_line(tmp_path: Path) -> None:
+    """Through doit as users run it (a config without [kernel], so no build runs first)."""
+    config = write_config(tmp_path, f'[install]\nroot = "{tmp_path / "root"}"\n')
+    res = run_doit("install", "--dry-run", config=config, timeout=120)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [
+        "xenpipe: error: no [kernel] configured: there is no dom0 kernel to install"]
+    (tmp_path / "afile").write_text("")
+    config.write_text(config.read_text().replace('root/"', 'afile"').replace(
+        f'{tmp_path / "root"}', f'{tmp_path / "afile"}'))
+    res = run_doit("install", config=config, timeout=120)
+    assert res.stderr.strip().splitlines() == [
+        f"xenpipe: error: install.root {tmp_path / 'afile'} exists and is not a directory"]
+    assert "Traceback" not in res.stdout + res.stderr
