@@ -833,7 +833,7 @@ def _check(kb: Kbuild, fragments: list[Setting], requested: list[Setting], final
     probed = probe(kb, need) if need else {}
     if probed is None:
         probed = {}
-        unknown = "dependency information unavailable (log: " + str(kb.log) + ")"
+        unknown = f"dependency information unavailable (log: {kb.log})"
     else:
         unknown = ""
 
