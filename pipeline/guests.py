@@ -90,6 +90,14 @@ def find_pci(text: str) -> tuple[int, int] | None:
     return (start, last) if start >= 0 else found
 
 
+def entries(text: str) -> list[str] | None:
+    """The entries of *text*'s ``pci`` list as written (None: no ``pci =`` assignment)."""
+    span = find_pci(text)
+    if span is None:
+        return None
+    return [a or b for a, b in _STRING.findall(text[span[0]:span[1]])]
+
+
 def entry_bdf(entry: str) -> pci.Bdf | None:
     """The BDF of one ``pci`` list entry (``00:19.0@3,permissive=1``, ``bdf=...``)."""
     fields = entry.split(",")
@@ -127,7 +135,7 @@ def update(text: str | None, guest: GuestCfg, bdfs: Sequence[pci.Bdf], origin: s
         sep = "" if not text or text.endswith("\n") else "\n"
         return (f"{text}{sep}# xenpipe: the PCI devices passed through to {guest.name} "
                 f"([[guests]] in {origin})\n{render(bdfs)}\n")
-    current = [a or b for a, b in _STRING.findall(text[span[0]:span[1]])]
+    current = entries(text) or []
     if [entry_bdf(c) for c in current] == list(bdfs):
         return text  # already right, in the user's own spelling
     return text[: span[0]] + render(bdfs, current) + text[span[1]:]
