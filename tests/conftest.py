@@ -64,16 +64,26 @@ class HgUpstream:
         hg("tag", name, cwd=self.path)
 
 
-@pytest.fixture
-def hg_upstream(tmp_path: Path) -> Iterator[HgUpstream]:
-    """An hg repository with two commits and a tag, served by a real ``hg serve``."""
+@pytest.fixture(scope="session")
+def hg_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The history every ``hg_upstream`` starts from, made once (each hg call costs a
+    Python start-up)."""
     need("hg")
-    path = tmp_path / "upstream.hg"
+    path = tmp_path_factory.mktemp("hg-template") / "upstream.hg"
     hg("init", str(path))
     up = HgUpstream(path, "")
     up.commit("README", "xen-unstable\n", "initial")
     up.commit("xen/Makefile", "all:\n\ttrue\n", "add Makefile")
     up.tag("3.4.0-rc1")
+    return path
+
+
+@pytest.fixture
+def hg_upstream(tmp_path: Path, hg_template: Path) -> Iterator[HgUpstream]:
+    """An hg repository with two commits and a tag, served by a real ``hg serve``."""
+    path = tmp_path / "upstream.hg"
+    shutil.copytree(hg_template, path, symlinks=True)
+    up = HgUpstream(path, "")
     port = free_port()
     server = subprocess.Popen(
         ["hg", "serve", "-R", str(path), "-a", "127.0.0.1", "-p", str(port)],
