@@ -1,0 +1,370 @@
+"""doit boot: QEMU command line, console milestones, the probe initramfs and its dump.
+
+The fast tests replay console transcripts recorded from real QEMU boots of the demo
+(tests/data/boot/, captured by this stage: Debian's Xen 4.17, a tinyconfig + xen-dom0 6.1
+dom0, q35 + intel-iommu) through a real process and real pexpect. The slow tests build and boot
+the real thing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from pipeline import boot, cmdline, config, pci, probe
+from pipeline.errors import BootError, format_error
+from pipeline.files import write_json
+from pipeline.workspace import Workspace
+
+from .conftest import REPO, need, run_doit, write_config
+
+DATA = Path(__file__).parent / "data" / "boot"
+E1000 = pci.parse_bdf("00:03.0")
+E1000E = pci.parse_bdf("01:00.0")
+MISSING = pci.parse_bdf("00:1f.6")
+PATH = "PNP0A08:0-1c.0-0.0"
+
+DEMO_BODY = f"""
+[sources.linux]
+vcs = "tarball"
+url = "/usr/src/linux-source-6.1.tar.xz"
+
+[kernel]
+source = "linux"
+base = "tinyconfig"
+fragments = ["configs/kernel/xen-dom0.config"]
+
+[install]
+xen_cmdline = "iommu=1 dom0_mem=1024M"
+dom0_cmdline = "console=hvc0"
+
+[passthrough]
+devices = ["00:03.0", "{PATH}"]
+
+[boot]
+xen = "/boot/xen-4.17-amd64.gz"
+devices = ["intel-iommu", "e1000,addr=03.0", "pcie-root-port,id=rp1,bus=pcie.0,addr=1c.0",
+           "e1000e,bus=rp1"]
+timeout = 60
+"""
+
+
+def demo_cfg(tmp_path: Path, body: str = DEMO_BODY) -> config.Config:
+    return config.load(write_config(tmp_path, body))
+
+
+def read(name: str) -> str:
+    """A recorded transcript, byte for byte (its \r\r\n line ends kept)."""
+    with open(DATA / name, newline="") as f:
+        return f.read()
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Iterator[Callable[..., pexpect.spawn]]:
+    """Start a real process printing a recorded console: ``cat`` (it ends like QEMU exiting),
+    or with *hold* a shell that keeps the console open afterwards (a hung boot). *upto* cuts
+    the transcript before its first occurrence. Every process is stopped afterwards."""
+    children: list[pexpect.spawn] = []
+
+    def start(name: str, hold: bool = False, upto: str | None = None) -> pexpect.spawn:
+        path = DATA / name
+        if upto is not None:
+            text = read(name)
+            path = tmp_path / f"cut-{name}"
+            with open(path, "w", newline="") as f:
+                f.write(text[: text.index(upto)])
+        argv = ["sh", "-c", 'cat "$1"; sleep 60', "sh", str(path)] if hold else ["cat", str(path)]
+        children.append(pexpect.spawn(argv[0], argv[1:], encoding="utf-8",
+                                      codec_errors="replace"))
+        return children[-1]
+
+    yield start
+    for child in children:
+        child.close(force=True)
+
+
+def names(w: boot.Watch) -> list[str]:
+    return [h.name for h in w.hits]
+
+
+# ------------------------------------------------------------------------ QEMU command line
+def test_qemu_option_doubles_every_comma():
+    assert boot.qemu_option("a,b,,c") == "a,,b,,,,c"
+    assert boot.qemu_option("no commas") == "no commas"
+
+
+def test_qemu_argv_passes_dom0_and_probe_as_modules(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    imgs = boot.Images(Path("/x/xen-4.17-amd64"), Path("/o/vmlinuz-6.1,x"), Path("/b/p,i.gz"))
+    argv = boot.qemu_argv(cfg, imgs, "console=com1 iommu=1", "console=hvc0 guestdev=A,B",
+                          kvm=False)
+    assert argv[0] == "qemu-system-x86_64"
+    opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("-")}
+    assert opt["-kernel"] == "/x/xen-4.17-amd64"
+    assert opt["-append"] == "console=com1 iommu=1"
+    # the one unescaped comma separates the modules; every literal comma is doubled
+    assert opt["-initrd"] == "/o/vmlinuz-6.1,,x console=hvc0 guestdev=A,,B,/b/p,,i.gz"
+    assert re.split(r"(?<!,),(?!,)", opt["-initrd"]) == [
+        "/o/vmlinuz-6.1,,x console=hvc0 guestdev=A,,B", "/b/p,,i.gz"]
+    assert opt["-machine"] == "q35" and opt["-cpu"] == "qemu64" and opt["-accel"] == "tcg"
+    assert opt["-m"] == "2048"
+    assert {"-nographic", "-no-reboot", "-nodefaults"} <= set(argv)
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-device"] == list(cfg.boot.devices)
+    kvm = boot.qemu_argv(cfg, imgs, "x", "y", kvm=True)
+    assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-cpu") + 1] == "qemu64"
+
+
+def test_kvm_only_with_a_usable_device_and_vmx_or_svm(tmp_path):
+    dev, info = tmp_path / "kvm", tmp_path / "cpuinfo"
+    dev.write_text("")
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 lm\n")
+    assert not boot.kvm_usable(info, dev)
+    info.write_text("processor\t: 0\nflags\t\t: fpu vmx lm\n")
+    assert boot.kvm_usable(info, dev)
+    assert not boot.kvm_usable(info, tmp_path / "no-kvm")
+    info.write_text("processor\t: 0\nflags\t\t: fpu svm lm\n")
+    assert boot.kvm_usable(info, dev)
+
+
+def test_gzipped_hypervisor_is_decompressed_once(tmp_path):
+    elf = b"\x7fELF" + os.urandom(4000)
+    gz = tmp_path / "xen-4.17-amd64.gz"
+    gz.write_bytes(gzip.compress(elf))
+    cache = tmp_path / "cache"
+    out = boot.loadable(gz, cache)
+    assert out == cache / "xen-4.17-amd64" and out.read_bytes() == elf
+    stamp = out.stat().st_ino
+    assert boot.loadable(gz, cache).stat().st_ino == stamp  # cached: not rewritten
+    gz.write_bytes(gzip.compress(elf + b"new"))
+    os.utime(gz, ns=(1, 10**18))
+    assert boot.loadable(gz, cache).read_bytes() == elf + b"new"
+    plain = tmp_path / "xen"
+    plain.write_bytes(elf)
+    assert boot.loadable(plain, cache) == plain  # already an ELF: used in place
+    bad = tmp_path / "broken.gz"
+    bad.write_bytes(gzip.compress(elf)[:100])
+    with pytest.raises(BootError, match="cannot decompress"):
+        boot.loadable(bad, cache)
+
+
+# ------------------------------------------------------------------------ command lines
+def test_boot_and_install_share_the_dom0_command_line(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    topo = boot.topology(probe.parse(read("pass.log")), tmp_path / "sysfs")
+    line = cmdline.dom0_cmdline(cfg, "mainline", topo, boot.DOM0_CONSOLE)
+    assert line == ("console=hvc0 earlyprintk=xen xen-pciback.hide=(0000:00:03.0)(0000:01:00.0)")
+    assert cmdline.dom0_cmdline(cfg, "mainline", topo) == (
+        "console=hvc0 xen-pciback.hide=(0000:00:03.0)(0000:01:00.0)")
+    assert cmdline.dom0_cmdline(cfg, "mainline", None, passthrough=False) == "console=hvc0"
+    with pytest.raises(pci.DeviceError, match="needs this machine's PCI topology"):
+        cmdline.dom0_cmdline(cfg, "mainline", None)
+    # guestdev= takes the path as written; the BDF becomes a path through the topology
+    assert cmdline.dom0_cmdline(cfg, "guestdev", topo).endswith(
+        f"guestdev=PNP0A08:0-03.0,{PATH}")
+    assert cmdline.xen_cmdline(cfg, boot.XEN_CONSOLE) == (
+        "console=com1 com1=115200 iommu=1 dom0_mem=1024M")
+
+
+# --------------------------------------------------------------------------- the probe
+def test_probe_initramfs_holds_busybox_init_and_console(tmp_path):
+    need("cpio")
+    need("busybox")
+    dest = probe.build(tmp_path / "probe.cpio.gz")
+    listing = subprocess.run(["cpio", "-itv"], input=gzip.decompress(dest.read_bytes()),
+                             capture_output=True, check=True).stdout.decode()
+    rows = {ln.split()[-1]: ln for ln in listing.splitlines()}
+    assert set(rows) == {"bin", "dev", "dev/console", "bin/busybox", "init"}
+    assert rows["dev/console"].startswith("crw-------") and re.search(r"\b5,\s*1\b",
+                                                                      rows["dev/console"])
+    assert rows["init"].startswith("-rwxr-xr-x")
+    mtime = dest.stat().st_mtime_ns
+    assert probe.build(dest).stat().st_mtime_ns == mtime  # same bytes: left alone
+    assert probe.archive(b"x") == probe.archive(b"x")  # deterministic
+
+
+def test_probe_init_is_valid_shell():
+    sh = need("busybox")
+    subprocess.run([sh, "sh", "-n", "-c", probe.INIT], check=True)
+
+
+def test_probe_dump_round_trips_to_the_vm_topology(tmp_path):
+    report = probe.parse(read("pass.log"))
+    assert report.started and report.done
+    assert report.pciback == ("0000:00:03.0", "0000:01:00.0")
+    assert [(r.name, r.hid, r.uid) for r in report.roots] == [("pci0000:00", "PNP0A08", "0")]
+    topo = boot.topology(report, tmp_path / "sysfs")
+    dev = topo.get(E1000E)
+    assert dev is not None and dev.driver == "pciback" and dev.ids == "8086:10d3"
+    assert str(dev.path) == "PNP0A08:0-1c.0-00.0"  # two hops: root port, then the NIC
+    assert dev.parents == (pci.parse_bdf("00:1c.0"),)
+    assert topo.lookup(pci.parse_path(PATH)).bdf == E1000E
+    assert topo.get(E1000).driver == "pciback"
+    assert topo.get(pci.parse_bdf("00:1c.0")).is_bridge
+    # rebuilt in place: a second dump replaces the first tree
+    assert boot.topology(report, tmp_path / "sysfs").devices == topo.devices
+
+
+def test_probe_parse_ignores_kernel_noise_and_broken_lines():
+    text = ("[    1.0] random: crng init done\r\r\n"
+            f"{probe.MARK} init started\r\r\n"
+            f"{probe.MARK} pciback 0000:00:03.0\r\r\n"
+            f"{probe.MARK} pciback\r\r\n"
+            f"{probe.MARK} dev ../../etc/passwd class=0x0 driver=x\r\r\n"
+            f"{probe.MARK} dev pci0000:00/0000:00:03.0 class=0x020000 vendor=0x8086 "
+            "device=0x100e driver=pciback\r\r\n"
+            f"{probe.MARK} dev pci0000:00/0000:00:1f.0 class=0x060100 vendor=0x8086 "
+            "device=0x2918 driver=-\r\r\n")
+    rep = probe.parse(text)
+    assert rep.started and not rep.done
+    assert rep.pciback == ("0000:00:03.0",)
+    assert [(d.name, d.driver) for d in rep.devices] == [("0000:00:03.0", "pciback"),
+                                                         ("0000:00:1f.0", None)]
+
+
+# -------------------------------------------------------------------------- milestones
+def test_recorded_boot_meets_every_milestone_in_order(replay):
+    w = boot.watch(replay("pass.log"), boot.milestones([E1000, E1000E]), timeout=20)
+    assert w.ok, w.reason
+    assert names(w) == [
+        "Xen banner", "Xen IOMMU", "dom0 construction", "Linux banner",
+        "pciback seized 0000:00:03.0", "pciback seized 0000:01:00.0", "init started",
+        "0000:00:03.0 under pciback", "0000:01:00.0 under pciback", "probe done", "power-off"]
+    times = [h.seconds for h in w.hits]
+    assert times == sorted(times)
+    lines = {h.name: h.line for h in w.hits}
+    assert lines["Xen IOMMU"] == "(XEN) I/O virtualisation enabled"
+    assert lines["pciback seized 0000:01:00.0"].endswith(
+        "pciback 0000:01:00.0: xen_pciback: seizing device")
+    assert "\r" not in "".join(lines.values())
+    assert [r["status"] for r in w.records()] == ["passed"] * 11
+
+
+def test_devices_of_one_step_may_come_in_any_order(replay):
+    w = boot.watch(replay("pass.log"), boot.milestones([E1000E, E1000]), timeout=20)
+    assert w.ok, w.reason
+
+
+def test_a_device_pciback_never_seized_is_the_missed_milestone(replay):
+    w = boot.watch(replay("wrong-bdf.log"), boot.milestones([MISSING]), timeout=20)
+    assert not w.ok
+    assert w.missed.missed == "pciback did not seize 0000:00:1f.6"
+    assert w.reason == "init started came first"
+    assert names(w) == ["Xen banner", "Xen IOMMU", "dom0 construction", "Linux banner"]
+    recs = w.records()
+    assert recs[4] == {"name": "pciback seized 0000:00:1f.6", "status": "missed",
+                       "detail": w.reason}
+    assert [r["status"] for r in recs[5:]] == ["pending"] * 4
+
+
+def test_kernel_panic_ends_the_watch(replay):
+    w = boot.watch(replay("kernel-panic.log", hold=True), boot.milestones([E1000]), timeout=30)
+    assert names(w)[-1] == "pciback seized 0000:00:03.0"
+    assert w.missed.name == "init started"
+    assert w.reason == ("the dom0 kernel panicked: Kernel panic - not syncing: No working init "
+                        "found.  Try passing init= option to kernel. See Linux "
+                        "Documentation/admin-guide/init.rst for guidance.")
+
+
+def test_xen_panic_ends_the_watch(replay):
+    w = boot.watch(replay("xen-panic.log", hold=True), boot.milestones([]), timeout=30)
+    assert names(w) == ["Xen banner"]
+    assert w.missed.name == "Xen IOMMU"
+    assert w.reason == ("Xen panicked: (XEN) Panic on CPU 0: dom0 kernel not specified. "
+                        "Check bootloader configuration")
+
+
+def test_a_hung_console_times_out(replay):
+    child = replay("pass.log", hold=True, upto="xenpipe-probe: init")
+    w = boot.watch(child, boot.milestones([E1000]), timeout=1)
+    assert names(w)[-1] == "pciback seized 0000:00:03.0"
+    assert w.missed.name == "init started"
+    assert w.reason == "nothing within the [boot] timeout of 1 s"
+
+
+def test_qemu_exiting_early_is_reported(replay):
+    child = replay("pass.log", upto="Linux version")
+    w = boot.watch(child, boot.milestones([]), timeout=20)
+    assert w.missed.name == "Linux banner" and w.reason.startswith("QEMU exited after")
+
+
+def test_seized_devices_are_read_from_the_console():
+    assert boot.seized_in(read("pass.log")) == [E1000, E1000E]
+    assert boot.seized_in("pciback: seizing device 0000:00:19.0\r\n") == [
+        pci.parse_bdf("00:19.0")]  # XenLinux 2.6.18 wording
+
+
+# ------------------------------------------------------------------------ stage (no QEMU)
+def test_boot_without_a_built_kernel_says_what_to_run(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    with pytest.raises(BootError, match=r"no dom0 kernel in .*vmlinuz-\*\): run `doit build`"):
+        boot.boot(cfg, Workspace(cfg.workspace))
+
+
+def test_boot_needs_a_hypervisor(tmp_path):
+    cfg = demo_cfg(tmp_path, DEMO_BODY.replace('xen = "/boot/xen-4.17-amd64.gz"\n', ""))
+    ws = Workspace(cfg.workspace)
+    with pytest.raises(BootError, match=r"configure \[xen\] to build one, or set \[boot\] xen"):
+        boot.images(cfg, ws)
+    cfg = demo_cfg(tmp_path, DEMO_BODY.replace("/boot/xen-4.17-amd64.gz", "/nonexistent.gz"))
+    with pytest.raises(BootError, match="/nonexistent.gz not found"):
+        boot.images(cfg, ws)
+
+
+def test_a_malformed_device_fails_before_anything_boots(tmp_path):
+    cfg = demo_cfg(tmp_path, DEMO_BODY.replace('"00:03.0"', '"00:3.0"'))
+    with pytest.raises(pci.DeviceError) as exc:
+        boot.boot(cfg, Workspace(cfg.workspace))
+    assert format_error(exc.value).startswith('xenpipe: error: bad PCI address "00:3.0"')
+
+
+def test_verify_checks_the_seized_devices_against_the_paths(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    console = read("pass.log")
+    report = probe.parse(console)
+    topo = boot.topology(report, tmp_path / "sysfs")
+    session = boot.Session([], tmp_path / "boot.log", boot.Watch(), console, report, 1.0)
+    planned = boot.expected_bdfs(cfg, topo)
+    assert planned == {"00:03.0": (E1000,), PATH: (E1000E,)}
+    assert boot.verify(cfg, session, topo, planned) is None
+    moved = {**planned, PATH: (pci.parse_bdf("02:00.0"),)}
+    assert "named 0000:02:00.0 in the first boot but 0000:01:00.0" in boot.verify(
+        cfg, session, topo, moved)
+    assert boot.expected_bdfs(cfg, None) == {"00:03.0": (E1000,)}
+
+
+def test_fingerprint_is_cheap_and_follows_its_inputs(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    ws = Workspace(cfg.workspace)
+    first = boot.fingerprint(cfg, ws)
+    assert first == boot.fingerprint(cfg, ws)
+    assert first["kernel"] is None  # nothing built yet: still a fingerprint, no error
+    ws.out.mkdir(parents=True)
+    (ws.out / "vmlinuz-6.1.0").write_bytes(b"k")
+    assert boot.fingerprint(cfg, ws)["kernel"] != first["kernel"]
+    other = demo_cfg(tmp_path, DEMO_BODY.replace('"00:03.0", ', ""))
+    assert boot.fingerprint(other, ws)["passthrough"] != first["passthrough"]
+
+
+def test_summary_line(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    ws = Workspace(cfg.workspace)
+    assert "no result" in boot.summary(ws)
+    ws.out.mkdir(parents=True)
+    write_json(ws.out / "boot.json", {
+        "verdict": "pass", "accel": "tcg", "console": "build/demo/logs/boot.log",
+        "expected": {"00:03.0": ["0000:00:03.0"], PATH: ["0000:01:00.0"]},
+        "milestones": [{"name": "power-off", "status": "passed", "seconds": 17.9}]})
+    assert boot.summary(ws) == (
+        f"boot: PASS in 18 s (tcg): pciback seized 00:03.0 = 0000:00:03.0, {PATH} = "
+        "0000:01:00.0; console: build/demo/logs/boot.log")
+
+
+# ----------------------------------------------------------------------- real boots (slow)
+REPO_DEMO = REPO / "configs" / "demo.toml"
