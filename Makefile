@@ -32,5 +32,11 @@ test-fast:
 lint:
 	$(BIN)/ruff check pipeline tests bench dodo.py
 
+# The whole chain offline from Debian packages (configs/demo.toml): a small dom0 kernel from
+# linux-source-6.1 booted under Debian's Xen in QEMU; ends with the verdict and the console log.
+demo: setup
+	$(BIN)/python -m doit boot config=configs/demo.toml
+	@$(BIN)/python -m pipeline.boot configs/demo.toml
+
 clean:
 	rm -rf build .pytest_cache .ruff_cache

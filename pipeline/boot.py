@@ -559,13 +559,16 @@ def summary(ws: Workspace) -> str:
     res = read_json(ws.out / "boot.json")
     if not isinstance(res, dict):
         return f"boot: no result in {display(ws.out / 'boot.json')}: run `doit boot`"
+    console = f"console: {res.get('console')}"
+    if res.get("verdict") != "pass":
+        missed = [m for m in res.get("milestones", []) if m.get("status") == "missed"]
+        why = (f"{missed[0]['name']} missed ({missed[0].get('detail')})" if missed
+               else res.get("reason") or "see the log")
+        return f"boot: FAIL: {why}; {console}"
     seized = ", ".join(f"{entry} = {' '.join(bdfs)}" for entry, bdfs in
                        res.get("expected", {}).items()) or "no passthrough devices"
-    passed = [m for m in res.get("milestones", []) if m.get("status") == "passed"]
-    took = f" in {passed[-1]['seconds']:.0f} s" if passed else ""
-    verdict = str(res.get("verdict", "fail")).upper()
-    return (f"boot: {verdict}{took} ({res.get('accel')}): pciback seized {seized}; "
-            f"console: {res.get('console')}")
+    took = f" in {res['seconds']:.0f} s" if isinstance(res.get("seconds"), int | float) else ""
+    return f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}; {console}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
