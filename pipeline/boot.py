@@ -254,6 +254,11 @@ def _line(child: Any) -> str:
     return (head + child.after).strip()
 
 
+def _last_line(text: Any) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] if isinstance(text, str) else []
+    return lines[-1] if lines else ""
+
+
 def _panic_text(child: Any) -> str:
     """The failure line; Xen says why on the line after ``Panic on CPU N:``, so read on
     briefly for it."""
@@ -300,7 +305,8 @@ def watch(child: Any, steps: Sequence[Sequence[Milestone]], timeout: float,
             elif idx < n_pend + n_later + n_fail:
                 out.reason = f"{FAILURES[idx - n_pend - n_later][0]}: {_panic_text(child)}"
             elif idx == len(patterns) - 2:
-                out.reason = f"QEMU exited after {now:.0f} s"
+                last = _last_line(child.before)
+                out.reason = f"QEMU exited after {now:.0f} s" + (f": {last}" if last else "")
             else:
                 out.reason = f"nothing within the [boot] timeout of {timeout:.0f} s"
             return out

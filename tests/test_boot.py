@@ -295,7 +295,21 @@ def test_a_hung_console_times_out(replay):
 def test_qemu_exiting_early_is_reported(replay):
     child = replay("pass.log", upto="Linux version")
     w = boot.watch(child, boot.milestones([]), timeout=20)
-    assert w.missed.name == "Linux banner" and w.reason.startswith("QEMU exited after")
+    assert w.missed.name == "Linux banner"
+    assert w.reason == "QEMU exited after 0 s: about to get started..."
+
+
+def test_qemu_errors_end_the_boot_with_qemus_message(tmp_path):
+    qemu = need("qemu-system-x86_64")
+    log = tmp_path / "boot.log"
+    s = boot.run_qemu([qemu, "-nodefaults", "-nographic", "-device", "no-such-nic"], log,
+                      boot.milestones([]), timeout=30)
+    assert s.watch.missed.name == "Xen banner"
+    assert s.watch.reason.startswith("QEMU exited after 0 s: ")
+    assert "'no-such-nic' is not a valid device model name" in s.watch.reason
+    assert log.read_text().startswith(f"$ {qemu} -nodefaults -nographic -device no-such-nic\n")
+    with pytest.raises(BootError, match="no-such-qemu: cannot start: .*qemu-system-x86"):
+        boot.run_qemu(["no-such-qemu"], log, boot.milestones([]), timeout=30)
 
 
 def test_seized_devices_are_read_from_the_console():
