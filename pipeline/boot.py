@@ -525,6 +525,9 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
             _publish(ws, rec, results)
             raise BootError(f"boot: {problem} (dom0 cmdline: {dom0_cmd}); "
                             f"console: {display(session.log)}")
+        # what each entry named in this boot (device paths too, when guestdev= took them)
+        results["expected"] = {k: [str(b) for b in v] for k, v in
+                               pci.resolve_devices(cfg.passthrough.devices, seen).items()}
         results["verdict"] = "pass"
         _publish(ws, rec, results)
         rec.finish("pass")

@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -248,6 +249,21 @@ def test_recorded_boot_meets_every_milestone_in_order(replay):
         "pciback 0000:01:00.0: xen_pciback: seizing device")
     assert "\r" not in "".join(lines.values())
     assert [r["status"] for r in w.records()] == ["passed"] * 11
+
+
+def test_guestdev_boot_recorded_with_doubled_commas(replay):
+    """A dom0 with the guestdev= patch (patches/linux, flavour guestdev): the first line of
+    the log is the QEMU command line, with the commas of guestdev= doubled in -initrd; the
+    kernel got them single."""
+    text = read("guestdev.log")
+    argv = shlex.split(text.splitlines()[0].removeprefix("$ "))
+    module = re.split(r"(?<!,),(?!,)", argv[argv.index("-initrd") + 1])[0]
+    assert module.endswith("guestdev=PNP0A08:0-03.0,,PNP0A08:0-1c.0-0.0")
+    kernel_args = re.search(r"Kernel command line: ([^\r\n]*)", text)[1]
+    assert kernel_args == module.split(" ", 1)[1].replace(",,", ",")
+    w = boot.watch(replay("guestdev.log"), boot.milestones([E1000, E1000E]), timeout=20)
+    assert w.ok, w.reason
+    assert boot.seized_in(text) == [E1000, E1000E]
 
 
 def test_devices_of_one_step_may_come_in_any_order(replay):
