@@ -38,6 +38,7 @@ from .workspace import Workspace
 XEN_CONSOLE = ("console=com1", "com1=115200")
 DOM0_CONSOLE = ("console=hvc0", "earlyprintk=xen")
 CPU = "qemu64"  # -cpu max exposes SMAP, which crashes a PV dom0 under TCG
+FINGERPRINT_VERSION = 1  # bump when the same inputs would boot differently
 TAIL_LINES = 30
 EXIT_GRACE = 30.0  # seconds QEMU may take to exit after dom0 powered off
 _NL = r"[^\r\n]*\r*\n"  # the rest of a line; the console ends lines with \r\r\n
@@ -89,7 +90,7 @@ def hypervisor(cfg: Config, ws: Workspace) -> Path:
 
 def loadable(image: Path, cache: Path) -> Path:
     """*image* as QEMU's multiboot loader takes it: uncompressed. A gzipped image is
-    decompressed once into *cache*, again only when its size or mtime changes."""
+    decompressed once into *cache* (which keeps the image's mtime), again when that changes."""
     with open(image, "rb") as f:
         if f.read(2) != b"\x1f\x8b":
             return image
@@ -129,8 +130,8 @@ def kvm_usable(cpuinfo: Path = Path("/proc/cpuinfo"), dev: Path = Path("/dev/kvm
         text = cpuinfo.read_text()
     except OSError:
         return False
-    flags = set(re.findall(r"^flags\s*:(.*)$", text, re.M)[0].split()) if "flags" in text else set()
-    return bool(flags & {"vmx", "svm"})
+    m = re.search(r"^flags\s*:(.*)$", text, re.M)
+    return bool(m and {"vmx", "svm"} & set(m[1].split()))
 
 
 def qemu_option(value: str) -> str:
@@ -528,11 +529,17 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
         # what each entry named in this boot (device paths too, when guestdev= took them)
         results["expected"] = {k: [str(b) for b in v] for k, v in
                                pci.resolve_devices(cfg.passthrough.devices, seen).items()}
+        iommu = next(h.line for h in session.watch.hits if h.name == "Xen IOMMU")
+        results["iommu"] = "enabled" if iommu.endswith("enabled") else "disabled"
         results["verdict"] = "pass"
         _publish(ws, rec, results)
         rec.finish("pass")
     times = ", ".join(f"{h.name} {h.seconds:.1f}s" for h in session.watch.hits)
     print(f"boot: PASS in {session.seconds:.0f} s ({results['accel']}): {times}")
+    if results["iommu"] == "disabled" and cfg.passthrough.devices:
+        print("boot: warning: Xen reports I/O virtualisation disabled: pciback holds the "
+              "devices, but no HVM guest could use them (q35 needs -device intel-iommu in "
+              "[boot] devices)")
     print(f"boot: console log {display(session.log)}")
     return results
 
@@ -553,6 +560,7 @@ def fingerprint(cfg: Config, ws: Workspace) -> dict[str, Any]:
     except DeviceError:
         flavour = None
     return {
+        "version": FINGERPRINT_VERSION,
         "kernel": kernel, "xen": xen, "probe": probe.identity(), "flavour": flavour,
         "xen_cmdline": cmdline.xen_cmdline(cfg, XEN_CONSOLE),
         "dom0_cmdline": cfg.install.dom0_cmdline,
