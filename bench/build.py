@@ -44,9 +44,9 @@ sys.path.insert(0, str(REPO))
 from pipeline import build, kconfig  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
-from tests.realkernel import cache_dir, demo_with_workspace  # noqa: E402
+from tests.realkernel import DEMO, cache_dir, demo_with_workspace, set_key  # noqa: E402
 
-PATCHED = "drivers/xen/xen-pciback/pci_stub.c"
+PATCHED = "drivers/xen/xen-pciback/conf_space.c"  # built in; the demo series leaves it
 CC_LINE = re.compile(r"^\s+CC(?: \[M\])?\s+(\S+\.o)$", re.M)
 LOG = "/tmp/xenpipe-bench-build.out"
 
@@ -94,8 +94,7 @@ def ran(out: str, task: str) -> bool:
 
 def bench_config(cache: Path, ws: Path, patches: Path, xen: str | None, xen_rev: str) -> Path:
     """configs/demo.toml with the workspace in the cache, a linux patch series, maybe Xen."""
-    text = demo_with_workspace(ws)
-    text = text.replace("[sources.linux]\n", f'[sources.linux]\npatches = "{patches}"\n', 1)
+    text = set_key(demo_with_workspace(ws), "sources.linux", "patches", json.dumps(str(patches)))
     if xen:
         text += (f'\n[sources.xen]\nvcs = "git"\nurl = "{xen}"\nrev = "{xen_rev}"\n'
                  '\n[xen]\nsource = "xen"\n')
@@ -103,6 +102,21 @@ def bench_config(cache: Path, ws: Path, patches: Path, xen: str | None, xen_rev:
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
     return path
+
+
+def sync_series(patches: Path) -> None:
+    """The demo's linux series (if any), then bench.patch once it exists."""
+    patches.mkdir(parents=True, exist_ok=True)
+    demo = load(DEMO).sources["linux"].patches
+    lines = []
+    if demo is not None:
+        for f in demo.iterdir():
+            if f.is_file():
+                shutil.copy(f, patches / f.name)
+        lines = (demo / "series").read_text().splitlines()
+    if (patches / "bench.patch").is_file():
+        lines.append("bench.patch")
+    (patches / "series").write_text("\n".join(lines) + "\n")
 
 
 def write_patch(tree: Path, patches: Path, variant: int) -> None:
@@ -113,27 +127,8 @@ def write_patch(tree: Path, patches: Path, variant: int) -> None:
     new = list(old)
     new.insert(20, f"/* xenpipe bench: v{variant} */\n")
     diff = "".join(difflib.unified_diff(old, new, f"a/{PATCHED}", f"b/{PATCHED}"))
-    patches.mkdir(parents=True, exist_ok=True)
     (patches / "bench.patch").write_text(diff)
-    (patches / "series").write_text("bench.patch\n")
-
-
-def first_patch(patches: Path) -> None:
-    """Before the tree exists the patch is written from the tarball's copy of PATCHED."""
-    import tarfile
-
-    patches.mkdir(parents=True, exist_ok=True)
-    if (patches / "series").is_file():
-        return
-    with tarfile.open("/usr/src/linux-source-6.1.tar.xz") as tar:
-        member = tar.getmember(f"linux-source-6.1/{PATCHED}")
-        text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
-    old = text.splitlines(keepends=True)
-    new = list(old)
-    new.insert(20, "/* xenpipe bench: v1 */\n")
-    (patches / "bench.patch").write_text(
-        "".join(difflib.unified_diff(old, new, f"a/{PATCHED}", f"b/{PATCHED}")))
-    (patches / "series").write_text("bench.patch\n")
+    sync_series(patches)
 
 
 def stage_durations(ws: Workspace) -> dict[str, float]:
@@ -179,7 +174,7 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     wsdir = cache / "bench-ws"
     patches = cache / "bench-patches" / "linux"
-    first_patch(patches)
+    sync_series(patches)
     cfg_path = bench_config(cache, wsdir, patches, args.xen, args.xen_rev)
     cfg = load(cfg_path)
     ws = Workspace(wsdir)
@@ -195,8 +190,10 @@ def main() -> None:
     nfiles = subprocess.run(["git", "-C", str(tree), "ls-files", "-z"], check=True,
                             capture_output=True).stdout.count(b"\0")
     results["kernel_files"] = nfiles
-    release = ws.state("build-kernel")["release"]
-    results["release"] = release
+    if not (patches / "bench.patch").is_file():
+        write_patch(tree, patches, 1)
+        doit(cfg_path, env)
+    results["release"] = ws.state("build-kernel")["release"]
     doit(cfg_path, env)  # settle: nothing may run now
     kmake = make_argv(ws, "kernel")
     xmake = make_argv(ws, "xen") if args.xen else None

@@ -35,8 +35,8 @@ import pytest
 from pipeline.config import Config, load
 from pipeline.workspace import Workspace
 
-from .conftest import IN_CI, REPO, need, run_doit
-
+# conftest imports this module for the fixture, so conftest's helpers are imported on use
+REPO = Path(__file__).resolve().parent.parent
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 DEMO = REPO / "configs" / "demo.toml"
 BUILD_TIMEOUT = 4 * 3600.0
@@ -80,28 +80,37 @@ class RealKernel:
         return json.loads((self.ws.out / "metadata.json").read_text())
 
 
-def demo_with_workspace(workspace: Path, demo: Path = DEMO) -> str:
-    """configs/demo.toml's text with its [workspace] dir pointing at *workspace*."""
-    lines = demo.read_text().splitlines()
-    value = f'dir = "{workspace}"'
-    head = next((i for i, ln in enumerate(lines) if ln.strip() == "[workspace]"), None)
+def set_key(text: str, table: str, key: str, value: str) -> str:
+    """*text* (TOML) with ``key = value`` (value already in TOML syntax) in ``[table]``:
+    replaced where the table sets it, else added (with the table, if need be)."""
+    lines = text.splitlines()
+    line = f"{key} = {value}"
+    head = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{table}]"), None)
     if head is None:
-        lines[:0] = ["[workspace]", value, ""]
+        lines[:0] = [f"[{table}]", line, ""]
     else:
         end = next((i for i in range(head + 1, len(lines)) if lines[i].lstrip().startswith("[")),
                    len(lines))
-        at = next((i for i in range(head + 1, end) if re.match(r"\s*dir\s*=", lines[i])), None)
+        pat = re.compile(rf"\s*{re.escape(key)}\s*=")
+        at = next((i for i in range(head + 1, end) if pat.match(lines[i])), None)
         if at is None:
-            lines.insert(head + 1, value)
+            lines.insert(head + 1, line)
         else:
-            lines[at] = value
-    text = "\n".join(lines) + "\n"
+            lines[at] = line
+    return "\n".join(lines) + "\n"
+
+
+def demo_with_workspace(workspace: Path, demo: Path = DEMO) -> str:
+    """configs/demo.toml's text with its [workspace] dir pointing at *workspace*."""
+    text = set_key(demo.read_text(), "workspace", "dir", json.dumps(str(workspace)))
     assert tomllib.loads(text)["workspace"]["dir"] == str(workspace)
     return text
 
 
 def build_real_kernel(cache: Path | None = None) -> RealKernel:
     """Build (or find up to date) the shared real kernel; pytest.fail on a failed build."""
+    from .conftest import run_doit
+
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     ws = Workspace(cache / "real-ws")
@@ -125,6 +134,8 @@ def build_real_kernel(cache: Path | None = None) -> RealKernel:
 @pytest.fixture(scope="session")
 def real_kernel() -> RealKernel:
     """The real dom0 kernel built through ``doit build`` (see the module docstring)."""
+    from .conftest import IN_CI, need
+
     if not TARBALL.is_file():
         if IN_CI:
             pytest.fail(f"{TARBALL} is missing; .ci/run must install linux-source-6.1")
