@@ -11,6 +11,7 @@ survives test sessions, so only the first session pays for the build:
 - the build runs ``doit build config=<cache>/real.toml`` exactly as a user would, under an
   exclusive lock (``<cache>/real.lock``): concurrent pytest sessions wait rather than build the
   same workspace twice. A later session finds it up to date (a no-op ``doit build``).
+  A test that runs doit on this workspace itself should hold ``rk.lock()`` meanwhile.
 
 Without /usr/src/linux-source-6.1.tar.xz the fixture skips, except under CI=true (fail).
 A failed build fails the test with the tail of doit's output (the full log is in
@@ -25,6 +26,8 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +47,15 @@ BUILD_TIMEOUT = 4 * 3600.0
 
 def cache_dir() -> Path:
     return Path(os.environ.get("XENPIPE_TEST_CACHE", "/tmp/xenpipe-test-cache"))
+
+
+@contextmanager
+def build_lock(cache: Path) -> Iterator[None]:
+    """Exclusive use of the shared workspace (other pytest sessions wait)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "real.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,10 @@ class RealKernel:
 
     def metadata(self) -> dict[str, Any]:
         return json.loads((self.ws.out / "metadata.json").read_text())
+
+    def lock(self) -> AbstractContextManager[None]:
+        """``with rk.lock():`` run doit on the shared workspace without a concurrent rebuild."""
+        return build_lock(self.config.parent)
 
 
 def set_key(text: str, table: str, key: str, value: str) -> str:
@@ -119,8 +135,7 @@ def build_real_kernel(cache: Path | None = None) -> RealKernel:
     if not config.is_file() or config.read_text() != text:
         config.write_text(text)
     env = {"CCACHE_DIR": str(cache / "ccache")}
-    with open(cache / "real.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(cache):
         res = run_doit("build", config=config, env=env, timeout=BUILD_TIMEOUT)
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).splitlines()[-40:])

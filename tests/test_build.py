@@ -577,7 +577,8 @@ def test_real_dom0_kernel(real_kernel: RealKernel) -> None:
     md = rk.metadata()
     assert md["status"] == "pass" and md["stages"]["kernel"]["status"] == "pass"
     assert md["sources"]["linux"]["url"] == "/usr/src/linux-source-6.1.tar.xz"
-    res = run_doit("build", config=rk.config, env=rk.env, timeout=600)
+    with rk.lock():
+        res = run_doit("build", config=rk.config, env=rk.env, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     for task in ("fetch:linux", "config", "build:kernel"):
         assert not ran(res.stdout, task)
