@@ -322,7 +322,7 @@ def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[s
         else:
             what = ", ".join(f"{s['name']} {short(s['old'])}->{short(s['new'])}" for s in moved)
             summary = f"passed ({what or 'upstream unchanged'}; " + (
-                f"rebuilt {', '.join(ran)})" if ran else "nothing to rebuild)")
+                f"ran {', '.join(ran)})" if ran else "nothing else ran)")
         if result["boot"].get("reason"):
             notes.append(result["boot"]["reason"])
         return summary, notes

@@ -173,7 +173,7 @@ def test_unchanged_then_new_commit_that_builds(tmp_path: Path, git_upstream: Git
     _, third = nightly(cfg)
     v = third["variants"][0]
     assert names(v)["build:xen"] == "passed" and v["sources"][0]["new"] == new
-    assert v["summary"].startswith(f"passed (xen {src['new'][:12]}->{new[:12]}; rebuilt build:xen")
+    assert v["summary"].startswith(f"passed (xen {src['new'][:12]}->{new[:12]}; ran build:xen")
     runs = sorted((tmp_path / "site" / "reports" / "runs").iterdir())
     assert [r.name for r in runs] == [first["run"], second["run"], third["run"]]
     assert (runs[-1] / "out" / "xen.gz").is_file()  # a good run keeps its artifacts
@@ -435,8 +435,9 @@ def test_real_kernel_nightly_only_reports(real_kernel: RealKernel) -> None:
     rep = json.loads((rk.ws.reports / "report.json").read_text())
     v = rep["variants"][0]
     assert v["summary"].startswith("nothing changed"), v["summary"]
-    assert names(v) == {"fetch:linux": "up-to-date", "config": "up-to-date",
-                        "build:kernel": "up-to-date", "boot": "up-to-date"}
+    stages = names(v)
+    assert {"fetch:linux", "config", "build:kernel", "boot"} <= set(stages)
+    assert set(stages.values()) == {"up-to-date"}, stages
     assert v["boot"]["available"] and v["boot"]["verdict"] == "pass"
     got = {m["name"]: m["status"] for m in v["boot"]["milestones"]}
     for milestone in ("Xen banner", "dom0 construction", "Linux banner", "power-off"):
@@ -444,7 +445,7 @@ def test_real_kernel_nightly_only_reports(real_kernel: RealKernel) -> None:
     assert isinstance(v["ccache"], dict) and set(v["ccache"]) >= {"hits", "misses"}
     junit = rk.ws.reports / "junit.xml"
     totals = validate_junit(junit)
-    assert totals["failures"] == 0 and totals["tests"] == 4 + len(got)
+    assert totals["failures"] == 0 and totals["tests"] == len(stages) + len(got)
     assert outcome(cases(junit)["xenpipe.real.boot::boot: power-off"]) == "passed"
 
 
