@@ -259,6 +259,21 @@ def machine_2009(tmp: Path) -> dict[str, str]:
     return {"XENPIPE_SYSFS": str(sysfs), "XENPIPE_PROC": str(proc)}
 
 
+def machine_demo(tmp: Path) -> dict[str, str]:
+    """The QEMU machine of configs/demo.toml as sysfs shows it: q35 (PNP0A08 uid 0), an e1000
+    at 00:03.0, an e1000e behind the root port 00:1c.0, the root disk on the SATA at 1f.2."""
+    t = trees.Tree(tmp / "sysfs")
+    t.root_bus(hid="PNP0A08", uid="0")
+    t.dev("00:00.0", trees.HOST_BRIDGE, 0x8086, 0x29C0)
+    t.dev("00:03.0", trees.ETHERNET, 0x8086, 0x100E, "e1000")
+    t.dev("00:1c.0", trees.PCI_BRIDGE, 0x1B36, 0x000C, "pcieport")
+    t.dev("01:00.0", trees.ETHERNET, 0x8086, 0x10D3, "e1000e", parent="00:1c.0")
+    t.dev("00:1f.2", trees.SATA, 0x8086, 0x2922, "ahci")
+    t.disk("00:1f.2", "sda", "8:0", ["sda1"])
+    proc = trees.proc_tree(tmp / "proc", [("8:1", "/", "ext4", "/dev/sda1")])
+    return {"XENPIPE_SYSFS": str(t.sysfs), "XENPIPE_PROC": str(proc)}
+
+
 def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
     """Everything about a tree: each entry's type, mode, mtime and content (or link target)."""
     out: dict[str, tuple[object, ...]] = {}

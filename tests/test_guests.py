@@ -41,6 +41,13 @@ def test_find_pci(text: str, found: str | None) -> None:
     assert span_text(text) == found
 
 
+def test_entries_as_written() -> None:
+    text = "pci = [ '0000:00:19.0@4,permissive=1',\n  \"01:01.0\" ]  # two\n"
+    assert guests.entries(text) == ["0000:00:19.0@4,permissive=1", "01:01.0"]
+    assert guests.entries("pci = []\n") == []
+    assert guests.entries("memory = 1\n") is None
+
+
 def test_update_replaces_only_the_pci_list() -> None:
     text = h.USER_XM_GUEST + "pci = [ '00:19.0' ]   # by hand\non_crash = 'restart'\n"
     new = guests.update(text, XM, [NIC, IDE], "site.toml")

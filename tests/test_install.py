@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import install
+from pipeline import cmdline, install, pci
+from pipeline.config import load
 from pipeline.errors import DeviceError, InstallError, XenpipeError, format_error
 from pipeline.workspace import Workspace
 
 from . import install_helpers as h
-from . import sysfs_trees as trees
 from .conftest import REPO, need, run_doit, write_config
 from .realkernel import RealKernel, cache_dir, real_kernel  # noqa: F401 - the fixture
 
@@ -490,10 +490,8 @@ def test_real_kernel_doit_install(real_kernel: RealKernel, tmp_path: Path,  # no
     staging root, the bootloader entry, dry-run first and a no-op rerun."""
     need("depmod")
     rk = real_kernel
-    sysfs = tmp_path / "sysfs"
-    trees.q35(sysfs)  # the demo's devices: 00:03.0 and PNP0A08:0-1c.0-0.0
-    env = {**rk.env, "XENPIPE_SYSFS": str(sysfs), "XENPIPE_PROC": str(trees.proc_tree(
-        tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")]))}
+    machine = h.machine_demo(tmp_path)
+    env = {**rk.env, **machine}
     config = _real_site(rk, tmp_path, loader)
     root = tmp_path / "root"
     with open(cache_dir() / "real.lock", "w") as lock:  # one doit at a time in the shared ws
@@ -514,17 +512,23 @@ def test_real_kernel_doit_install(real_kernel: RealKernel, tmp_path: Path,  # no
     moddir = root / "lib/modules" / r
     assert (moddir / "modules.order").is_file()  # installed by the kernel's own make
     assert (moddir / "modules.dep").is_file() and (moddir / "modules.dep.bin").is_file()
-    hide = "xen-pciback.hide=(0000:00:03.0)(0000:01:00.0)"
+    # the dom0 options for the kernel's flavour: the demo kernel carries the guestdev= patch
+    topo = pci.scan(Path(machine["XENPIPE_SYSFS"]))
+    cfg = load(config)
+    dom0 = cmdline.dom0_cmdline(cfg, cmdline.flavour(cfg, rk.ws), topo)
+    assert dom0.endswith(" guestdev=PNP0A08:0-03.0,PNP0A08:0-1c.0-0.0") or dom0.endswith(
+        " xen-pciback.hide=(0000:00:03.0)(0000:01:00.0)")
     if loader == "grub2":
-        cfg = (root / "boot/grub/grub.cfg").read_text()
-        assert f"module2 /boot/vmlinuz-{r} console=hvc0 {hide}" in cfg
-        assert "multiboot2 /boot/xen-4.17-amd64.gz iommu=1 dom0_mem=1024M" in cfg
+        cfg_text = (root / "boot/grub/grub.cfg").read_text()
+        assert f"\tmodule2 /boot/vmlinuz-{r} {dom0}\n" in cfg_text
+        assert "\tmultiboot2 /boot/xen-4.17-amd64.gz iommu=1 dom0_mem=1024M\n" in cfg_text
         subprocess.run([need("grub-script-check"), root / "boot/grub/grub.cfg"], check=True)
     else:
         conf = (root / "boot/grub/grub.conf").read_text()
-        assert f"        module /boot/vmlinuz-{r} console=hvc0 {hide}\n" in conf
+        assert f"        module /boot/vmlinuz-{r} {dom0}\n" in conf
         assert "        kernel /boot/xen-4.17-amd64.gz iommu dom0_mem=1024M\n" in conf
         assert f"        module /boot/initrd-{r}.img\n" in conf
+    assert (root / "etc/xen/demo.cfg").read_text().endswith("pci = ['00:03.0']\n")
     ws = Workspace(rk.ws.dir)
     assert ws.state("install")["roots"][str(root)]["runs"]["depmod"]
 
