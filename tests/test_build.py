@@ -27,7 +27,7 @@ from pipeline.progress import Progress
 from pipeline.workspace import Workspace
 
 from . import fake_kernel
-from .conftest import REPO, need, run_doit, write_config
+from .conftest import REPO, HgUpstream, hg, need, run_doit, write_config
 from .realkernel import RealKernel
 
 RELEASE = fake_kernel.RELEASE
@@ -530,6 +530,53 @@ def test_no_xen_table_builds_no_hypervisor(tmp_path: Path) -> None:
     assert "build:xen" not in out and ran(out, "build:kernel")
     assert not (site.ws.out / "xen.gz").exists()
     assert set(site.metadata()["stages"]) == {"config", "kernel"}
+
+
+def test_hg_xen_tree_of_2009_builds_with_make_xen_and_notices_edits(
+        tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    """xen-unstable.hg in 2009: served by hg, `make xen` (dist-xen), no [kernel] table."""
+    need("make")
+    need("gcc")
+    old_top = ("xen: dist-xen\ndist-xen: install-xen\n"
+               "install-xen:\n\t$(MAKE) -C xen install DESTDIR=$(CURDIR)/dist/install\n")
+    files = {**XEN_FILES, "Makefile": old_top}
+    files["xen/Makefile"] += ("install: build\n\tmkdir -p $(DESTDIR)/boot\n"
+                              "\tcp xen.gz $(DESTDIR)/boot/xen-3.4.gz\n")
+    for name, text in files.items():
+        f = hg_upstream.path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    hg("addremove", "-q", cwd=hg_upstream.path)
+    hg("commit", "-m", "xen-unstable look-alike", cwd=hg_upstream.path)
+    hg_upstream.tag("3.4.0")
+    cfg = write_config(tmp_path, f"""
+[sources.xen]
+vcs = "hg"
+url = "{hg_upstream.url}"
+rev = "3.4.0"
+
+[xen]
+source = "xen"
+
+[build]
+jobs = 2
+""")
+    res = run_doit("build", config=cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ws = Workspace(tmp_path / "ws")
+    md = json.loads((ws.out / "metadata.json").read_text())
+    assert md["stages"]["xen"]["commands"][-1].endswith(" -j2 xen")
+    assert set(md["stages"]) == {"xen"} and md["sources"]["xen"]["vcs"] == "hg"
+    assert (ws.out / "xen.gz").is_file()
+    assert (ws.source_dir("xen") / "dist" / "install" / "boot" / "xen-3.4.gz").is_file()
+    res = run_doit("build", config=cfg)
+    assert not ran(res.stdout, "build:xen")
+    sched = ws.source_dir("xen") / "xen" / "common" / "sched.c"
+    sched.write_text(sched.read_text() + "int sched_credit;\n")
+    res = run_doit("build", config=cfg)
+    assert ran(res.stdout, "build:xen"), res.stdout + res.stderr
+    log = (ws.logs / "build-xen.log").read_text()
+    assert re.findall(r"^  CC      (\S+)$", log, re.M) == ["common/sched.o"]
 
 
 # ---------------------------------------------------------------------------- progress
