@@ -32,6 +32,7 @@ FORMAT = 1
 NAME = "metadata.json"
 # A stage that reruns makes the stages built from its output stale until they rerun too.
 DOWNSTREAM = {"config": ("kernel",)}
+TASKS = {"config": "config", "xen": "build:xen", "kernel": "build:kernel"}  # doit's names
 
 
 def path(ws: Workspace) -> Path:
@@ -229,8 +230,8 @@ def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
     except KeyboardInterrupt as exc:
         sig = signal_name(exc)
         rec.finish("interrupted", error=f"interrupted by {sig}")
-        raise error(f"{name}: interrupted by {sig}; the stages that finished are kept, "
-                    f"run `doit build` again to continue") from None
+        raise error(f"{TASKS.get(name, name)}: interrupted by {sig}; the stages that "
+                    "finished are kept, run `doit build` again to continue") from None
     except XenpipeError as exc:
         rec.finish("fail", error=str(exc))
         raise

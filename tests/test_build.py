@@ -411,7 +411,7 @@ def test_interrupt_stops_make_group_and_rerun_continues(site: Site, sig: signal.
     assert doit.returncode == 1, out + err
     assert "Traceback" not in out + err
     assert err.strip().splitlines()[-1] == (
-        f"xenpipe: error: kernel: interrupted by {sig.name}; the stages that finished are "
+        f"xenpipe: error: build:kernel: interrupted by {sig.name}; the stages that finished are "
         "kept, run `doit build` again to continue")
     wait_for(lambda: not procs_in_group(pgid), timeout=5, what="make's process group to end")
     md = site.metadata()
