@@ -58,8 +58,9 @@ class Vcs:
     def pull(self, dest: Path, url: str, log: Path) -> None:
         raise NotImplementedError
 
-    def resolve(self, dest: Path, rev: str | None, *, local: bool) -> str | None:
-        """The full revision *rev* names; with *local*, only if that cannot move upstream."""
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
+        """The full revision *rev* names in the local repository (None: unknown), and whether
+        it is pinned: a full hash or a tag, which cannot move upstream, so no pull is needed."""
         raise NotImplementedError
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
@@ -96,19 +97,14 @@ class Hg(Vcs):
     def pull(self, dest: Path, url: str, log: Path) -> None:
         self._hg(dest, "pull", "--", url, log=log, what=f"hg pull {proc.redact(url)}")
 
-    def resolve(self, dest: Path, rev: str | None, *, local: bool) -> str | None:
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
         rev = rev or "tip"
-        if local:
-            fixed = HEX40.fullmatch(rev) or rev in self._tags(dest) - {"tip"}
-            if not fixed:
-                return None
-        res = self._hg(dest, "log", "-r", rev, "--template", "{node}", check=False)
-        node = res.stdout.strip()
-        return node if res.returncode == 0 and HEX40.fullmatch(node) else None
-
-    def _tags(self, dest: Path) -> set[str]:
-        res = self._hg(dest, "tags", "--quiet", check=False)
-        return set(res.stdout.split())
+        res = self._hg(dest, "log", "-r", rev, "--template", "{node}\n{join(tags, '\n')}\n",
+                       check=False)
+        node, *tags = res.stdout.splitlines() or [""]
+        if res.returncode != 0 or not HEX40.fullmatch(node):
+            return None, False
+        return node, bool(HEX40.fullmatch(rev)) or (rev in tags and rev != "tip")
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
         self._hg(dest, "update", "--clean", "--rev", resolved, log=log)
@@ -162,22 +158,22 @@ class Git(Vcs):
             raise SourceError(f"git fetch {proc.redact(url)}: {_git_error(exc)}") from None
         repo.git.remote("set-url", "origin", url)
 
-    def resolve(self, dest: Path, rev: str | None, *, local: bool) -> str | None:
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
         repo = _git().Repo(dest)
         rev = rev or "HEAD"
-        candidates = [f"refs/tags/{rev}"]
+        pinned = [f"refs/tags/{rev}"]
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
-            candidates.insert(0, rev)
-        if not local:
-            candidates += [f"refs/remotes/origin/{rev}", rev]
-            if rev == "HEAD":
-                candidates.insert(0, "refs/remotes/origin/HEAD")
-        for cand in candidates:
+            pinned.insert(0, rev)
+        floating = [f"refs/remotes/origin/{rev}", rev]
+        if rev == "HEAD":
+            floating.insert(0, "refs/remotes/origin/HEAD")
+        for cand in pinned + floating:
             try:
-                return repo.git.rev_parse("--verify", "--quiet", f"{cand}^{{commit}}")
+                sha = repo.git.rev_parse("--verify", "--quiet", f"{cand}^{{commit}}")
             except _git().GitCommandError:
                 continue
-        return None
+            return sha, cand in pinned
+        return None, False
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
         _git().Repo(dest).git.checkout("--force", "--detach", resolved)
@@ -257,8 +253,8 @@ class Tarball(Git):
     def pull(self, dest: Path, url: str, log: Path) -> None:
         """A tarball never moves; a new URL is a new tree (see ``fetch``)."""
 
-    def resolve(self, dest: Path, rev: str | None, *, local: bool) -> str | None:
-        return super().resolve(dest, "HEAD", local=False)
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
+        return super().identify(dest, "HEAD")[0], True
 
 
 
@@ -427,34 +423,30 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
 
     if not ours:
         _clone_into_place(vcs, _upstream(src, mirror, log), dest, log)
-        resolved = vcs.resolve(dest, src.rev, local=False)
+        resolved, pinned = vcs.identify(dest, src.rev)
         if resolved is None:
-            _unknown_rev(src, dest)
+            shutil.rmtree(dest, ignore_errors=True)
+            raise _unknown_rev(src)
         vcs.checkout(dest, resolved, log)
     else:
-        resolved = vcs.resolve(dest, src.rev, local=True)
-        if resolved is None:
+        resolved, pinned = vcs.identify(dest, src.rev)
+        if not pinned:  # a branch, tip, or a rev not here yet: ask upstream
             vcs.pull(dest, _upstream(src, mirror, log), log)
-            resolved = vcs.resolve(dest, src.rev, local=False)
+            resolved, pinned = vcs.identify(dest, src.rev)
             if resolved is None:
-                raise SourceError(
-                    f"[sources.{src.name}] rev: {src.rev!r} is not a revision, tag or branch of "
-                    f"{proc.redact(src.url)}"
-                )
+                raise _unknown_rev(src)
         if vcs.current(dest) != resolved:
             if not force:
                 _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
             vcs.checkout(dest, resolved, log)
 
-    pinned = src.vcs == "tarball" or vcs.resolve(dest, src.rev, local=True) == resolved
     done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
     ws.save_state(state_key(src.name), done.record())
     return done
 
 
-def _unknown_rev(src: SourceCfg, dest: Path) -> None:
-    shutil.rmtree(dest, ignore_errors=True)
-    raise SourceError(
+def _unknown_rev(src: SourceCfg) -> SourceError:
+    return SourceError(
         f"[sources.{src.name}] rev: {src.rev!r} is not a revision, tag or branch of "
         f"{proc.redact(src.url)}"
     )
