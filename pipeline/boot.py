@@ -10,11 +10,12 @@ and the power-off. A panic, a crash, QEMU exiting early, a later milestone comin
 the ``[boot] timeout`` ends the run at once with the last console lines and one error line
 saying which milestone was missed and why.
 
-Device paths on a kernel without ``guestdev=``: the first boot (no passthrough options) records
-the virtual machine's PCI topology from the probe's dump, the paths are resolved against it as
-``doit install`` resolves them against ``/sys`` on a real box, and the second boot uses the
-resolved options. After the boot, the seized devices are checked against what the entries
-name in that boot's own topology.
+When the options need the machine's topology (device paths on a kernel without ``guestdev=``,
+or BDFs for a ``guestdev=`` kernel), a first boot without passthrough options records the
+virtual machine's PCI topology from the probe's dump; the entries are resolved against it
+exactly as ``doit install`` resolves them against ``/sys`` on a real box, and the second boot
+uses the resolved options. After the boot, the seized devices are checked against what the
+entries name in that boot's own topology.
 """
 
 from __future__ import annotations
@@ -411,6 +412,22 @@ def expected_bdfs(cfg: Config, topo: pci.Topology | None) -> dict[str, tuple[pci
     return out
 
 
+def vm_mismatch(cfg: Config, topo: pci.Topology) -> str | None:
+    """Why ``[passthrough] devices`` cannot be given away on the virtual machine *topo*
+    describes (a device it lacks, a path that leads nowhere), or None."""
+    try:
+        resolved = pci.resolve_devices(cfg.passthrough.devices, topo)
+    except DeviceError as exc:
+        return f"{exc} (in the virtual machine, whose devices [boot] devices decides)"
+    for entry, bdfs in resolved.items():
+        for bdf in bdfs:
+            if topo.get(bdf) is None:
+                have = ", ".join(d.bdf.short for d in topo.devices)
+                return (f"{entry} is not on the virtual machine, which has {have} ([boot] "
+                        "devices adds more)")
+    return None
+
+
 def topology(report: probe.Report, dest: Path) -> pci.Topology:
     """The probed machine's topology, through a recorded sysfs tree and ``pci.scan``."""
     return pci.scan(probe.record_sysfs(report, dest))
@@ -469,10 +486,39 @@ def _session_json(session: Session) -> dict[str, Any]:
     }
 
 
-def _publish(ws: Workspace, rec: metadata.StageRecord, results: dict[str, Any]) -> None:
+def _publish(ws: Workspace, results: dict[str, Any]) -> None:
     """The results in out/boot.json (what reports read) and metadata.json's ``boot``."""
     write_json(ws.out / "boot.json", results)
-    rec.update(boot=results)
+    md = metadata.load(ws)
+    md["boot"] = results
+    md["updated"] = metadata.now()
+    write_json(metadata.path(ws), md)
+
+
+def _failed(ws: Workspace, results: dict[str, Any], message: str,
+            session: Session | None = None) -> BootError:
+    """Record a failed boot, show the console's last lines, and make its one-line error."""
+    _publish(ws, results)
+    if session is not None:
+        _show_tail(session)
+    return BootError(message)
+
+
+def _topology_boot(cfg: Config, ws: Workspace, imgs: Images, flavour: str, xen_cmd: str,
+                   kvm: bool, results: dict[str, Any]) -> pci.Topology:
+    """Boot without passthrough options and read the VM's PCI topology from the probe."""
+    plain = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE, passthrough=False)
+    first = run_qemu(qemu_argv(cfg, imgs, xen_cmd, plain, kvm), ws.log("boot-topology"),
+                     milestones(()), cfg.boot.timeout)
+    results["topology_boot"] = _session_json(first)
+    if not first.watch.ok:
+        raise _failed(ws, results, _fail_message(first, plain, "boot (topology run)"), first)
+    topo = topology(first.report, boot_dir(ws) / "sysfs-topology")
+    problem = vm_mismatch(cfg, topo)
+    if problem:
+        results["reason"] = problem
+        raise _failed(ws, results, f"boot: {problem}; console: {display(first.log)}")
+    return topo
 
 
 def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
@@ -489,51 +535,41 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
     results: dict[str, Any] = {"verdict": "fail", "accel": "kvm" if kvm else "tcg",
                                "flavour": flavour, "xen": str(imgs.xen),
                                "kernel": str(imgs.kernel), "xen_cmdline": xen_cmd}
-    with metadata.stage(cfg, ws, "boot", log=ws.log("boot"), error=BootError) as rec:
-        topo = None
-        try:
-            dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE)
-        except DeviceError:
-            # device paths on a kernel without guestdev=: learn the VM's topology first
-            plain = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE, passthrough=False)
-            first = run_qemu(qemu_argv(cfg, imgs, xen_cmd, plain, kvm),
-                             ws.log("boot-topology"), milestones(()), cfg.boot.timeout)
-            results["topology_boot"] = _session_json(first)
-            if not first.watch.ok:
-                _publish(ws, rec, results)
-                _show_tail(first)
-                raise BootError(_fail_message(first, plain, "boot (topology run)")) from None
-            topo = topology(first.report, boot_dir(ws) / "sysfs-topology")
-            dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, topo, DOM0_CONSOLE)
-        planned = expected_bdfs(cfg, topo)
-        seize = list(dict.fromkeys(b for group in planned.values() for b in group))
-        results["dom0_cmdline"] = dom0_cmd
-        results["expected"] = {k: [str(b) for b in v] for k, v in planned.items()}
-        session = run_qemu(qemu_argv(cfg, imgs, xen_cmd, dom0_cmd, kvm), ws.log("boot"),
-                           milestones(seize), cfg.boot.timeout)
-        results.update(_session_json(session))
-        results["pciback"] = list(session.report.pciback)
-        if not session.watch.ok:
-            _publish(ws, rec, results)
-            _show_tail(session)
-            raise BootError(_fail_message(session, dom0_cmd))
-        seen = topology(session.report, boot_dir(ws) / "sysfs")
-        results["devices"] = {str(d.bdf): {"path": str(d.path) if d.path else None,
-                                           "driver": d.driver} for d in seen.devices}
-        problem = verify(cfg, session, seen, planned)
-        if problem:
-            results["reason"] = problem
-            _publish(ws, rec, results)
-            raise BootError(f"boot: {problem} (dom0 cmdline: {dom0_cmd}); "
-                            f"console: {display(session.log)}")
-        # what each entry named in this boot (device paths too, when guestdev= took them)
-        results["expected"] = {k: [str(b) for b in v] for k, v in
-                               pci.resolve_devices(cfg.passthrough.devices, seen).items()}
-        iommu = next(h.line for h in session.watch.hits if h.name == "Xen IOMMU")
-        results["iommu"] = "enabled" if iommu.endswith("enabled") else "disabled"
-        results["verdict"] = "pass"
-        _publish(ws, rec, results)
-        rec.finish("pass")
+    _publish(ws, {**results, "verdict": "running"})  # a killed boot leaves no stale verdict
+    topo: pci.Topology | None = None
+    dom0_cmd: str | None
+    try:
+        dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE)
+    except DeviceError:  # a device path for hide=, or a BDF for guestdev=: needs the topology
+        dom0_cmd = None
+    if dom0_cmd is None:
+        topo = _topology_boot(cfg, ws, imgs, flavour, xen_cmd, kvm, results)
+        dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, topo, DOM0_CONSOLE)
+    planned = expected_bdfs(cfg, topo)
+    seize = list(dict.fromkeys(b for group in planned.values() for b in group))
+    results["dom0_cmdline"] = dom0_cmd
+    results["expected"] = {k: [str(b) for b in v] for k, v in planned.items()}
+    session = run_qemu(qemu_argv(cfg, imgs, xen_cmd, dom0_cmd, kvm), ws.log("boot"),
+                       milestones(seize), cfg.boot.timeout)
+    results.update(_session_json(session))
+    results["pciback"] = list(session.report.pciback)
+    if not session.watch.ok:
+        raise _failed(ws, results, _fail_message(session, dom0_cmd), session)
+    seen = topology(session.report, boot_dir(ws) / "sysfs")
+    results["devices"] = {str(d.bdf): {"path": str(d.path) if d.path else None,
+                                       "driver": d.driver} for d in seen.devices}
+    problem = verify(cfg, session, seen, planned)
+    if problem:
+        results["reason"] = problem
+        raise _failed(ws, results, f"boot: {problem} (dom0 cmdline: {dom0_cmd}); "
+                                   f"console: {display(session.log)}")
+    # what each entry named in this boot (device paths too, when guestdev= took them)
+    results["expected"] = {k: [str(b) for b in v] for k, v in
+                           pci.resolve_devices(cfg.passthrough.devices, seen).items()}
+    iommu = next(h.line for h in session.watch.hits if h.name == "Xen IOMMU")
+    results["iommu"] = "enabled" if iommu.endswith("enabled") else "disabled"
+    results["verdict"] = "pass"
+    _publish(ws, results)
     times = ", ".join(f"{h.name} {h.seconds:.1f}s" for h in session.watch.hits)
     print(f"boot: PASS in {session.seconds:.0f} s ({results['accel']}): {times}")
     if results["iommu"] == "disabled" and cfg.passthrough.devices:
