@@ -292,6 +292,15 @@ def test_kernel_panic_ends_the_watch(replay):
                         "Documentation/admin-guide/init.rst for guidance.")
 
 
+def test_dom0_crash_ends_the_watch(replay):
+    """Recorded with -cpu max: why boot.CPU is qemu64."""
+    w = boot.watch(replay("dom0-crash.log", hold=True), boot.milestones([]), timeout=30)
+    assert names(w) == ["Xen banner", "Xen IOMMU", "dom0 construction"]
+    assert w.missed.missed == "the dom0 kernel printed nothing"
+    assert w.reason == ("Xen reports dom0 crashed: (XEN) Hardware Dom0 crashed: rebooting "
+                        "machine in 5 seconds.")
+
+
 def test_xen_panic_ends_the_watch(replay):
     w = boot.watch(replay("xen-panic.log", hold=True), boot.milestones([]), timeout=30)
     assert names(w) == ["Xen banner"]
