@@ -23,12 +23,15 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pexpect
 
 from . import cmdline, metadata, pci, probe, proc
 from .config import Config, display
@@ -264,8 +267,6 @@ def _last_line(text: Any) -> str:
 def _panic_text(child: Any) -> str:
     """The failure line; Xen says why on the line after ``Panic on CPU N:``, so read on
     briefly for it."""
-    import pexpect
-
     text = _line(child)
     if text.endswith(":"):
         child.expect([re.compile(r"\S" + _NL), pexpect.EOF, pexpect.TIMEOUT], timeout=2)
@@ -281,8 +282,6 @@ def watch(child: Any, steps: Sequence[Sequence[Milestone]], timeout: float,
     pexpect reports the earliest match in its buffer, so a later milestone or a failure
     that comes first is noticed in console order.
     """
-    import pexpect
-
     start = time.monotonic() if start is None else start
     deadline = start + timeout
     out = Watch()
@@ -355,8 +354,6 @@ class Session:
 
 def _stop(child: Any) -> None:
     """End QEMU (it leads its own session): TERM, then KILL."""
-    import signal
-
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not child.isalive():
             return
@@ -373,8 +370,6 @@ def _stop(child: Any) -> None:
 def run_qemu(argv: Sequence[str], log: Path, steps: Sequence[Sequence[Milestone]],
              timeout: float) -> Session:
     """Start QEMU, watch its console into *log* (replaced), always stop it."""
-    import pexpect
-
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"$ {proc.render(argv)}\n")
     tee = _Tee(log)

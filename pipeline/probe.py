@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,7 +230,3 @@ def record_sysfs(report: Report, dest: Path) -> Path:
         _link(dest / "bus" / "pci" / "devices" / dev.name, d)
     return dest
 
-
-def bound(report: Report, driver: str) -> Iterable[str]:
-    """The devices (sysfs names) the dump shows bound to *driver*."""
-    return (d.name for d in report.devices if d.driver == driver)
