@@ -33,7 +33,7 @@ from typing import Any
 
 import pexpect
 
-from . import cmdline, metadata, pci, probe, proc
+from . import cmdline, guest, metadata, pci, probe, proc
 from .config import Config, display
 from .errors import BootError, DeviceError
 from .files import atomic_write, read_json, write_json
@@ -531,29 +531,42 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
                                "flavour": flavour, "xen": str(imgs.xen),
                                "kernel": str(imgs.kernel), "xen_cmdline": xen_cmd}
     _publish(ws, {**results, "verdict": "running"})  # a killed boot leaves no stale verdict
+    guests = guest.GuestBoot.of(cfg, ws)  # [boot] guest: start [[guests]] under dom0 too
     topo: pci.Topology | None = None
     dom0_cmd: str | None
     try:
         dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE)
+        if guests is not None:
+            guests.prepare(None)
     except DeviceError:  # a device path for hide=, or a BDF for guestdev=: needs the topology
         dom0_cmd = None
     if dom0_cmd is None:
         topo = _topology_boot(cfg, ws, imgs, flavour, xen_cmd, kvm, results)
         dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, topo, DOM0_CONSOLE)
+        if guests is not None:
+            guests.prepare(topo)
     planned = expected_bdfs(cfg, topo)
     seize = list(dict.fromkeys(b for group in planned.values() for b in group))
     results["dom0_cmdline"] = dom0_cmd
     results["expected"] = {k: [str(b) for b in v] for k, v in planned.items()}
-    session = run_qemu(qemu_argv(cfg, imgs, xen_cmd, dom0_cmd, kvm), ws.log("boot"),
-                       milestones(seize), cfg.boot.timeout)
+    steps, machine = milestones(seize), cfg
+    if guests is not None:  # the Debian dom0 with the toolstack instead of the probe
+        imgs = guests.images(imgs, boot_dir(ws) / "dom0-guests.cpio.gz")
+        steps, machine = guests.steps(steps), guests.machine(cfg)
+    session = run_qemu(qemu_argv(machine, imgs, xen_cmd, dom0_cmd, kvm), ws.log("boot"),
+                       steps, cfg.boot.timeout)
     results.update(_session_json(session))
     results["pciback"] = list(session.report.pciback)
+    guest_problem = guests.judge(session, results) if guests is not None else None
     if not session.watch.ok:
-        raise _failed(ws, results, _fail_message(session, dom0_cmd), session)
+        message = _fail_message(session, dom0_cmd)
+        if guest_problem and guests is not None and guests.owns(session.watch.missed):
+            message = f"boot: {guest_problem}; console: {display(session.log)}"
+        raise _failed(ws, results, message, session)
     seen = topology(session.report, boot_dir(ws) / "sysfs")
     results["devices"] = {str(d.bdf): {"path": str(d.path) if d.path else None,
                                        "driver": d.driver} for d in seen.devices}
-    problem = verify(cfg, session, seen, planned)
+    problem = verify(cfg, session, seen, planned) or guest_problem
     if problem:
         results["reason"] = problem
         raise _failed(ws, results, f"boot: {problem} (dom0 cmdline: {dom0_cmd}); "
@@ -571,6 +584,8 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
         print("boot: warning: Xen reports I/O virtualisation disabled: pciback holds the "
               "devices, but no HVM guest could use them (q35 needs -device intel-iommu in "
               "[boot] devices)")
+    for line in guest.summary_lines(results):
+        print(f"boot: {line}")
     print(f"boot: console log {display(session.log)}")
     return results
 
@@ -593,6 +608,7 @@ def fingerprint(cfg: Config, ws: Workspace) -> dict[str, Any]:
     return {
         "version": FINGERPRINT_VERSION,
         "kernel": kernel, "xen": xen, "probe": probe.identity(), "flavour": flavour,
+        "guest": guest.identity(cfg),
         "xen_cmdline": cmdline.xen_cmdline(cfg, XEN_CONSOLE),
         "dom0_cmdline": cfg.install.dom0_cmdline,
         "passthrough": [list(cfg.passthrough.devices), cfg.passthrough.reassign],
@@ -630,8 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XenpipeError as exc:
         print(format_error(exc), file=sys.stderr)
         return 1
-    line = summary(Workspace(cfg.workspace))
+    ws = Workspace(cfg.workspace)
+    line = summary(ws)
     print(line)
+    for extra in guest.summary_lines(read_json(ws.out / "boot.json")):
+        print(f"boot: {extra}")
     return 0 if line.startswith("boot: PASS") else 1
 
 

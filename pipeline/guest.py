@@ -540,10 +540,11 @@ def verdict(console: str, plans: Sequence[GuestPlan]) -> Verdict:
     return Verdict(problem, records, views)
 
 
-def summary_lines(results: dict[str, Any]) -> list[str]:
-    """What each guest's lspci printed (what ``make demo`` ends with)."""
-    out = []
-    for name, view in (results.get("guests") or {}).items():
+def summary_lines(results: Any) -> list[str]:
+    """What each guest's lspci printed (what ``make demo`` ends with), from boot.json."""
+    out: list[str] = []
+    views = results.get("guests") if isinstance(results, dict) else None
+    for name, view in (views if isinstance(views, dict) else {}).items():
         verdict_ = str(view.get("verdict", "fail")).upper()
         out.append(f"guest {name}: {verdict_}: pci from {view.get('origin')}")
         out += [f"guest {name}: lspci {line}" for line in view.get("lspci") or []]
@@ -593,10 +594,17 @@ class GuestBoot:
         names = {m.name for step in milestones(self.plans) for m in step}
         return getattr(milestone, "name", None) in names
 
-    def judge(self, console: str, results: dict[str, Any]) -> str | None:
-        """Record what each guest saw into *results* (``guests``, more ``milestones``);
-        the first problem, one line, or None."""
-        v = verdict(console, self.plans)
+    def judge(self, session: Any, results: dict[str, Any]) -> str | None:
+        """Record what each guest saw into *results* (``guests``, more ``milestones``, the
+        verdict as the missed guest milestone's detail) from a boot.Session; the first
+        problem, one line, or None."""
+        v = verdict(session.console, self.plans)
         results["guests"] = v.guests
-        results.setdefault("milestones", []).extend(v.records)
+        marks = results.setdefault("milestones", [])
+        missed = session.watch.missed
+        if v.problem is not None and missed is not None and self.owns(missed):
+            for m in marks:
+                if m.get("name") == missed.name and m.get("status") == "missed":
+                    m["detail"] = v.problem
+        marks.extend(v.records)
         return v.problem
