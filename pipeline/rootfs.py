@@ -191,7 +191,7 @@ def cached(ws: Workspace, packages: Sequence[str] = PACKAGES,
     return None
 
 
-def identity(ws: Workspace) -> str | None:
+def identity() -> str | None:
     """The cache key, for the boot fingerprint (None when apt has no sources)."""
     try:
         return key()

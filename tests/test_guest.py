@@ -438,6 +438,19 @@ def test_a_guest_boot_gets_enough_memory(tmp_path: Path) -> None:
     assert gb.machine(more) is more
 
 
+def test_the_boot_fingerprint_follows_the_guest_side(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    ws = Workspace(cfg.workspace)
+    fp = boot.fingerprint(cfg, ws)["guest"]
+    assert fp["rootfs"] == rootfs.identity() and fp["guests"][0][3] is None
+    path = guest.installed(cfg, cfg.guests[0])
+    path.parent.mkdir(parents=True)
+    path.write_text("pci = ['00:03.0']\n")
+    assert boot.fingerprint(cfg, ws)["guest"] != fp  # doit install wrote the guest config
+    assert boot.fingerprint(load(tmp_path, BODY.replace("guest = true", "guest = false")),
+                            ws)["guest"] is None
+
+
 # -------------------------------------------------------------------- real boots (slow)
 def rootfs_cache() -> Path:
     """The Debian root every slow test shares: built once per machine (debootstrap needs root
