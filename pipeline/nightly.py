@@ -190,7 +190,9 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path
             "--continue", *targets, f"config={v.cfg.path}"]
     log = v.ws.log("nightly")
     start = log.stat().st_size if log.is_file() else 0
-    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True)
+    # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
+    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True,
+                   env={"XENPIPE_NIGHTLY": "1"})
     data = read_json(out)
     tasks = {t["name"]: t for t in (data or {}).get("tasks", [])
              if isinstance(t, dict) and "name" in t} if isinstance(data, dict) else {}

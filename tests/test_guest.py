@@ -26,7 +26,7 @@ from pipeline import boot, config, guest, guests, pci, probe, rootfs
 from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.workspace import Workspace
 
-from .conftest import need, write_config
+from .conftest import need, run_doit, write_config
 
 DATA = Path(__file__).parent / "data" / "guest"
 E1000, E1000E, ICH9 = (pci.parse_bdf(b) for b in ("00:03.0", "01:00.0", "00:1f.2"))
@@ -452,31 +452,115 @@ def test_the_boot_fingerprint_follows_the_guest_side(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------- real boots (slow)
-def rootfs_cache() -> Path:
+XEN = Path("/boot/xen-4.17-amd64.gz")
+
+
+@pytest.fixture(scope="session")
+def shared_rootfs() -> Path:
     """The Debian root every slow test shares: built once per machine (debootstrap needs root
-    and the mirror), then linked into each test workspace, where rootfs.build finds it."""
+    and the Debian mirror) in the test cache, then linked into each test workspace, where
+    rootfs.build finds it."""
     from .realkernel import cache_dir
 
     need("debootstrap")
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
-            pytest.fail("debootstrap needs root; .ci/run must run the slow tests as root")
+            pytest.fail("debootstrap needs root: .ci/run must run the slow tests as root")
         pytest.skip("debootstrap needs root")
     ws = Workspace(cache_dir() / "rootfs-ws")
     rootfs.build(ws)
     return rootfs.cache_dir(ws)
 
 
-def guest_workspace(rk: object, ws_dir: Path) -> None:
-    """A workspace that boots the shared real kernel without building it: its artifacts and
-    build record linked in (read-only), the shared Debian root linked in."""
+@pytest.fixture
+def guest_ws(real_kernel: object, shared_rootfs: Path, tmp_path: Path) -> Workspace:
+    """A workspace that boots the shared real kernel without building it: its artifacts, build
+    directory, source tree and build record linked in (all used read-only), and the shared
+    Debian root. Tasks run with ``doit -s`` (no build dependencies)."""
     from .realkernel import RealKernel
 
-    assert isinstance(rk, RealKernel)
-    ws = Workspace(ws_dir)
+    assert isinstance(real_kernel, RealKernel)
+    need("qemu-system-x86_64")
+    if not XEN.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{XEN} is missing: .ci/run must install xen-hypervisor-4.17-amd64")
+        pytest.skip(f"{XEN} is missing")
+    ws = Workspace(tmp_path / "ws")
     ws.out.mkdir(parents=True)
-    for p in (rk.vmlinuz, rk.system_map, rk.dotconfig, rk.build_dir):
+    for p in (real_kernel.vmlinuz, real_kernel.system_map, real_kernel.dotconfig,
+              real_kernel.build_dir):
         (ws.out / p.name).symlink_to(p)
+    ws.src.mkdir()
+    (ws.src / "linux").symlink_to(real_kernel.ws.source_dir("linux"))
     ws.state_dir.mkdir()
-    shutil.copy(rk.ws.state_dir / "build-kernel.json", ws.state_dir)
-    (ws.dir / "rootfs").symlink_to(rootfs_cache())
+    shutil.copy(real_kernel.ws.state_dir / "build-kernel.json", ws.state_dir)
+    (ws.dir / "rootfs").symlink_to(shared_rootfs)
+    return ws
+
+
+def vm_sysfs(tmp_path: Path) -> Path:
+    """The demo VM's PCI part of sysfs, rebuilt from the probe dump of a recorded boot of the
+    same QEMU machine (what ``doit install`` scans instead of this machine's /sys)."""
+    report = probe.parse(console("pass.log"))
+    return probe.record_sysfs(report, tmp_path / "vm-sysfs")
+
+
+def boot_json(ws: Workspace) -> dict:
+    import json
+
+    return json.loads((ws.out / "boot.json").read_text())
+
+
+@pytest.mark.slow
+def test_real_guest_sees_the_devices_of_the_config_doit_install_wrote(
+        guest_ws: Workspace, tmp_path: Path) -> None:
+    """The real chain: doit install writes the guest config for the VM (an e1000 at 00:03.0
+    and an e1000e behind a PCIe root port named by its device path), doit boot starts Debian's
+    Xen 4.17 with the linux-source-6.1 dom0, xl creates the guest from that config, and the
+    guest lists both devices (renumbered by pciback's virtual bus) with lspci -nn."""
+    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + BODY)
+    res = run_doit("-s", "install", config=path, env={"XENPIPE_SYSFS": str(vm_sysfs(tmp_path))})
+    assert res.returncode == 0, res.stdout + res.stderr
+    installed = guest_ws.dir / "root" / "etc" / "xen" / "demo.cfg"
+    assert guests.entries(installed.read_text()) == ["00:03.0", "01:00.0"]
+
+    res = run_doit("-s", "boot", config=path, timeout=1800)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert "boot: guest demo: PASS: pci from " + str(installed) in lines
+    lspci = [ln for ln in lines if ln.startswith("boot: guest demo: lspci ")]
+    assert len(lspci) == 2 and "[8086:100e]" in lspci[0] and "[8086:10d3]" in lspci[1]
+    view = boot_json(guest_ws)["guests"]["demo"]
+    assert view["verdict"] == "pass" and view["origin"] == str(installed)
+    assert {(d["host"], d["ids"]) for d in view["devices"]} == {
+        ("0000:00:03.0", "[8086:100e] class 020000"),
+        ("0000:01:00.0", "[8086:10d3] class 020000")}
+    marks = {m["name"]: m for m in boot_json(guest_ws)["milestones"]}
+    for name in ("Xen daemons started", "guest demo started", "guest demo shut down",
+                 "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0"):
+        assert marks[name]["status"] == "passed", marks[name]
+    md = (guest_ws.out / "metadata.json").read_text()
+    assert '"guests"' in md and "[8086:10d3]" in md
+    summary = run_doit("-s", "boot", config=path)  # nothing changed: up to date
+    assert summary.returncode == 0 and "-- boot" in summary.stdout
+
+
+@pytest.mark.slow
+def test_real_guest_config_naming_a_device_that_was_not_hidden(
+        guest_ws: Workspace, tmp_path: Path) -> None:
+    """The installed guest config names 01:00.0, which dom0 did not hide (passthrough lists
+    only 00:03.0): xl refuses to assign it, and the verdict says so in one line."""
+    body = BODY.replace(f'devices = ["00:03.0", "{PATH}"]', 'devices = ["00:03.0"]')
+    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + body)
+    installed = guest_ws.dir / "root" / "etc" / "xen" / "demo.cfg"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("name = 'demo'\npci = ['00:03.0', '01:00.0']  # 01:00.0 by hand\n")
+    res = run_doit("-s", "boot", config=path, timeout=1800)
+    assert res.returncode == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("xenpipe: error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr
+    assert errors[0].startswith("xenpipe: error: boot: guest demo: device not hidden: xl "
+                                "refused to assign 0000:01:00.0 (libxl: error: ")
+    assert "is not assignable" in errors[0]
+    view = boot_json(guest_ws)["guests"]["demo"]
+    assert view["verdict"] == "fail" and view["xl_rc"] not in (0, None)
