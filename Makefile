@@ -8,7 +8,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # QEMU and Debian's Xen for the boot check, and the tools install runs.
 APT_PACKAGES := git make gcc libc6-dev patch perl flex bison bc libelf-dev libssl-dev \
 	libncurses-dev python3-dev linux-source-6.1 ccache kmod cpio xz-utils bzip2 \
-	qemu-system-x86 xen-hypervisor-4.17-amd64 busybox-static grub-common distcc
+	qemu-system-x86 xen-hypervisor-4.17-amd64 busybox-static grub-common distcc \
+	debootstrap
 
 .PHONY: setup test test-fast lint demo clean
 
