@@ -435,17 +435,18 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-_NOT_HIDDEN = re.compile(r"not assignable|not (?:bound|owned) (?:to|by) pciback|"
-                         r"pciback.*not|assignable", re.I)
-
-
-def _refused(run: GuestRun, p: GuestPlan) -> str | None:
-    """The device xl refused to assign because pciback does not hold it, with xl's line."""
-    for line in run.errors:
-        if _NOT_HIDDEN.search(line):
-            named = next((b for b in p.bdfs if _mentions(line, b)), None)
-            return f"{named or 'a device'} ({line})"
-    return None
+def _refused(run: GuestRun, p: GuestPlan, t: Transcript) -> str | None:
+    """The devices xl refused to assign because pciback does not hold them (xl's "is not
+    assignable", or a failed xl create and devices missing from xl pci-assignable-list)."""
+    line = next((ln for ln in run.errors if "not assignable" in ln), None)
+    if line is None and run.rc in (0, 124, None):
+        return None
+    missing = [b for b in p.bdfs if str(b) not in t.assignable]
+    named = [b for b in p.bdfs if line is not None and _mentions(line, b)] or missing
+    if line is None and not missing:
+        return None
+    what = ", ".join(map(str, named)) or "a device"
+    return what + (f" ({line})" if line else " (not in xl pci-assignable-list)")
 
 
 def _mentions(line: str, bdf: pci.Bdf) -> bool:
@@ -466,7 +467,7 @@ def _problem(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenDev
     if run.state and "c" in run.state:
         return f"guest {n} crashed (xl list state {run.state}; last guest line: {run.last})"
     if not run.started:
-        if (what := _refused(run, p)) is not None:
+        if (what := _refused(run, p, t)) is not None:
             return (f"guest {n}: device not hidden: xl refused to assign {what}; dom0 hides "
                     "only [passthrough] devices at boot")
         if run.rc == 124 or run.rc is None:

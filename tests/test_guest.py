@@ -370,10 +370,18 @@ def test_each_failure_has_its_own_one_line_verdict(log: str, problem: str) -> No
 
 def test_a_guest_that_never_started_and_other_xl_failures() -> None:
     # xl create failing for another reason than a device: its last error line
-    text = console("not-hidden.log").replace("is not assignable", "is in use")
+    text = console("not-hidden.log").replace("is not assignable", "is in use").replace(
+        "assignable 0000:00:03.0", "assignable 0000:00:03.0\r\r\nxenpipe-dom0: assignable "
+        "0000:01:00.0")
     assert guest.verdict(text, PLANS).problem == (
         "guest demo: xl create failed with exit status 3: libxl: error: libxl_domain.c:1064:"
         "domain_destroy_cb: Domain 1:Destruction of domain failed")
+    # no "not assignable" line, but a failed xl create and the device missing from
+    # xl pci-assignable-list
+    text = console("not-hidden.log").replace("is not assignable", "is busy")
+    assert guest.verdict(text, PLANS).problem == (
+        "guest demo: device not hidden: xl refused to assign 0000:01:00.0 (not in xl "
+        "pci-assignable-list); dom0 hides only [passthrough] devices at boot")
     # the boot timed out while xl create waited: no exit line at all
     cut = console("pass.log", upto="Parsing config from", then="")
     assert guest.verdict(cut, PLANS).problem.startswith(
