@@ -95,6 +95,15 @@ def ran(out: str, task: str) -> bool:
 def bench_config(cache: Path, ws: Path, patches: Path, xen: str | None, xen_rev: str) -> Path:
     """configs/demo.toml with the workspace in the cache, a linux patch series, maybe Xen."""
     text = set_key(demo_with_workspace(ws), "sources.linux", "patches", json.dumps(str(patches)))
+    # snapshots of the fragments: an edit in the repository during a run changes nothing
+    frags = []
+    for frag in load(DEMO).kernel.fragments:
+        copy = cache / "bench-fragments" / frag.name
+        copy.parent.mkdir(exist_ok=True)
+        if not copy.is_file() or copy.read_bytes() != frag.read_bytes():
+            shutil.copy(frag, copy)
+        frags.append(str(copy))
+    text = set_key(text, "kernel", "fragments", json.dumps(frags))
     if xen:
         text += (f'\n[sources.xen]\nvcs = "git"\nurl = "{xen}"\nrev = "{xen_rev}"\n'
                  '\n[xen]\nsource = "xen"\n')
@@ -181,6 +190,9 @@ def main() -> None:
     env = {**os.environ, "CCACHE_DIR": str(cache / "ccache")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # users keep .pyc files; so does the benchmark
     env.pop("XENPIPE_CONFIG", None)
+    env.pop("CCACHE_BASEDIR", None)
+    # make by hand runs with the environment doit gives make (ccache's base directory)
+    menv = {**env, **build.make_env(cfg, ws)}
     results: dict[str, Any] = {"machine": machine(), "jobs": build.jobs(cfg)}
     print(results["machine"], flush=True)
 
@@ -207,12 +219,12 @@ def main() -> None:
         assert not ran(t.out, "build:kernel") and not ran(t.out, "config"), t.out
         noop["doit"].append(t.wall)
         noop["doit_cpu"].append(t.cpu)
-        t = run(kmake, env)
+        t = run(kmake, menv)
         assert not CC_LINE.search(t.out), t.out
         noop["make"].append(t.wall)
         noop["make_cpu"].append(t.cpu)
         if xmake:
-            t = run(xmake, env)
+            t = run(xmake, menv)
             noop["xen"].append(t.wall)
             noop["xen_cpu"].append(t.cpu)
         start = time.monotonic()
@@ -229,7 +241,7 @@ def main() -> None:
     doit_cc = CC_LINE.findall(log)
     stages = stage_durations(ws)
     os.utime(tree / PATCHED)
-    raw = run(kmake, env)
+    raw = run(kmake, menv)
     raw_cc = CC_LINE.findall(raw.out)
     results["patch"] = {"doit": t.wall, "doit_cpu": t.cpu, "doit_cc": doit_cc,
                         "stages": {k: stages.get(k) for k in ("config", "kernel")},
@@ -240,7 +252,7 @@ def main() -> None:
 
     # 3. full build, warm ccache -----------------------------------------------------------
     if not args.skip_full:
-        results["full"] = full_build(cfg_path, cfg, ws, env, kmake)
+        results["full"] = full_build(cfg_path, cfg, ws, env, menv, kmake)
         print("full:", results["full"], flush=True)
 
     out = REPO / "bench" / "results"
@@ -252,7 +264,7 @@ def main() -> None:
 
 
 def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
-               kmake: list[str]) -> dict[str, Any]:
+               menv: dict[str, str], kmake: list[str]) -> dict[str, Any]:
     """doit config+build from an empty build directory vs the same steps by hand."""
     bdir = build.kernel_build_dir(ws)
     res: dict[str, Any] = {}
@@ -274,7 +286,7 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
         steps = [kb.argv(cfg.kernel.base)]
         hand = {"wall": 0.0, "cpu": 0.0}
         for argv in steps:
-            t = run(argv, env)
+            t = run(argv, menv)
             hand["wall"] += t.wall
             hand["cpu"] += t.cpu
         dotconfig = bdir / ".config"
@@ -282,11 +294,14 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
             for frag in cfg.kernel.fragments:
                 f.write(frag.read_text())
             f.write("".join(f"{s}\n" for s in cfg.kernel.symbols))
-        t_cfg = run(kb.argv("olddefconfig"), env)
-        t_rel = run(kb.argv("-s", "kernelrelease"), env)
+        t_cfg = run(kb.argv("olddefconfig"), menv)
+        t_rel = run(kb.argv("-s", "kernelrelease"), menv)
         config_wall = hand["wall"] + t_cfg.wall + t_rel.wall
-        t_make = run(kmake, env)
+        t_make = run(kmake, menv)
         release = t_rel.out.strip().splitlines()[-1]
+        doit_config = ws.out / f"config-{release}"
+        res.setdefault("same_config", []).append(
+            doit_config.is_file() and doit_config.read_bytes() == dotconfig.read_bytes())
         start = time.monotonic()
         for name, p in ((f"vmlinuz-{release}", bdir / "arch/x86/boot/bzImage"),
                         (f"System.map-{release}", bdir / "System.map"),
