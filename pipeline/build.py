@@ -141,17 +141,21 @@ def fingerprint_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
 
 
 def outputs_present(ws: Workspace, tree: str) -> bool:
-    """Are the artifacts the last successful build of *tree* recorded still there, as written?
-    (A second doit ``uptodate`` check: a deleted vmlinuz reruns the stage.)"""
+    """Are the artifacts the last successful build of *tree* recorded still as written, in
+    out/ and in the build tree they came from? (A second doit ``uptodate`` check: a deleted
+    vmlinuz, a ``make clean`` or a make run by hand reruns the stage.)"""
     arts = ws.state(f"build-{tree}").get("artifacts")
     if not arts:
         return False
     for rec in arts.values():
         try:
-            st = os.stat(ws.dir / rec["path"])
+            for path, size, mtime in ((ws.dir / rec["path"], rec["size"], rec["mtime_ns"]),
+                                      (Path(rec["from"]), rec["from_size"],
+                                       rec["from_mtime_ns"])):
+                st = os.stat(path)
+                if st.st_size != size or st.st_mtime_ns != mtime:
+                    return False
         except (OSError, KeyError, TypeError):
-            return False
-        if st.st_size != rec.get("size") or st.st_mtime_ns != rec.get("mtime_ns"):
             return False
     return True
 
@@ -223,9 +227,10 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
             (ws.dir / old["path"]).unlink(missing_ok=True)
     arts = {}
     for name, dest in out.items():
-        st = dest.stat()
+        st, built = dest.stat(), files[name].stat()
         arts[name] = {"path": os.path.relpath(dest, ws.dir), "size": st.st_size,
-                      "mtime_ns": st.st_mtime_ns}
+                      "mtime_ns": st.st_mtime_ns, "from": str(files[name]),
+                      "from_size": built.st_size, "from_mtime_ns": built.st_mtime_ns}
     ws.save_state(f"build-{tree}", {**state, "artifacts": arts})
     return out
 

@@ -308,6 +308,9 @@ def test_full_build_artifacts_metadata_and_noop(site: Site) -> None:
     assert ran(again, "build:kernel") and not ran(again, "build:xen")
     assert "build:kernel: done, 0 objects compiled" in again
     assert (out / f"vmlinuz-{RELEASE}").is_file()
+    (out / "kernel-build" / "arch/x86/boot/bzImage").unlink()  # the build tree counts too
+    again = built.ok("build")
+    assert ran(again, "build:kernel") and not ran(built.ok("build"), "build:kernel")
 
 
 def test_fragment_edit_reruns_config_and_kernel_not_xen(built: Site) -> None:
