@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import build, kconfig  # noqa: E402
+from pipeline import build, kconfig, proc  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 from tests.realkernel import DEMO, cache_dir, demo_with_workspace, set_key  # noqa: E402
@@ -191,8 +191,9 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # users keep .pyc files; so does the benchmark
     env.pop("XENPIPE_CONFIG", None)
     env.pop("CCACHE_BASEDIR", None)
-    # make by hand runs with the environment doit gives make (ccache's base directory)
-    menv = {**env, **build.make_env(cfg, ws)}
+    # make by hand runs in the environment doit gives make: LC_ALL=C and ccache's base
+    # directory (ccache hashes both: another locale would miss every object)
+    menv = proc.environment({**env, **build.make_env(cfg, ws)})
     results: dict[str, Any] = {"machine": machine(), "jobs": build.jobs(cfg)}
     print(results["machine"], flush=True)
 
