@@ -193,7 +193,7 @@ def main() -> None:
     env.pop("CCACHE_BASEDIR", None)
     # make by hand runs in the environment doit gives make: LC_ALL=C and ccache's base
     # directory (ccache hashes both: another locale would miss every object)
-    menv = proc.environment({**env, **build.make_env(cfg, ws)})
+    menv = proc.environment({"CCACHE_DIR": env["CCACHE_DIR"], **build.make_env(cfg, ws)})
     results: dict[str, Any] = {"machine": machine(), "jobs": build.jobs(cfg)}
     print(results["machine"], flush=True)
 
