@@ -39,8 +39,13 @@ def render(argv: Sequence[str | os.PathLike[str]]) -> str:
     return redact(shlex.join(str(a) for a in argv))
 
 
+# An outer make (`make demo`, `make test`) must not leak its level and jobserver into the
+# makes xenpipe runs: xenpipe sets -j itself, and make's messages must not depend on it.
+OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+
+
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in OUTER_MAKE}
     env.update(BASE_ENV)
     if extra:
         env.update(extra)
