@@ -18,7 +18,8 @@ xen-project/xen) is added at ``--xen-rev`` and the hypervisor is built too.
 Wall time is noisy on a shared machine; CPU time (user+sys of all child processes) is also
 reported. Each no-op is measured --runs times (median and minimum reported).
 
-    python bench/build.py [--cache DIR] [--runs 5] [--xen GITDIR] [--xen-rev REV] [--skip-full]
+    python bench/build.py [--cache DIR] [--runs 5] [--rounds 2] [--parts noop,patch,full]
+                           [--xen GITDIR] [--xen-rev REV]
 """
 
 from __future__ import annotations
@@ -173,11 +174,14 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=cache_dir())
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="no-op runs of each")
+    ap.add_argument("--rounds", type=int, default=2, help="full builds of each (alternating)")
+    ap.add_argument("--parts", default="noop,patch,full",
+                    help="which measurements (the others are kept from the last results)")
     ap.add_argument("--xen", help="a Xen git repository (path or URL) to build too")
     ap.add_argument("--xen-rev", default="RELEASE-4.19.1")
-    ap.add_argument("--skip-full", action="store_true", help="skip the full-build comparison")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
 
     cache = args.cache
     cache.mkdir(parents=True, exist_ok=True)
@@ -194,15 +198,18 @@ def main() -> None:
     # make by hand runs in the environment doit gives make: LC_ALL=C and ccache's base
     # directory (ccache hashes both: another locale would miss every object)
     menv = proc.environment({"CCACHE_DIR": env["CCACHE_DIR"], **build.make_env(cfg, ws)})
-    results: dict[str, Any] = {"machine": machine(), "jobs": build.jobs(cfg)}
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    saved = out / "build.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
+    results.update({"machine": machine(), "jobs": build.jobs(cfg), "xen": bool(args.xen)})
     print(results["machine"], flush=True)
 
     t = doit(cfg_path, env)
     print(f"prepare: doit build {t.wall:.0f} s", flush=True)
     tree = ws.source_dir("linux")
-    nfiles = subprocess.run(["git", "-C", str(tree), "ls-files", "-z"], check=True,
-                            capture_output=True).stdout.count(b"\0")
-    results["kernel_files"] = nfiles
+    results["kernel_files"] = subprocess.run(["git", "-C", str(tree), "ls-files", "-z"],
+                                             check=True, capture_output=True).stdout.count(b"\0")
     if not (patches / "bench.patch").is_file():
         write_patch(tree, patches, 1)
         doit(cfg_path, env)
@@ -211,168 +218,186 @@ def main() -> None:
     kmake = make_argv(ws, "kernel")
     xmake = make_argv(ws, "xen") if args.xen else None
 
-    # 1. no-op ---------------------------------------------------------------------------
-    noop: dict[str, list[float]] = {k: [] for k in
-                                    ("doit", "doit_cpu", "make", "make_cpu", "xen", "xen_cpu",
-                                     "fingerprint")}
-    # doit first: Xen's make relinks xen.gz on every run (a new compile.h), which doit then
-    # rightly sees as a changed build tree
-    for _ in range(args.runs):
-        t = doit(cfg_path, env)
-        assert not any(ran(t.out, k) for k in ("config", "build:kernel", "build:xen")), t.out
-        noop["doit"].append(t.wall)
-        noop["doit_cpu"].append(t.cpu)
-        start = time.monotonic()
-        build.fingerprint_kernel(cfg, ws)
-        noop["fingerprint"].append(time.monotonic() - start)
-    for _ in range(args.runs):
-        t = run(kmake, menv)
-        assert not CC_LINE.search(t.out), t.out
-        noop["make"].append(t.wall)
-        noop["make_cpu"].append(t.cpu)
-    if xmake:
-        for _ in range(args.runs):
-            t = run(xmake, menv)
-            noop["xen"].append(t.wall)
-            noop["xen_cpu"].append(t.cpu)
-        doit(cfg_path, env)  # republish the relinked xen.gz before the next measurement
-    results["noop"] = noop
-    print("no-op:", {k: summary(v) for k, v in noop.items() if v}, flush=True)
+    if "noop" in parts:
+        results["noop"] = noop(cfg_path, cfg, ws, env, menv, kmake, xmake, args.runs)
+    if "patch" in parts:
+        results["patch"] = one_patch(cfg_path, ws, env, menv, kmake, tree, patches)
+    if "full" in parts:
+        results["full"] = full_build(cfg_path, cfg, ws, env, menv, kmake, args.rounds)
 
-    # 2. one patch touching one .c -------------------------------------------------------
-    variant = int(re.search(r"v(\d+) \*/", (patches / "bench.patch").read_text())[1]) + 1
-    write_patch(tree, patches, variant)
-    t = doit(cfg_path, env)
-    log = (ws.logs / "build-kernel.log").read_text()
-    doit_cc = CC_LINE.findall(log)
-    stages = stage_durations(ws)
-    os.utime(tree / PATCHED)
-    raw = run(kmake, menv)
-    raw_cc = CC_LINE.findall(raw.out)
-    results["patch"] = {"doit": t.wall, "doit_cpu": t.cpu, "doit_cc": doit_cc,
-                        "stages": {k: stages.get(k) for k in ("config", "kernel")},
-                        "ran": [k for k in ("patch:linux", "config", "build:kernel",
-                                            "build:xen") if ran(t.out, k)],
-                        "make": raw.wall, "make_cpu": raw.cpu, "make_cc": raw_cc}
-    print("patch:", results["patch"], flush=True)
-
-    # 3. full build, warm ccache -----------------------------------------------------------
-    if not args.skip_full:
-        results["full"] = full_build(cfg_path, cfg, ws, env, menv, kmake)
-        print("full:", results["full"], flush=True)
-
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "build.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = render(results, bool(args.xen))
+    saved.write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
     (out / "build.md").write_text(table)
     print(table)
 
 
-def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
-               menv: dict[str, str], kmake: list[str]) -> dict[str, Any]:
-    """doit config+build from an empty build directory vs the same steps by hand."""
-    bdir = build.kernel_build_dir(ws)
-    res: dict[str, Any] = {}
-    for attempt in range(2):  # alternate, to spread the machine's load over both
-        shutil.rmtree(bdir)
-        run([sys.executable, "-m", "doit", "forget", "config", "build:kernel",
-                    f"config={cfg_path}"], env)
+def noop(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str], menv: dict[str, str],
+         kmake: list[str], xmake: list[str] | None, runs: int) -> dict[str, Any]:
+    """``doit build`` with nothing to do vs make's own no-op, *runs* times each."""
+    res: dict[str, Any] = {"load": os.getloadavg()[0]}
+    # doit first: Xen's make relinks xen.gz on every run (a new compile.h), which doit then
+    # rightly sees as a changed build tree
+    for _ in range(runs):
         t = doit(cfg_path, env)
-        assert ran(t.out, "config") and ran(t.out, "build:kernel"), t.out
-        st = stage_durations(ws)
+        assert not any(ran(t.out, k) for k in ("config", "build:kernel", "build:xen")), t.out
         res.setdefault("doit", []).append(t.wall)
         res.setdefault("doit_cpu", []).append(t.cpu)
-        res.setdefault("doit_config", []).append(st["config"])
-        res.setdefault("doit_kernel", []).append(st["kernel"])
+        start = time.monotonic()
+        build.fingerprint_kernel(cfg, ws)
+        res.setdefault("fingerprint", []).append(time.monotonic() - start)
+    for _ in range(runs):
+        t = run(kmake, menv)
+        assert not CC_LINE.search(t.out), t.out
+        res.setdefault("make", []).append(t.wall)
+        res.setdefault("make_cpu", []).append(t.cpu)
+    if xmake:
+        for _ in range(runs):
+            t = run(xmake, menv)
+            res.setdefault("xen", []).append(t.wall)
+            res.setdefault("xen_cpu", []).append(t.cpu)
+        doit(cfg_path, env)  # republish the relinked xen.gz before the next measurement
+    print("no-op:", {k: summary(v) for k, v in res.items() if isinstance(v, list)}, flush=True)
+    return res
 
-        shutil.rmtree(bdir)
-        src = ws.source_dir("linux")
-        kb = kconfig.Kbuild(src.resolve(), bdir, tuple(cfg.kernel.make_args), Path(LOG))
-        steps = [kb.argv(cfg.kernel.base)]
-        hand = {"wall": 0.0, "cpu": 0.0}
-        for argv in steps:
-            t = run(argv, menv)
-            hand["wall"] += t.wall
-            hand["cpu"] += t.cpu
+
+def one_patch(cfg_path: Path, ws: Workspace, env: dict[str, str], menv: dict[str, str],
+              kmake: list[str], tree: Path, patches: Path) -> dict[str, Any]:
+    """Change the one-line patch: ``doit build`` vs ``touch`` + make; CC lines of both."""
+    variant = int(re.search(r"v(\d+) \*/", (patches / "bench.patch").read_text())[1]) + 1
+    write_patch(tree, patches, variant)
+    load = os.getloadavg()[0]
+    t = doit(cfg_path, env)
+    doit_cc = CC_LINE.findall((ws.logs / "build-kernel.log").read_text())
+    stages = stage_durations(ws)
+    os.utime(tree / PATCHED)
+    raw = run(kmake, menv)
+    res = {"load": load, "doit": t.wall, "doit_cpu": t.cpu, "doit_cc": doit_cc,
+           "stages": {k: stages.get(k) for k in ("config", "kernel")},
+           "ran": [k for k in ("patch:linux", "config", "build:kernel", "build:xen")
+                   if ran(t.out, k)],
+           "make": raw.wall, "make_cpu": raw.cpu, "make_cc": CC_LINE.findall(raw.out)}
+    print("patch:", res, flush=True)
+    return res
+
+
+def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
+               menv: dict[str, str], kmake: list[str], rounds: int) -> dict[str, Any]:
+    """From an empty build directory (warm ccache): ``doit config`` + ``doit build`` vs the
+    same steps typed by hand; which goes first alternates from round to round."""
+    bdir = build.kernel_build_dir(ws)
+    res: dict[str, Any] = {"load": os.getloadavg()[0]}
+
+    def add(key: str, value: Any) -> None:
+        res.setdefault(key, []).append(value)
+
+    def by_doit() -> None:
+        shutil.rmtree(bdir, ignore_errors=True)
+        run([sys.executable, "-m", "doit", "forget", "config", "build:kernel",
+             f"config={cfg_path}"], env)
+        t_cfg = doit(cfg_path, env, "config")
+        t_build = doit(cfg_path, env, "build")
+        assert ran(t_cfg.out, "config") and ran(t_build.out, "build:kernel"), t_build.out
+        add("doit_config", t_cfg.wall)
+        add("doit_config_cpu", t_cfg.cpu)
+        add("doit_build", t_build.wall)
+        add("doit_build_cpu", t_build.cpu)
+        add("doit_kernel_stage", stage_durations(ws)["kernel"])
+
+    def by_hand() -> None:
+        shutil.rmtree(bdir, ignore_errors=True)
+        kb = kconfig.Kbuild(ws.source_dir("linux").resolve(), bdir, tuple(cfg.kernel.make_args),
+                            Path(LOG))
+        t_base = run(kb.argv(cfg.kernel.base), menv)
         dotconfig = bdir / ".config"
         with open(dotconfig, "a") as f:  # what a developer does with a fragment
             for frag in cfg.kernel.fragments:
                 f.write(frag.read_text())
             f.write("".join(f"{s}\n" for s in cfg.kernel.symbols))
-        t_cfg = run(kb.argv("olddefconfig"), menv)
+        t_old = run(kb.argv("olddefconfig"), menv)
         t_rel = run(kb.argv("-s", "kernelrelease"), menv)
-        config_wall = hand["wall"] + t_cfg.wall + t_rel.wall
         t_make = run(kmake, menv)
         release = t_rel.out.strip().splitlines()[-1]
         doit_config = ws.out / f"config-{release}"
-        res.setdefault("same_config", []).append(
-            doit_config.is_file() and doit_config.read_bytes() == dotconfig.read_bytes())
+        add("same_config", doit_config.read_bytes() == dotconfig.read_bytes())
         start = time.monotonic()
-        for name, p in ((f"vmlinuz-{release}", bdir / "arch/x86/boot/bzImage"),
-                        (f"System.map-{release}", bdir / "System.map"),
-                        (f"config-{release}", dotconfig)):
-            shutil.copy(p, ws.out / name)
-        cp = time.monotonic() - start
-        res.setdefault("hand_config", []).append(config_wall)
-        res.setdefault("hand_make", []).append(t_make.wall)
-        res.setdefault("hand", []).append(config_wall + t_make.wall + cp)
-        res.setdefault("hand_cpu", []).append(hand["cpu"] + t_cfg.cpu + t_rel.cpu + t_make.cpu)
-        print(f"full build round {attempt + 1}: {res}", flush=True)
+        for name, src in ((f"vmlinuz-{release}", bdir / "arch/x86/boot/bzImage"),
+                          (f"System.map-{release}", bdir / "System.map"),
+                          (f"config-{release}", dotconfig)):
+            shutil.copy(src, ws.out / name)
+        add("hand_config", t_base.wall + t_old.wall + t_rel.wall)
+        add("hand_config_cpu", t_base.cpu + t_old.cpu + t_rel.cpu)
+        add("hand_build", t_make.wall + time.monotonic() - start)
+        add("hand_build_cpu", t_make.cpu)
+
+    for i in range(rounds):
+        for step in (by_doit, by_hand) if i % 2 == 0 else (by_hand, by_doit):
+            step()
+        print(f"full build round {i + 1}: {res}", flush=True)
     # leave the workspace as doit knows it
     run([sys.executable, "-m", "doit", "forget", "config", "build:kernel",
-                f"config={cfg_path}"], env)
+         f"config={cfg_path}"], env)
     doit(cfg_path, env)
     return res
 
 
-def render(r: dict[str, Any], with_xen: bool) -> str:
-    n = r["noop"]
-    p = r["patch"]
-    rows = [
-        "| measurement | doit build | by hand (make) | ratio / note |",
-        "|---|---|---|---|",
-    ]
-    kb = statistics.median(n["make"]) + (statistics.median(n["xen"]) if with_xen else 0)
-    doit_noop = statistics.median(n["doit"])
-    what = "kernel + Xen" if with_xen else "kernel"
-    rows.append(f"| no-op, wall s ({what}) | {summary(n['doit'])} | "
-                f"{summary(n['make'])}" + (f" + Xen {summary(n['xen'])}" if with_xen else "")
-                + f" | {doit_noop / kb:.2f}x |")
-    kbc = statistics.median(n["make_cpu"]) + (statistics.median(n["xen_cpu"]) if with_xen
-                                               else 0)
-    rows.append(f"| no-op, CPU s | {summary(n['doit_cpu'])} | {summary(n['make_cpu'])}"
-                + (f" + Xen {summary(n['xen_cpu'])}" if with_xen else "")
-                + f" | {statistics.median(n['doit_cpu']) / kbc:.2f}x |")
-    rows.append(f"| kernel fingerprint (git status of {r['kernel_files']} files + .config "
-                f"sha256), s | {summary(n['fingerprint'])} | | in-process |")
-    rows.append(f"| one patch changed (touches {PATCHED}), wall s | {p['doit']:.1f} "
-                f"(config {p['stages']['config']:.1f}, build:kernel {p['stages']['kernel']:.1f})"
-                f" | {p['make']:.1f} (touch + make) | tasks run: {', '.join(p['ran'])} |")
-    rows.append(f"| one patch changed: objects compiled (CC lines) | {len(p['doit_cc'])}: "
-                f"{', '.join(p['doit_cc'])} | {len(p['make_cc'])}: {', '.join(p['make_cc'])} | "
-                f"{'same' if p['doit_cc'] == p['make_cc'] else 'DIFFERENT'} |")
+def render(r: dict[str, Any]) -> str:
+    """The Markdown table of whatever parts *r* holds."""
+    rows = ["| measurement | doit | by hand | doit vs by hand |", "|---|---|---|---|"]
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs)
+
+    def nums(xs: list[float]) -> str:
+        return ", ".join(f"{x:.1f}" for x in xs)
+
+    def pct(a: float, b: float) -> str:
+        return f"{(a / b - 1) * 100:+.1f} %"
+
+    if "noop" in r:
+        n = r["noop"]
+        xen = "xen" in n
+        what = "kernel + Xen trees" if xen else "kernel tree"
+        hand = med(n["make"]) + (med(n["xen"]) if xen else 0)
+        hand_cpu = med(n["make_cpu"]) + (med(n["xen_cpu"]) if xen else 0)
+        rows += [
+            f"| no-op, {what}: wall s, median (min) of {len(n['doit'])} | {summary(n['doit'])} "
+            f"| kernel make {summary(n['make'])}"
+            + (f" + Xen make {summary(n['xen'])}" if xen else "")
+            + f" | {med(n['doit']) / hand:.3f}x |",
+            f"| no-op: CPU s | {summary(n['doit_cpu'])} | kernel {summary(n['make_cpu'])}"
+            + (f" + Xen {summary(n['xen_cpu'])}" if xen else "")
+            + f" | {med(n['doit_cpu']) / hand_cpu:.3f}x |",
+            f"| no-op: kernel fingerprint in-process (git status over {r['kernel_files']} "
+            f"files, .config sha256), s | {summary(n['fingerprint'])} | | |",
+        ]
+    if "patch" in r:
+        p = r["patch"]
+        same = "identical" if p["doit_cc"] == p["make_cc"] else "DIFFERENT"
+        rows += [
+            f"| one patch changed (touches `{PATCHED}`): wall s | {p['doit']:.1f} "
+            f"({', '.join(p['ran'])}; config {p['stages']['config']:.1f} + build:kernel "
+            f"{p['stages']['kernel']:.1f}) | {p['make']:.1f} (touch + make) | |",
+            f"| one patch changed: objects compiled | {len(p['doit_cc'])} | "
+            f"{len(p['make_cc'])} | {same}: {', '.join(p['doit_cc'])} |",
+        ]
     if "full" in r:
         f = r["full"]
-
-        def nums(key: str) -> str:
-            return ", ".join(f"{x:.1f}" for x in f[key])
-
-        def pct(a: str, b: str) -> str:
-            return f"{(statistics.median(f[a]) / statistics.median(f[b]) - 1) * 100:+.1f} %"
-
         rows += [
-            f"| full build, kernel make (warm ccache), wall s | {nums('doit_kernel')} | "
-            f"{nums('hand_make')} | {pct('doit_kernel', 'hand_make')} |",
-            f"| full build, config, wall s | {nums('doit_config')} (oldconfig via pexpect, "
-            f"verified) | {nums('hand_config')} (tinyconfig, cat fragment, olddefconfig) | |",
-            f"| full build, total, wall s | {nums('doit')} | {nums('hand')} | "
-            f"{pct('doit', 'hand')} |",
-            f"| full build, total, CPU s | {nums('doit_cpu')} | {nums('hand_cpu')} | "
-            f"{pct('doit_cpu', 'hand_cpu')} |",
+            f"| full build, kernel (warm ccache): wall s per round | {nums(f['doit_build'])} "
+            f"(`doit build`) | {nums(f['hand_build'])} (make bzImage modules, cp) | "
+            f"{pct(med(f['doit_build']), med(f['hand_build']))} |",
+            f"| full build, kernel: CPU s | {nums(f['doit_build_cpu'])} | "
+            f"{nums(f['hand_build_cpu'])} | "
+            f"{pct(med(f['doit_build_cpu']), med(f['hand_build_cpu']))} |",
+            f"| full build, config: wall s | {nums(f['doit_config'])} (`doit config`: "
+            f"oldconfig by pexpect, verification) | {nums(f['hand_config'])} (tinyconfig, cat "
+            f"fragment, olddefconfig) | same .config: {all(f['same_config'])} |",
         ]
+    loads = ", ".join(f"{k} {r[k]['load']:.1f}" for k in ("noop", "patch", "full")
+                      if k in r and "load" in r[k])
     return (f"Machine: {r['machine']}. Kernel {r['release']}, {r['kernel_files']} files, "
-            f"-j{r['jobs']}.\n\n" + "\n".join(rows) + "\n")
+            f"-j{r['jobs']}. Load average when each part started: {loads}.\n\n"
+            + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":
