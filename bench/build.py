@@ -280,6 +280,13 @@ def one_patch(cfg_path: Path, ws: Workspace, env: dict[str, str], menv: dict[str
     return res
 
 
+def ccache_misses(env: dict[str, str]) -> int:
+    """ccache's miss counter (both sides of a comparison must do the same compiler work)."""
+    out = subprocess.run(["ccache", "--print-stats"], env=env, capture_output=True,
+                         text=True).stdout
+    return int(re.search(r"^cache_miss\t(\d+)$", out, re.M)[1])
+
+
 def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
                menv: dict[str, str], kmake: list[str], rounds: int) -> dict[str, Any]:
     """From an empty build directory (warm ccache): ``doit config`` + ``doit build`` vs the
@@ -295,7 +302,9 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
         run([sys.executable, "-m", "doit", "forget", "config", "build:kernel",
              f"config={cfg_path}"], env)
         t_cfg = doit(cfg_path, env, "config")
+        misses = ccache_misses(env)
         t_build = doit(cfg_path, env, "build")
+        add("doit_build_misses", ccache_misses(env) - misses)
         assert ran(t_cfg.out, "config") and ran(t_build.out, "build:kernel"), t_build.out
         add("doit_config", t_cfg.wall)
         add("doit_config_cpu", t_cfg.cpu)
@@ -315,7 +324,9 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
             f.write("".join(f"{s}\n" for s in cfg.kernel.symbols))
         t_old = run(kb.argv("olddefconfig"), menv)
         t_rel = run(kb.argv("-s", "kernelrelease"), menv)
+        misses = ccache_misses(env)
         t_make = run(kmake, menv)
+        add("hand_build_misses", ccache_misses(env) - misses)
         release = t_rel.out.strip().splitlines()[-1]
         doit_config = ws.out / f"config-{release}"
         add("same_config", doit_config.read_bytes() == dotconfig.read_bytes())
@@ -389,6 +400,8 @@ def render(r: dict[str, Any]) -> str:
             f"| full build, kernel: CPU s | {nums(f['doit_build_cpu'])} | "
             f"{nums(f['hand_build_cpu'])} | "
             f"{pct(med(f['doit_build_cpu']), med(f['hand_build_cpu']))} |",
+            f"| full build, kernel: ccache misses | {nums(f.get('doit_build_misses', []))} | "
+            f"{nums(f.get('hand_build_misses', []))} | |",
             f"| full build, config: wall s | {nums(f['doit_config'])} (`doit config`: "
             f"oldconfig by pexpect, verification) | {nums(f['hand_config'])} (tinyconfig, cat "
             f"fragment, olddefconfig) | same .config: {all(f['same_config'])} |",
