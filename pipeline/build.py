@@ -74,9 +74,9 @@ def make_env(cfg: Config, ws: Workspace) -> dict[str, str]:
 
 # ------------------------------------------------------------------------- fingerprints
 def tree_state(cfg: Config, ws: Workspace, name: str) -> dict[str, Any]:
-    """What a source tree holds, cheaply: the revision fetched, the patch series applied, and
-    each tracked file that differs from the revision with its size and mtime (so a hand edit,
-    or a patch re-applied, is seen). The VCS's own stat cache keeps this fast on big trees."""
+    """What a source tree holds, cheaply: the revision fetched and each tracked file that
+    differs from it with its size and mtime (so a hand edit, or a patch applied, is seen).
+    The VCS's own stat cache keeps this fast on big trees."""
     src = cfg.sources[name]
     dest = ws.source_dir(name)
     vcs = sources.VCS[src.vcs]
@@ -88,8 +88,9 @@ def tree_state(cfg: Config, ws: Workspace, name: str) -> dict[str, Any]:
                 edits.append([rel, st.st_size, st.st_mtime_ns])
             except OSError:
                 edits.append([rel, None, None])
-    return {"rev": sources.resolved(cfg, ws, name),
-            "patches": ws.state(f"patch-{name}").get("series_digest"), "edits": edits}
+    # no series digest: the patches' effect is in *edits*, and a series that writes the same
+    # files (a patch reworded, an empty series added) must not rerun make
+    return {"rev": sources.resolved(cfg, ws, name), "edits": edits}
 
 
 def changed_files(vcs: str, dest: Path) -> list[str]:

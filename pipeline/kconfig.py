@@ -946,6 +946,21 @@ def summary(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What `make <base>`, olddefconfig/oldconfig and kernelrelease read from a source tree: every
+# Kconfig file, the kconfig tool and the scripts Kconfig calls, the top and arch Makefiles
+# (version, SRCARCH, KBUILD_DEFCONFIG), defconfigs and config fragments, localversion files.
+KCONFIG_INPUT = re.compile(
+    r"(?:^|/)Kconfig(?:\.[^/]*)?$|^scripts/|^Makefile$|^arch/[^/]+/Makefile$"
+    r"|(?:^|/)configs/[^/]+$|^localversion[^/]*$")
+
+
+def tree_inputs(patched: dict[str, str | None] | None) -> dict[str, str | None]:
+    """The files a patch series wrote (path -> sha256, None if deleted) that kconfig reads:
+    a patch to a .c file must not rerun ``doit config``, one to a Kconfig file must."""
+    return {path: sha for path, sha in sorted((patched or {}).items())
+            if KCONFIG_INPUT.search(path)}
+
+
 def fingerprint(cfg: Config) -> dict[str, Any]:
     """The cheap inputs that decide whether ``config`` must run again."""
     kcfg = cfg.kernel

@@ -161,12 +161,6 @@ def lazy(module: str, func: str, *args: Any) -> Callable[[], Any]:
     return compute
 
 
-def tree_id(name: str) -> dict[str, Any]:
-    """What a source tree is, cheaply: its fetched revision and the patches applied on it."""
-    return {"rev": sources.resolved(CFG, WS, name),
-            "patches": WS.state(f"patch-{name}").get("series_digest")}
-
-
 def ready(name: str) -> list[str]:
     """The task after which source *name* is in its final state."""
     return [f"patch:{name}"] if CFG.sources[name].patches else [f"fetch:{name}"]
@@ -214,9 +208,14 @@ def task_config() -> Any:
         # build.configure runs kconfig.configure and records its result (metadata.json)
         "actions": [call("build", "configure", CFG, WS, WS.source_dir(kernel.source))],
         "task_dep": ready(kernel.source),
+        # the tree's revision and the Kconfig inputs its patches wrote, not the series digest:
+        # a patch to a .c file reruns the build, not the configuration
         "uptodate": [unchanged(lambda: {
             "kconfig": lazy("kconfig", "fingerprint", CFG)(),
-            "tree": tree_id(kernel.source),
+            "rev": sources.resolved(CFG, WS, kernel.source),
+            "patched": lazy("kconfig", "tree_inputs",
+                            WS.state(f"patch-{kernel.source}").get("files")
+                            if CFG.sources[kernel.source].patches else None)(),
         })],
     }
 

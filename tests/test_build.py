@@ -5,6 +5,7 @@ kernelrelease); the Xen tree has build-xen producing xen/xen.gz and xen/xen-syms
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
@@ -351,6 +352,33 @@ def test_xen_patch_edit_reruns_xen_only(built: Site) -> None:
     out = built.ok("build")
     assert ran(out, "build:xen") and not ran(out, "build:kernel")
     assert not ran(built.ok("build"), "build:xen")
+
+
+def test_kernel_patch_to_a_c_file_reruns_the_build_not_the_config(built: Site) -> None:
+    """doit config costs seconds on a real tree: only patches to what kconfig reads rerun it."""
+    pdir = built.tmp / "patches" / "linux"
+    pdir.mkdir()
+    (pdir / "series").write_text("")
+    text = built.config.read_text()
+    linux = 'rev = "v1.0"\n'
+    built.config.write_text(text.replace(linux, f'{linux}patches = "{pdir}"\n', 1))
+    out = built.ok("build")
+    assert ran(out, "patch:linux") and not ran(out, "config") and not ran(out, "build:kernel")
+
+    def patch(rel: str, line: str) -> None:
+        old = (built.src("linux") / rel).read_text().splitlines(keepends=True)
+        diff = difflib.unified_diff(old, [*old, line], f"a/{rel}", f"b/{rel}")
+        (pdir / "one.patch").write_text("".join(diff))
+        (pdir / "series").write_text("one.patch\n")
+
+    patch("kernel/fork.c", "int nr_threads;\n")
+    out = built.ok("build")
+    assert ran(out, "patch:linux") and ran(out, "build:kernel") and not ran(out, "config")
+    log = (built.ws.logs / "build-kernel.log").read_text()
+    assert re.findall(r"^  CC      (\S+)$", log, re.M) == ["kernel/fork.o"]
+    patch("drivers/xen/Kconfig", "# a comment\n")
+    out = built.ok("build")
+    assert ran(out, "patch:linux") and ran(out, "config")
 
 
 def test_hand_edit_in_a_fetched_tree_is_noticed(built: Site) -> None:
