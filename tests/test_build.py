@@ -5,6 +5,7 @@ kernelrelease); the Xen tree has build-xen producing xen/xen.gz and xen/xen-syms
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import json
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,6 +258,22 @@ def start_doit(site: Site, env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
+@contextlib.contextmanager
+def held_build(site: Site) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """doit build with make held at its first object (the fake tree's TINY_HOLD): doit and
+    make's process group id. The hold file is released by deleting it."""
+    hold = site.tmp / "hold"
+    hold.touch()
+    doit = start_doit(site, {"TINY_HOLD": str(hold)})
+    try:
+        started = Path(f"{hold}.started")
+        wait_for(started.exists, what="make to reach the held object")
+        wait_for(lambda: started.read_text().strip() != "", what="the held job's pgid")
+        yield doit, int(started.read_text())
+    finally:
+        doit.kill()
+
+
 # ----------------------------------------------------------------------------- builds
 def test_full_build_artifacts_metadata_and_noop(site: Site) -> None:
     first = site.ok("build")
@@ -426,19 +443,10 @@ def test_compile_error_shows_first_error_tail_and_one_line(built: Site) -> None:
 # -------------------------------------------------------------------------- interrupts
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_make_group_and_rerun_continues(site: Site, sig: signal.Signals) -> None:
-    hold = site.tmp / "hold"
-    hold.touch()
-    doit = start_doit(site, {"TINY_HOLD": str(hold)})
-    try:
-        started = Path(f"{hold}.started")
-        wait_for(started.exists, what="make to reach the held object")
-        wait_for(lambda: started.read_text().strip() != "", what="the held job's pgid")
-        pgid = int(started.read_text())
+    with held_build(site) as (doit, pgid):
         assert pgid != os.getpgid(doit.pid) and procs_in_group(pgid)
         doit.send_signal(sig)
         out, err = doit.communicate(timeout=30)
-    finally:
-        doit.kill()
     assert doit.returncode == 1, out + err
     assert "Traceback" not in out + err
     assert err.strip().splitlines()[-1] == (
@@ -450,7 +458,7 @@ def test_interrupt_stops_make_group_and_rerun_continues(site: Site, sig: signal.
     assert md["stages"]["kernel"]["status"] == "interrupted"
     assert md["stages"]["xen"]["status"] == md["stages"]["config"]["status"] == "pass"
 
-    hold.unlink()
+    (site.tmp / "hold").unlink()
     out = site.ok("build")
     assert ran(out, "build:kernel")
     assert not ran(out, "config") and not ran(out, "build:xen")
@@ -459,18 +467,9 @@ def test_interrupt_stops_make_group_and_rerun_continues(site: Site, sig: signal.
 
 
 def test_sigkill_leaves_valid_metadata_and_no_build_behind(site: Site) -> None:
-    hold = site.tmp / "hold"
-    hold.touch()
-    doit = start_doit(site, {"TINY_HOLD": str(hold)})
-    try:
-        started = Path(f"{hold}.started")
-        wait_for(started.exists, what="make to reach the held object")
-        wait_for(lambda: started.read_text().strip() != "", what="the held job's pgid")
-        pgid = int(started.read_text())
+    with held_build(site) as (doit, pgid):
         doit.send_signal(signal.SIGKILL)
         doit.communicate(timeout=30)
-    finally:
-        doit.kill()
     # make got SIGTERM when doit died (PR_SET_PDEATHSIG) and stopped its jobs
     wait_for(lambda: not procs_in_group(pgid), timeout=10, what="make's process group to end")
     md = site.metadata()  # parses: every write was atomic
@@ -478,7 +477,7 @@ def test_sigkill_leaves_valid_metadata_and_no_build_behind(site: Site) -> None:
     assert md["stages"]["kernel"]["status"] == "running"
     assert md["stages"]["kernel"]["commands"][-1].endswith("bzImage modules")
     assert md["stages"]["xen"]["status"] == "pass"
-    hold.unlink()
+    (site.tmp / "hold").unlink()
     out = site.ok("build")
     assert ran(out, "build:kernel")
     md = site.metadata()
