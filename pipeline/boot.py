@@ -11,11 +11,13 @@ the ``[boot] timeout`` ends the run at once with the last console lines and one 
 saying which milestone was missed and why.
 
 When the options need the machine's topology (device paths on a kernel without ``guestdev=``,
-or BDFs for a ``guestdev=`` kernel), a first boot without passthrough options records the
-virtual machine's PCI topology from the probe's dump; the entries are resolved against it
-exactly as ``doit install`` resolves them against ``/sys`` on a real box, and the second boot
-uses the resolved options. After the boot, the seized devices are checked against what the
-entries name in that boot's own topology.
+BDFs for a XenLinux ``guestdev=`` kernel, device paths to realign on a mainline one), a first
+boot without passthrough options records the virtual machine's PCI topology from the probe's
+dump; the entries are resolved against it exactly as ``doit install`` resolves them against
+``/sys`` on a real box, and the second boot uses the resolved options. After the boot, the
+seized devices are checked against what the entries name in that boot's own topology, and
+xen-pciback's own ``guestdev:`` lines (an entry's device, a path that matches nothing, a
+malformed entry) go into the verdict and ``boot.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from .workspace import Workspace
 XEN_CONSOLE = ("console=com1", "com1=115200")
 DOM0_CONSOLE = ("console=hvc0", "earlyprintk=xen")
 CPU = "qemu64"  # -cpu max exposes SMAP, which crashes a PV dom0 under TCG
-FINGERPRINT_VERSION = 1  # bump when the same inputs would boot differently
+FINGERPRINT_VERSION = 2  # bump when the same inputs would boot differently
 TAIL_LINES = 30
 EXIT_GRACE = 30.0  # seconds QEMU may take to exit after dom0 powered off
 _NL = r"[^\r\n]*\r*\n"  # the rest of a line; the console ends lines with \r\r\n
@@ -407,6 +409,17 @@ def expected_bdfs(cfg: Config, topo: pci.Topology | None) -> dict[str, tuple[pci
     return out
 
 
+def named(cfg: Config, topo: pci.Topology) -> dict[str, list[str]]:
+    """The BDFs each passthrough entry names in *topo*; entries that name nothing left out."""
+    out: dict[str, list[str]] = {}
+    for entry in cfg.passthrough.devices:
+        try:
+            out[entry] = [str(b) for b in pci.resolve_devices([entry], topo)[entry]]
+        except DeviceError:
+            continue
+    return out
+
+
 def vm_mismatch(cfg: Config, topo: pci.Topology) -> str | None:
     """Why ``[passthrough] devices`` cannot be given away on the virtual machine *topo*
     describes (a device it lacks, a path that leads nowhere), or None."""
@@ -436,12 +449,15 @@ def seized_in(console: str) -> list[pci.Bdf]:
 
 
 def verify(cfg: Config, session: Session, topo: pci.Topology,
-           planned: dict[str, tuple[pci.Bdf, ...]]) -> str | None:
+           planned: dict[str, tuple[pci.Bdf, ...]], skip: Collection[str] = ()) -> str | None:
     """After a complete boot: does each entry name, in this boot's own topology, exactly the
-    devices pciback seized and holds (and that the options were rendered for)?"""
+    devices pciback seized and holds (and that the options were rendered for)? Entries in
+    *skip* were already judged (xen-pciback said their path matched nothing)."""
     seized = set(seized_in(session.console))
     held = set(session.report.pciback)
     for entry in cfg.passthrough.devices:
+        if entry.strip() in skip:
+            continue
         try:
             now = pci.resolve_devices([entry], topo)[entry]
         except DeviceError as exc:
@@ -457,12 +473,71 @@ def verify(cfg: Config, session: Session, topo: pci.Topology,
     return None
 
 
+# ------------------------------------------------------------------------------ guestdev=
+_GUESTDEV = re.compile(
+    r"^[^\r\n]*?\bguestdev: (?:(\S+) is ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])"
+    r"|(\S+) matches no device|malformed device path \"([^\"\r\n]*)\" ignored)\r*$", re.M)
+
+
+@dataclass(frozen=True)
+class GuestdevLog:
+    """What xen-pciback (patches/linux) said about each ``guestdev=`` entry: the device an
+    entry found (one per matching root bridge), the paths that matched nothing (its pr_warn)
+    and the malformed entries it ignored (its pr_err), with the console lines."""
+
+    found: dict[str, tuple[pci.Bdf, ...]]
+    unmatched: tuple[str, ...]
+    malformed: tuple[str, ...]
+    lines: tuple[str, ...]
+
+    def json(self) -> dict[str, Any]:
+        return {"found": {e: [str(b) for b in bdfs] for e, bdfs in self.found.items()},
+                "unmatched": list(self.unmatched), "malformed": list(self.malformed),
+                "lines": list(self.lines)}
+
+
+def guestdev_log(console: str) -> GuestdevLog:
+    """xen-pciback's ``guestdev:`` lines in a console transcript."""
+    found: dict[str, list[pci.Bdf]] = {}
+    unmatched: list[str] = []
+    malformed: list[str] = []
+    lines: list[str] = []
+    for m in _GUESTDEV.finditer(console):
+        lines.append(m[0].strip())
+        if m[1]:
+            found.setdefault(m[1], []).append(pci.parse_bdf(m[2]))
+        elif m[3]:
+            unmatched.append(m[3])
+        else:
+            malformed.append(m[4])
+    return GuestdevLog({e: tuple(dict.fromkeys(b)) for e, b in found.items()},
+                       tuple(dict.fromkeys(unmatched)), tuple(dict.fromkeys(malformed)),
+                       tuple(lines))
+
+
+def guestdev_problems(cfg: Config, log: GuestdevLog) -> tuple[list[str], list[str]]:
+    """(problems, warnings) in *log*. A ``[passthrough]`` path that matched nothing and a
+    malformed entry fail the boot: the installed entry would reserve nothing for them. A path
+    only ``[install] dom0_cmdline`` adds that matched nothing is a warning: the virtual
+    machine lacks the device, the real one may have it."""
+    ours = {e.strip() for e in cfg.passthrough.devices}
+    problems = [f"guestdev path {e} matched no device" for e in log.unmatched if e in ours]
+    problems += [f'guestdev entry "{e}" is malformed: xen-pciback ignored it'
+                 + ("" if e in ours else " (it comes from [install] dom0_cmdline)")
+                 for e in log.malformed]
+    warnings = [f"guestdev path {e} from [install] dom0_cmdline matched no device on the "
+                "virtual machine" for e in log.unmatched if e not in ours]
+    return problems, warnings
+
+
 # ------------------------------------------------------------------------------ the stage
-def _fail_message(session: Session, dom0_cmd: str, what: str = "boot") -> str:
+def _fail_message(session: Session, dom0_cmd: str, what: str = "boot",
+                  also: Sequence[str] = ()) -> str:
     w = session.watch
     assert w.missed is not None
-    return (f"{what}: {w.missed.missed} ({w.reason}; {w.missed.why}; dom0 cmdline: {dom0_cmd}); "
-            f"console: {display(session.log)}")
+    more = "".join(f"; {a}" for a in also)
+    return (f"{what}: {w.missed.missed} ({w.reason}; {w.missed.why}; dom0 cmdline: {dom0_cmd})"
+            f"{more}; console: {display(session.log)}")
 
 
 def _show_tail(session: Session) -> None:
@@ -557,23 +632,30 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
                        steps, cfg.boot.timeout)
     results.update(_session_json(session))
     results["pciback"] = list(session.report.pciback)
+    gd = guestdev_log(session.console)
+    gd_problems, gd_warnings = guestdev_problems(cfg, gd)
+    if gd.lines:
+        results["guestdev"] = gd.json()
+    if gd_warnings:
+        results["warnings"] = gd_warnings
     guest_problem = guests.judge(session, results) if guests is not None else None
     if not session.watch.ok:
-        message = _fail_message(session, dom0_cmd)
+        message = _fail_message(session, dom0_cmd, also=gd_problems)
         if guest_problem and guests is not None and guests.owns(session.watch.missed):
             message = f"boot: {guest_problem}; console: {display(session.log)}"
         raise _failed(ws, results, message, session)
     seen = topology(session.report, boot_dir(ws) / "sysfs")
     results["devices"] = {str(d.bdf): {"path": str(d.path) if d.path else None,
                                        "driver": d.driver} for d in seen.devices}
-    problem = verify(cfg, session, seen, planned) or guest_problem
+    # what each entry named in this boot (device paths too, when guestdev= took them)
+    results["expected"] = named(cfg, seen)
+    problems = [*gd_problems, verify(cfg, session, seen, planned, set(gd.unmatched)),
+                guest_problem]
+    problem = "; ".join(p for p in problems if p)
     if problem:
         results["reason"] = problem
         raise _failed(ws, results, f"boot: {problem} (dom0 cmdline: {dom0_cmd}); "
                                    f"console: {display(session.log)}")
-    # what each entry named in this boot (device paths too, when guestdev= took them)
-    results["expected"] = {k: [str(b) for b in v] for k, v in
-                           pci.resolve_devices(cfg.passthrough.devices, seen).items()}
     iommu = next(h.line for h in session.watch.hits if h.name == "Xen IOMMU")
     results["iommu"] = "enabled" if iommu.endswith("enabled") else "disabled"
     results["verdict"] = "pass"
@@ -584,6 +666,8 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
         print("boot: warning: Xen reports I/O virtualisation disabled: pciback holds the "
               "devices, but no HVM guest could use them (q35 needs -device intel-iommu in "
               "[boot] devices)")
+    for text in gd_warnings:
+        print(f"boot: warning: {text}")
     for line in guest.summary_lines(results):
         print(f"boot: {line}")
     print(f"boot: console log {display(session.log)}")

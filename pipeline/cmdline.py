@@ -7,6 +7,7 @@ bootloader entry) and ``doit boot`` (QEMU), so the boot check tests what gets in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from . import pci
@@ -37,13 +38,81 @@ def xen_cmdline(cfg: Config, extra: Sequence[str] = ()) -> str:
     return _join(extra, pci.xen_cmdline(cfg.install.xen_cmdline))
 
 
+def base(cfg: Config) -> str:
+    """What a ``guestdev=`` dom0 kernel is built on (``pci.kernel_family`` of the fetched
+    tree; ``mainline``, as patches/linux is, when there is no tree to look at)."""
+    if cfg.kernel is None:
+        return "mainline"
+    return pci.kernel_family(Workspace(cfg.workspace).source_dir(cfg.kernel.source)) or "mainline"
+
+
+# options whose last occurrence is the only one the kernel keeps, with their list syntax
+_LISTS = {"guestdev": (re.compile(r"[^,]+"), ","),
+          "xen-pciback.hide": (re.compile(r"\([^()]*\)"), ""),
+          "pciback.hide": (re.compile(r"\([^()]*\)"), "")}
+_ALIASES = {"xen-pciback.guestdev": "guestdev", "xen_pciback.guestdev": "guestdev",
+            "xen_pciback.hide": "xen-pciback.hide"}
+
+
+def _key(word: str) -> str | None:
+    name, eq, _ = word.partition("=")
+    return _ALIASES.get(name, name) if eq else None
+
+
+def fold(user: Sequence[str], params: Sequence[str]) -> tuple[list[str], list[str]]:
+    """*user*'s words without those that set a list option *params* sets too, and *params*
+    with those values first: the kernel keeps only the last ``guestdev=`` (or hide=), so a
+    second one would silently drop the user's entries."""
+    ours = {_key(p) for p in params} & _LISTS.keys()
+    theirs: dict[str | None, list[str]] = {k: [] for k in ours}
+    kept = []
+    for word in user:
+        if _key(word) in ours:
+            theirs[_key(word)].append(word.partition("=")[2])
+        else:
+            kept.append(word)
+    merged = []
+    for p in params:
+        key = _key(p)
+        if key in ours and theirs[key]:
+            item, sep = _LISTS[key]
+            values = [v for text in (*theirs[key], p.partition("=")[2]) for v in item.findall(text)]
+            p = f"{key}={sep.join(dict.fromkeys(values))}"
+        merged.append(p)
+    return kept, merged
+
+
 def dom0_cmdline(cfg: Config, flavour: str, topo: pci.Topology | None,
                  extra: Sequence[str] = (), passthrough: bool = True) -> str:
     """The dom0 kernel options: *extra*, ``[install] dom0_cmdline``, then (unless not
     *passthrough*) the options that hand ``[passthrough] devices`` to pciback, device paths
-    resolved through *topo* (the machine's PCI topology) unless the kernel takes ``guestdev=``.
+    resolved through *topo* (the machine's PCI topology) unless the kernel takes ``guestdev=``;
+    a ``guestdev=`` or hide option in ``dom0_cmdline`` is merged into ours (see fold).
     Raises DeviceError when *topo* is needed and None. GRUB 2 needs the result quoted
     (``pci=resource_alignment=`` holds ';')."""
-    params = (pci.dom0_params(flavour, cfg.passthrough.devices, cfg.passthrough.reassign, topo)
+    params = (pci.dom0_params(flavour, cfg.passthrough.devices, cfg.passthrough.reassign, topo,
+                              base(cfg) if flavour == "guestdev" else "mainline")
               if passthrough else [])
-    return _join(extra, cfg.install.dom0_cmdline, params)
+    user, params = fold(cfg.install.dom0_cmdline.split(), params)
+    return _join(extra, " ".join(user), params)
+
+
+def guestdev_entries(cmdline: str) -> list[str]:
+    """The entries of the (last) ``guestdev=`` on a dom0 command line, as the kernel sees
+    them."""
+    values = [w.partition("=")[2] for w in cmdline.split() if _key(w) == "guestdev"]
+    return [e for e in values[-1].split(",") if e] if values else []
+
+
+def devices_report(cfg: Config, ws: Workspace) -> str:
+    """``doit devices``: pci.report's table and warnings, then the dom0 command line the
+    bootloader entry would get on this machine (unless there is no [kernel])."""
+    text = pci.report(cfg)
+    if cfg.kernel is None:
+        return text
+    try:
+        kind = flavour(cfg, ws)
+        line = f"dom0 command line ({kind} kernel): {dom0_cmdline(cfg, kind, pci.scan())}"
+    except DeviceError as exc:
+        line = f"dom0 command line: not known: {exc}"
+    return f"{text}\n{line}"

@@ -633,6 +633,17 @@ def _has_guestdev(tree: Path) -> bool:
     return False
 
 
+def kernel_family(tree: Path) -> str | None:
+    """``xenlinux`` (``drivers/xen/pciback/``: ``pciback.hide=``), ``mainline``
+    (``drivers/xen/xen-pciback/``: ``xen-pciback.hide=``), or None for neither: what a
+    ``guestdev=`` kernel is built on decides its hide option and how it realigns BARs."""
+    if (tree / "drivers" / "xen" / "pciback").is_dir():
+        return "xenlinux"
+    if (tree / "drivers" / "xen" / "xen-pciback").is_dir():
+        return "mainline"
+    return None
+
+
 def detect_flavour(tree: Path, override: str = "auto") -> str:
     """``xenlinux``, ``mainline`` or ``guestdev`` for the kernel tree (``[kernel] flavour``
     other than ``auto`` wins): decides which hide/reassign options the dom0 line gets."""
@@ -640,14 +651,9 @@ def detect_flavour(tree: Path, override: str = "auto") -> str:
         if override not in FLAVOURS:
             raise DeviceError(f'kernel flavour "{override}": expected auto, {", ".join(FLAVOURS)}')
         return override
-    xenlinux = (tree / "drivers" / "xen" / "pciback").is_dir()
-    mainline = (tree / "drivers" / "xen" / "xen-pciback").is_dir()
-    if (xenlinux or mainline) and _has_guestdev(tree):
-        return "guestdev"
-    if xenlinux:
-        return "xenlinux"
-    if mainline:
-        return "mainline"
+    family = kernel_family(tree)
+    if family is not None:
+        return "guestdev" if _has_guestdev(tree) else family
     version = _kernel_version(tree)
     what = f"Linux {version}" if version else "not a kernel tree"
     raise DeviceError(
@@ -657,42 +663,80 @@ def detect_flavour(tree: Path, override: str = "auto") -> str:
     )
 
 
-def dom0_params(
-    flavour: str, devices: Sequence[str], reassign: bool, topo: Topology | None = None
-) -> list[str]:
+def _hide(family: str, bdfs: Sequence[Bdf]) -> list[str]:
+    """The hide option of *family*'s pciback for *bdfs* (none for no BDF)."""
+    if not bdfs:
+        return []
+    name = "pciback.hide" if family == "xenlinux" else "xen-pciback.hide"
+    return [f"{name}=" + "".join(f"({b})" for b in bdfs)]
+
+
+def _realign(family: str, bdfs: Sequence[Bdf]) -> list[str]:
+    """The option that page-aligns *bdfs*' BARs: reassigndev= on XenLinux, else
+    pci=resource_alignment= (none for no BDF)."""
+    if not bdfs:
+        return []
+    if family == "xenlinux":
+        return [f"reassigndev={','.join(str(b) for b in bdfs)}"]
+    return ["pci=resource_alignment=" + ";".join(f"{RESOURCE_ALIGN_ORDER}@{b}" for b in bdfs)]
+
+
+def _guestdev_params(base: str, devices: Sequence[str], reassign: bool,
+                     topo: Topology | None) -> list[str]:
+    """guestdev= for the device paths. On a mainline base the BDFs go to xen-pciback.hide=
+    (the patch lets both seize), so no topology is needed; the XenLinux series realigns only
+    guestdev= devices (reassign_resources), so there BDFs become paths through *topo*."""
+    parsed = {entry: parse_device(entry) for entry in devices}
+    paths: list[str] = []
+    bdfs: list[Bdf] = []
+    align: list[Bdf] = []
+    for entry, item in parsed.items():
+        if isinstance(item, DevicePath):
+            paths.append(entry.strip())
+            if reassign and base == "mainline":
+                if topo is None:
+                    raise DeviceError(
+                        f"{entry}: reassign = true realigns with pci=resource_alignment=, "
+                        "which takes BDFs (guestdev= cannot realign), so this device path "
+                        "needs the machine's PCI topology; run on the target machine, or use "
+                        "a BDF")
+                align.extend(topo.covered(item))
+        elif base == "mainline":
+            bdfs.append(item)
+            align.append(item)
+        elif topo is None:
+            raise DeviceError(
+                f"{entry}: a XenLinux guestdev= kernel takes device paths and this BDF cannot "
+                "be converted without the machine's PCI topology; write its device path "
+                "(python -m pipeline.pci BDF on that machine prints it)")
+        else:
+            paths.append(str(topo.path_of(item)))
+    guestdev = ["guestdev=" + ",".join(dict.fromkeys(paths))] if paths else []
+    if base == "xenlinux":
+        return [*(["reassign_resources"] if reassign else []), *guestdev]
+    return [*(_realign(base, _unique(align)) if reassign else []),
+            *_hide(base, _unique(bdfs)), *guestdev]
+
+
+def dom0_params(flavour: str, devices: Sequence[str], reassign: bool,
+                topo: Topology | None = None, base: str = "mainline") -> list[str]:
     """The dom0 kernel options that hand *devices* to pciback at boot, reassign first.
 
-    guestdev takes device paths as written (BDFs become paths through *topo*); the others take
-    BDFs (device paths become today's BDFs through *topo*). Note for GRUB 2: the mainline
-    ``pci=resource_alignment=`` value contains ';' and must be quoted.
+    xenlinux and mainline take BDFs (device paths become today's BDFs through *topo*).
+    guestdev (on *base*, what kernel_family says the tree is) takes device paths in
+    guestdev= as written; see _guestdev_params for its BDFs. Note for GRUB 2: the
+    mainline ``pci=resource_alignment=`` value contains ';' and must be quoted.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour {flavour!r}: resolve it with detect_flavour() first")
+    if base not in ("xenlinux", "mainline"):
+        raise ValueError(f"base {base!r}: expected xenlinux or mainline")
     if not devices:
         return []
     if flavour == "guestdev":
-        paths = []
-        for entry in devices:
-            parsed = parse_device(entry)
-            if isinstance(parsed, DevicePath):
-                paths.append(entry.strip())
-            elif topo is None:
-                raise DeviceError(
-                    f"{entry}: guestdev= takes device paths and this BDF cannot be converted "
-                    "without the machine's PCI topology; write its device path "
-                    "(python -m pipeline.pci BDF on that machine prints it)"
-                )
-            else:
-                paths.append(str(topo.path_of(parsed)))
-        return [*(["reassign_resources"] if reassign else []),
-                "guestdev=" + ",".join(dict.fromkeys(paths))]
+        return _guestdev_params(base, devices, reassign, topo)
     bdfs = _unique(b for group in resolve_devices(devices, topo).values() for b in group)
-    hide = "".join(f"({b})" for b in bdfs)
-    if flavour == "xenlinux":
-        realign = f"reassigndev={','.join(str(b) for b in bdfs)}"
-        return [*([realign] if reassign else []), f"pciback.hide={hide}"]
-    realign = "pci=resource_alignment=" + ";".join(f"{RESOURCE_ALIGN_ORDER}@{b}" for b in bdfs)
-    return [*([realign] if reassign else []), f"xen-pciback.hide={hide}"]
+    return [*(_realign(flavour, bdfs) if reassign else []), *_hide(flavour, bdfs)]
 
 
 def iommu_disabled(cmdline: str) -> bool:

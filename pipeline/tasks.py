@@ -260,12 +260,12 @@ def task_install() -> Any:
 
 
 def task_devices() -> Any:
-    """Print the PCI devices (BDF, device path, class, ids, driver) and passthrough warnings."""
+    """Print the PCI devices (BDF, device path, class, ids, driver), warnings, the dom0 line."""
 
     def show() -> Any:
-        from . import pci
+        from . import cmdline
 
-        print(pci.report(CFG), flush=True)
+        print(cmdline.devices_report(CFG, WS), flush=True)
 
     return {"actions": [stage(show)], "uptodate": [lambda: False]}
 

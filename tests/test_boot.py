@@ -170,9 +170,9 @@ def test_boot_and_install_share_the_dom0_command_line(tmp_path):
     assert cmdline.dom0_cmdline(cfg, "mainline", None, passthrough=False) == "console=hvc0"
     with pytest.raises(pci.DeviceError, match="needs this machine's PCI topology"):
         cmdline.dom0_cmdline(cfg, "mainline", None)
-    # guestdev= takes the path as written; the BDF becomes a path through the topology
-    assert cmdline.dom0_cmdline(cfg, "guestdev", topo).endswith(
-        f"guestdev=PNP0A08:0-03.0,{PATH}")
+    # guestdev= takes the path as written, xen-pciback.hide= the BDF: no topology needed
+    assert cmdline.dom0_cmdline(cfg, "guestdev", None).endswith(
+        f" xen-pciback.hide=(0000:00:03.0) guestdev={PATH}")
     assert cmdline.xen_cmdline(cfg, boot.XEN_CONSOLE) == (
         "console=com1 com1=115200 iommu=1 dom0_mem=1024M")
 

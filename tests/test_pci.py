@@ -425,6 +425,12 @@ def test_detect_flavour(tmp_path: Path, version: tuple[int, int, int], pciback: 
     assert pci.detect_flavour(kernel_tree(tmp_path, version, pciback, extra)) == want
 
 
+def test_kernel_family_decides_a_guestdev_kernels_hide_option(tmp_path: Path) -> None:
+    assert pci.kernel_family(kernel_tree(tmp_path / "a", (2, 6, 18), "pciback")) == "xenlinux"
+    assert pci.kernel_family(kernel_tree(tmp_path / "b", (6, 1, 0), "xen-pciback")) == "mainline"
+    assert pci.kernel_family(kernel_tree(tmp_path / "c", (3, 0, 0), None)) is None
+
+
 def test_detect_flavour_override_and_errors(tmp_path: Path) -> None:
     tree = kernel_tree(tmp_path, (3, 0, 0), None)
     msg = error(pci.detect_flavour, tree)
@@ -450,17 +456,36 @@ def test_mainline_params() -> None:
     assert pci.dom0_params("mainline", [], True) == []
 
 
-def test_guestdev_params_pass_paths_and_convert_bdfs(machines: Machines) -> None:
-    assert pci.dom0_params("guestdev", ["PNP0A03:100-1c.1-00.0", "PNP0A03:100-1d.7"], True) == [
-        "reassign_resources", "guestdev=PNP0A03:100-1c.1-00.0,PNP0A03:100-1d.7"]
+def test_guestdev_params_pass_paths_and_hide_bdfs(machines: Machines) -> None:
+    """patches/linux (mainline 6.1): device paths in guestdev= as written, BDFs in
+    xen-pciback.hide= (both seize), so no topology is needed unless paths are realigned."""
     assert pci.dom0_params("guestdev", ["PNP0A08:0-1c.1-0.0"], False) == [
         "guestdev=PNP0A08:0-1c.1-0.0"]
+    assert pci.dom0_params("guestdev", ["00:19.0", "PNP0A08:0-1e.0-1.0", "01:01.0"], False) == [
+        "xen-pciback.hide=(0000:00:19.0)(0000:01:01.0)", "guestdev=PNP0A08:0-1e.0-1.0"]
     topo = machines.topo(trees.ref2009)
-    assert pci.dom0_params("guestdev", ["00:19.0", "01:01.0"], False, topo) == [
+    assert pci.dom0_params("guestdev", ["00:19.0", "PNP0A08:0-1e.0"], True, topo) == [
+        "pci=resource_alignment=12@0000:00:19.0;12@0000:01:01.0",
+        "xen-pciback.hide=(0000:00:19.0)", "guestdev=PNP0A08:0-1e.0"]
+    assert "needs the machine's PCI topology" in error(
+        pci.dom0_params, "guestdev", ["PNP0A03:100-1c.1-00.0"], True, None)
+    assert "matches nothing" in error(pci.dom0_params, "guestdev", ["PNP0A08:0-05.0"], True, topo)
+    with pytest.raises(ValueError):
+        pci.dom0_params("guestdev", ["00:19.0"], False, None, "hvm")
+
+
+def test_xenlinux_guestdev_params_convert_bdfs_to_paths(machines: Machines) -> None:
+    """The 2008 series on 2.6.18-xen: reassign_resources realigns guestdev= devices only."""
+    assert pci.dom0_params("guestdev", ["PNP0A03:100-1c.1-00.0", "PNP0A03:100-1d.7"], True,
+                           None, "xenlinux") == [
+        "reassign_resources", "guestdev=PNP0A03:100-1c.1-00.0,PNP0A03:100-1d.7"]
+    topo = machines.topo(trees.ref2009)
+    assert pci.dom0_params("guestdev", ["00:19.0", "01:01.0"], False, topo, "xenlinux") == [
         "guestdev=PNP0A08:0-19.0,PNP0A08:0-1e.0-01.0"]
-    assert "cannot be converted" in error(pci.dom0_params, "guestdev", ["00:19.0"], False, None)
+    assert "cannot be converted" in error(pci.dom0_params, "guestdev", ["00:19.0"], False, None,
+                                          "xenlinux")
     assert "no PCI device 0000:00:07.0" in error(pci.dom0_params, "guestdev", ["00:07.0"],
-                                                 False, topo)
+                                                 False, topo, "xenlinux")
 
 
 def test_paths_become_current_bdfs_without_guestdev(machines: Machines) -> None:
