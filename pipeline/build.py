@@ -14,13 +14,14 @@ The state file ``state/build-<tree>.json`` is written last, after the artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,20 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
     return out
 
 
+@contextlib.contextmanager
+def make_stage(cfg: Config, ws: Workspace, stage: str, make_args: Sequence[str],
+               argv: list[str], targets: list[str], root: Path, log: Path,
+               **fields: Any) -> Iterator[tuple[metadata.StageRecord, Progress]]:
+    """One tree's make inside its metadata.json stage record (the half that Xen and the
+    kernel share); the caller publishes the artifacts and finishes the record."""
+    with metadata.stage(cfg, ws, stage, log=log,
+                        toolchain=metadata.toolchain(make_args, cfg.build.ccache),
+                        build=build_record(cfg)) as rec:
+        rec.set(targets=targets, **fields)
+        yield rec, run_make(rec, argv, targets, log=log, label=f"build:{stage}",
+                            expected=expected_objects(ws, stage, root), env=make_env(cfg, ws))
+
+
 # --------------------------------------------------------------------------------- Xen
 def xen_targets(cfg: Config, src: Path) -> list[str]:
     """[xen] targets, else the hypervisor alone: ``build-xen`` on current trees, ``xen`` on
@@ -263,12 +278,8 @@ def build_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
     targets = xen_targets(cfg, src)
     log = fresh_log(ws, "build-xen")
     argv = ["make", "-C", str(src), *xcfg.make_args, *make_vars(cfg, xcfg.make_args), *targets]
-    with metadata.stage(cfg, ws, "xen", log=log,
-                        toolchain=metadata.toolchain(xcfg.make_args, cfg.build.ccache),
-                        build=build_record(cfg)) as rec:
-        rec.set(targets=targets, tree=str(src))
-        prog = run_make(rec, argv, targets, log=log, label="build:xen",
-                        expected=expected_objects(ws, "xen", src), env=make_env(cfg, ws))
+    with make_stage(cfg, ws, "xen", xcfg.make_args, argv, targets, src, log,
+                    tree=str(src)) as (rec, prog):
         files = {}
         for name in ("xen.gz", "xen-syms"):
             built = src / "xen" / name
@@ -322,12 +333,8 @@ def build_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
     arch = kernel_arch(kcfg.make_args)
     targets = kernel_targets(arch, kb.config)
     argv = kb.argv(*targets, variables=make_vars(cfg, kcfg.make_args))
-    with metadata.stage(cfg, ws, "kernel", log=log,
-                        toolchain=metadata.toolchain(kcfg.make_args, cfg.build.ccache),
-                        build=build_record(cfg)) as rec:
-        rec.set(targets=targets, build_dir=str(build))
-        prog = run_make(rec, argv, targets, log=log, label="build:kernel",
-                        expected=expected_objects(ws, "kernel", build), env=make_env(cfg, ws))
+    with make_stage(cfg, ws, "kernel", kcfg.make_args, argv, targets, build, log,
+                    build_dir=str(build)) as (rec, prog):
         try:
             release = (build / "include" / "config" / "kernel.release").read_text().strip()
         except OSError:
