@@ -386,8 +386,11 @@ def render(r: dict[str, Any]) -> str:
         same = "identical" if p["doit_cc"] == p["make_cc"] else "DIFFERENT"
         rows += [
             f"| one patch changed (touches `{PATCHED}`): wall s | {p['doit']:.1f} "
-            f"({', '.join(p['ran'])}; config {p['stages']['config']:.1f} + build:kernel "
-            f"{p['stages']['kernel']:.1f}) | {p['make']:.1f} (touch + make) | |",
+            f"({', '.join(p['ran'])}; "
+            + " + ".join(f"{task} {p['stages'][stage]:.1f}"
+                         for task, stage in (("config", "config"), ("build:kernel", "kernel"))
+                         if task in p["ran"])
+            + f") | {p['make']:.1f} (touch + make) | |",
             f"| one patch changed: objects compiled | {len(p['doit_cc'])} | "
             f"{len(p['make_cc'])} | {same}: {', '.join(p['doit_cc'])} |",
         ]
