@@ -28,7 +28,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,31 +448,6 @@ def seized_in(console: str) -> list[pci.Bdf]:
     return [pci.parse_bdf(a or b) for a, b in found]
 
 
-def verify(cfg: Config, session: Session, topo: pci.Topology,
-           planned: dict[str, tuple[pci.Bdf, ...]], skip: Collection[str] = ()) -> str | None:
-    """After a complete boot: does each entry name, in this boot's own topology, exactly the
-    devices pciback seized and holds (and that the options were rendered for)? Entries in
-    *skip* were already judged (xen-pciback said their path matched nothing)."""
-    seized = set(seized_in(session.console))
-    held = set(session.report.pciback)
-    for entry in cfg.passthrough.devices:
-        if entry.strip() in skip:
-            continue
-        try:
-            now = pci.resolve_devices([entry], topo)[entry]
-        except DeviceError as exc:
-            return f"{entry}: {exc}"
-        if entry in planned and set(planned[entry]) != set(now):
-            return (f"{entry} named {', '.join(map(str, planned[entry]))} in the first boot but "
-                    f"{', '.join(map(str, now))} in the second")
-        for bdf in now:
-            if bdf not in seized:
-                return f"pciback did not seize {bdf} ({entry})"
-            if str(bdf) not in held:
-                return f"{bdf} ({entry}) is not bound to pciback"
-    return None
-
-
 # ------------------------------------------------------------------------------ guestdev=
 _GUESTDEV = re.compile(
     r"^[^\r\n]*?\bguestdev: (?:(\S+) is ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])"
@@ -528,6 +503,39 @@ def guestdev_problems(cfg: Config, log: GuestdevLog) -> tuple[list[str], list[st
     warnings = [f"guestdev path {e} from [install] dom0_cmdline matched no device on the "
                 "virtual machine" for e in log.unmatched if e not in ours]
     return problems, warnings
+
+
+def verify(cfg: Config, session: Session, topo: pci.Topology,
+           planned: dict[str, tuple[pci.Bdf, ...]]) -> str | None:
+    """After a complete boot: does each entry name, in this boot's own topology, exactly the
+    devices pciback seized and holds (and that the options were rendered for), and for a
+    guestdev= path the device xen-pciback found? A path xen-pciback said matches nothing is
+    guestdev_problems' to report."""
+    seized = set(seized_in(session.console))
+    held = set(session.report.pciback)
+    said = guestdev_log(session.console)
+    for entry in cfg.passthrough.devices:
+        if entry.strip() in said.unmatched:
+            continue
+        try:
+            now = pci.resolve_devices([entry], topo)[entry]
+        except DeviceError as exc:
+            return f"{entry}: {exc}"
+        if entry in planned and set(planned[entry]) != set(now):
+            return (f"{entry} named {', '.join(map(str, planned[entry]))} in the first boot but "
+                    f"{', '.join(map(str, now))} in the second")
+        found = said.found.get(entry.strip())
+        if found is not None:
+            bdf = topo.lookup(pci.parse_path(entry)).bdf
+            if bdf not in found:
+                return (f"xen-pciback took guestdev path {entry.strip()} for "
+                        f"{', '.join(map(str, found))}, but it names {bdf} in the probe's dump")
+        for bdf in now:
+            if bdf not in seized:
+                return f"pciback did not seize {bdf} ({entry})"
+            if str(bdf) not in held:
+                return f"{bdf} ({entry}) is not bound to pciback"
+    return None
 
 
 # ------------------------------------------------------------------------------ the stage
@@ -649,8 +657,7 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
                                        "driver": d.driver} for d in seen.devices}
     # what each entry named in this boot (device paths too, when guestdev= took them)
     results["expected"] = named(cfg, seen)
-    problems = [*gd_problems, verify(cfg, session, seen, planned, set(gd.unmatched)),
-                guest_problem]
+    problems = [*gd_problems, verify(cfg, session, seen, planned), guest_problem]
     problem = "; ".join(p for p in problems if p)
     if problem:
         results["reason"] = problem
