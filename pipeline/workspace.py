@@ -9,33 +9,20 @@ from typing import Any
 from .files import read_json, write_json
 
 
+def _sub(name: str, doc: str) -> property:
+    return property(lambda self: self.dir / name, doc=doc)
+
+
 @dataclass(frozen=True)
 class Workspace:
     dir: Path
 
-    @property
-    def src(self) -> Path:
-        return self.dir / "src"
-
-    @property
-    def out(self) -> Path:
-        return self.dir / "out"
-
-    @property
-    def logs(self) -> Path:
-        return self.dir / "logs"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.dir / "state"
-
-    @property
-    def reports(self) -> Path:
-        return self.dir / "reports"
-
-    @property
-    def dep_file(self) -> Path:
-        return self.dir / ".doit.db"
+    src = _sub("src", "fetched source trees, one folder per [sources.*] name")
+    out = _sub("out", "artifacts, build directories and metadata.json")
+    logs = _sub("logs", "one log per stage, complete command output")
+    state_dir = _sub("state", "the record each stage left at its last success")
+    reports = _sub("reports", "nightly reports")
+    dep_file = _sub(".doit.db", "doit's sqlite3 dependency database")
 
     def source_dir(self, name: str) -> Path:
         return self.src / name

@@ -23,6 +23,7 @@ import select
 import sys
 import termios
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,21 +136,20 @@ class Kconfig:
             return TRI.get(t, TRI.get(self.values.get(t, "n"), 0)) if t in TRI else \
                 TRI.get(self.values.get(t, "n"), 0)
 
-        def conj() -> int:
+        def chain(operand: Callable[[], int], op: str, combine: Callable[[int, int], int]
+                  ) -> int:
             nonlocal pos
-            v = atom()
-            while pos < len(toks) and toks[pos] == "&&":
+            v = operand()
+            while pos < len(toks) and toks[pos] == op:
                 pos += 1
-                v = min(v, atom())
+                v = combine(v, operand())
             return v
 
+        def conj() -> int:
+            return chain(atom, "&&", min)
+
         def disj() -> int:
-            nonlocal pos
-            v = conj()
-            while pos < len(toks) and toks[pos] == "||":
-                pos += 1
-                v = max(v, conj())
-            return v
+            return chain(conj, "||", max)
 
         return disj()
 
