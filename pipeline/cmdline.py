@@ -106,13 +106,27 @@ def guestdev_entries(cmdline: str) -> list[str]:
 
 def devices_report(cfg: Config, ws: Workspace) -> str:
     """``doit devices``: pci.report's table and warnings, then the dom0 command line the
-    bootloader entry would get on this machine (unless there is no [kernel])."""
+    bootloader entry would get on this machine (unless there is no [kernel]), and a note for
+    each bridge a guestdev= path hands to pciback with the devices behind it."""
     text = pci.report(cfg)
     if cfg.kernel is None:
         return text
+    topo = pci.scan()
     try:
         kind = flavour(cfg, ws)
-        line = f"dom0 command line ({kind} kernel): {dom0_cmdline(cfg, kind, pci.scan())}"
+        lines = [f"dom0 command line ({kind} kernel): {dom0_cmdline(cfg, kind, topo)}"]
     except DeviceError as exc:
-        line = f"dom0 command line: not known: {exc}"
-    return f"{text}\n{line}"
+        return f"{text}\ndom0 command line: not known: {exc}"
+    for entry in cfg.passthrough.devices:
+        path = pci.parse_device(entry)
+        if kind != "guestdev" or isinstance(path, pci.Bdf):
+            continue
+        try:
+            dev = topo.lookup(path)
+        except DeviceError:
+            continue  # pci.report has warned
+        if dev.is_bridge:
+            lines.append(f"note: guestdev path {entry.strip()} names bridge {dev.bdf}: "
+                         "xen-pciback seizes the bridge too, so dom0's PCIe port services "
+                         "(AER, hotplug, PME) stop for it")
+    return "\n".join([text, *lines])

@@ -312,8 +312,9 @@ class Topology:
     def covered(self, path: DevicePath) -> tuple[Bdf, ...]:
         """The devices *path* gives away: the device, or for a bridge every device behind it.
 
-        Bridges themselves stay with dom0: pciback would only take them from the kernel's
-        bridge driver, and the toolstacks do not pass bridges through.
+        The bridge is not among them: the toolstacks do not pass bridges through. Rendered
+        as hide= BDFs it stays with dom0; a guestdev= kernel seizes it too (see
+        cmdline.devices_report), which the boot check does not count against the entry.
         """
         dev = self.lookup(path)
         if not dev.is_bridge:
