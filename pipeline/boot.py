@@ -621,7 +621,7 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
         dom0_cmd = cmdline.dom0_cmdline(cfg, flavour, None, DOM0_CONSOLE)
         if guests is not None:
             guests.prepare(None)
-    except DeviceError:  # a device path for hide=, or a BDF for guestdev=: needs the topology
+    except DeviceError:  # a path for hide= or to realign, a BDF for XenLinux guestdev=
         dom0_cmd = None
     if dom0_cmd is None:
         topo = _topology_boot(cfg, ws, imgs, flavour, xen_cmd, kvm, results)
