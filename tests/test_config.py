@@ -112,7 +112,7 @@ def test_tarball_has_no_rev(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [("list",), ("fetch",)])
 def test_doit_reports_config_error_in_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
     cfg = write_config(tmp_path, GOOD.replace('vcs = "git"', 'vcs = "svn"'))
-    res = run_doit(*args, config=cfg)
+    res = run_doit(*args, config=cfg, cli=True)  # the command itself: one line, no traceback
     assert res.returncode == 1
     assert res.stderr.startswith("xenpipe: error: ")
     assert res.stderr.count("\n") == 1, res.stderr
@@ -121,22 +121,22 @@ def test_doit_reports_config_error_in_one_line(tmp_path: Path, args: tuple[str, 
 
 def test_config_chosen_by_env(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, GOOD.replace('vcs = "git"', 'vcs = "cvs"'))
-    res = run_doit("list", env={"XENPIPE_CONFIG": str(cfg)})
+    res = run_doit("list", env={"XENPIPE_CONFIG": str(cfg)}, cli=True)
     assert res.returncode == 1 and '"cvs"' in res.stderr
     # the command-line variable wins over the environment
     good = write_config(tmp_path, GOOD, name="good.toml")
-    res = run_doit("list", config=good, env={"XENPIPE_CONFIG": str(cfg)})
+    res = run_doit("list", config=good, env={"XENPIPE_CONFIG": str(cfg)}, cli=True)
     assert res.returncode == 0, res.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    res = run_doit("list", config=tmp_path / "nope.toml")
+    res = run_doit("list", config=tmp_path / "nope.toml", cli=True)
     assert res.returncode == 1
     assert res.stderr == f"xenpipe: error: {tmp_path / 'nope.toml'}: config file not found\n"
 
 
 def test_doit_list_shows_contract_tasks(tmp_path: Path) -> None:
-    res = run_doit("list", config=write_config(tmp_path, GOOD))
+    res = run_doit("list", config=write_config(tmp_path, GOOD), cli=True)
     assert res.returncode == 0, res.stderr
     names = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
     assert {"fetch", "patch", "config", "build", "install", "devices", "boot", "nightly"} <= names

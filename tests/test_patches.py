@@ -224,7 +224,7 @@ def test_failure_through_doit_is_one_line(tmp_path: Path, git_upstream: GitUpstr
     write_series(pdir, {"bad.patch": bad})
     cfg = write_config(tmp_path, f'[sources.linux]\nvcs = "git"\nurl = "{git_upstream.url}"\n'
                                  f'rev = "main"\npatches = "{pdir}"\n')
-    res = run_doit("patch", config=cfg)
+    res = run_doit("patch", config=cfg, cli=True)
     assert res.returncode == 1
     assert res.stderr.count("\n") == 1, res.stderr
     assert re.match(r"xenpipe: error: \S+/bad.patch does not apply to linux@[0-9a-f]{12}: "

@@ -75,7 +75,7 @@ def test_hg_full_hash_after_upstream_is_gone(tmp_path: Path, hg_upstream: HgUpst
 def test_hg_unreachable_url_is_one_line_with_password_hidden(tmp_path: Path) -> None:
     url = f"http://alice:s3cret@127.0.0.1:{free_port()}/xen.hg"
     cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{url}"\n')
-    res = run_doit("fetch", config=cfg)
+    res = run_doit("fetch", config=cfg, cli=True)
     assert res.returncode == 1
     assert res.stderr.startswith("xenpipe: error: hg clone http://alice:***@127.0.0.1:")
     assert res.stderr.count("\n") == 1
@@ -285,7 +285,7 @@ def test_hg_missing_from_path(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"  # git only: GitPython needs it to import
     bin_dir.mkdir()
     (bin_dir / "git").symlink_to(shutil.which("git"))
-    res = run_doit("fetch", config=cfg, env={"PATH": str(bin_dir)})
+    res = run_doit("fetch", config=cfg, env={"PATH": str(bin_dir)}, cli=True)
     assert res.returncode == 1
     assert res.stderr == "xenpipe: error: hg: command not found (is it installed and on PATH?)\n"
 
