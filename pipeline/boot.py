@@ -565,12 +565,13 @@ def _session_json(session: Session) -> dict[str, Any]:
 
 
 def _publish(ws: Workspace, results: dict[str, Any]) -> None:
-    """The results in out/boot.json (what reports read) and metadata.json's ``boot``."""
+    """The results in out/boot.json (what reports read) and metadata.json's boot stage."""
     write_json(ws.out / "boot.json", results)
-    md = metadata.load(ws)
-    md["boot"] = results
-    md["updated"] = metadata.now()
-    write_json(metadata.path(ws), md)
+    rec = metadata.current(ws, "boot")
+    if rec is not None:
+        runs = (results.get("topology_boot"), results)
+        rec.set(**results, commands=[r["qemu"] for r in runs if r and "qemu" in r])
+        rec.update()
 
 
 def _failed(ws: Workspace, results: dict[str, Any], message: str,
@@ -599,6 +600,7 @@ def _topology_boot(cfg: Config, ws: Workspace, imgs: Images, flavour: str, xen_c
     return topo
 
 
+@metadata.recorded("boot", BootError)
 def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Boot the built Xen + dom0 in QEMU; pass only when dom0 came up, pciback seized every
     passthrough device and dom0 powered off. Returns (and records) the results."""

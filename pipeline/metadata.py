@@ -2,7 +2,9 @@
 
 Modelled on tuxmake's metadata: per source the (redacted) URL, the resolved revision and the
 patches applied; the kernel config's sha256 and forced symbols; toolchain versions; per stage
-its status, duration and exact command lines; every artifact with its size and sha256.
+its status, duration and exact command lines; every artifact with its size and sha256. The
+boot check is a stage too (``boot``: its QEMU command lines, milestones, verdict and what each
+guest saw); a rebuild marks it ``pending`` until the next boot.
 
 The file is rewritten atomically when a stage starts, before each command it runs and when it
 ends, so a build stopped by Ctrl-C, SIGTERM or even SIGKILL leaves a valid file that says
@@ -11,16 +13,17 @@ which stage was running (``running``: killed; ``interrupted``: stopped by a sign
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import shlex
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import proc
 from .config import Config
@@ -30,9 +33,11 @@ from .workspace import Workspace
 
 FORMAT = 1
 NAME = "metadata.json"
+F = TypeVar("F", bound=Callable[..., Any])
 # A stage that reruns makes the stages built from its output stale until they rerun too.
-DOWNSTREAM = {"config": ("kernel",)}
-TASKS = {"config": "config", "xen": "build:xen", "kernel": "build:kernel"}  # doit's names
+DOWNSTREAM = {"config": ("kernel",), "xen": ("boot",), "kernel": ("boot",)}
+TASKS = {"config": "config", "xen": "build:xen", "kernel": "build:kernel", "boot": "boot"}
+_ACTIVE: dict[tuple[Path, str], StageRecord] = {}  # the stages running in this process
 
 
 def path(ws: Workspace) -> Path:
@@ -133,8 +138,9 @@ def sources_record(cfg: Config, ws: Workspace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ stages
 def configured(cfg: Config) -> set[str]:
-    """The stages this config has: config and kernel with [kernel], xen with [xen]."""
-    return ({"config", "kernel"} if cfg.kernel else set()) | ({"xen"} if cfg.xen else set())
+    """The stages this config has: config, kernel and boot with [kernel], xen with [xen]."""
+    return ({"config", "kernel", "boot"} if cfg.kernel else set()) | (
+        {"xen"} if cfg.xen else set())
 
 
 class StageRecord:
@@ -225,18 +231,45 @@ def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
     """
     rec = StageRecord(cfg, ws, name, log)
     rec.begin(**top)
+    key = (ws.dir.resolve(), name)
+    _ACTIVE[key] = rec
     try:
         yield rec
     except KeyboardInterrupt as exc:
         sig = signal_name(exc)
         rec.finish("interrupted", error=f"interrupted by {sig}")
-        raise error(f"{TASKS.get(name, name)}: interrupted by {sig}; the stages that "
-                    "finished are kept, run `doit build` again to continue") from None
+        again = ("run `doit boot` again" if name == "boot" else
+                 "the stages that finished are kept, run `doit build` again to continue")
+        raise error(f"{TASKS.get(name, name)}: interrupted by {sig}; {again}") from None
     except XenpipeError as exc:
         rec.finish("fail", error=str(exc))
         raise
     except BaseException as exc:
         rec.finish("fail", error=f"{type(exc).__name__}: {exc}")
         raise
-    if rec.data["status"] == "running":
-        rec.finish("pass")
+    else:
+        if rec.data["status"] == "running":
+            rec.finish("pass")
+    finally:
+        _ACTIVE.pop(key, None)
+
+
+def current(ws: Workspace, name: str) -> StageRecord | None:
+    """The record of stage *name* while it runs in this process: the stage's helpers add
+    their results to it (boot.py's milestones and verdict) without passing it around."""
+    return _ACTIVE.get((ws.dir.resolve(), name))
+
+
+def recorded(name: str, error: type[XenpipeError]) -> Callable[[F], F]:
+    """Decorator: run ``fn(cfg, ws, ...)`` as stage *name* (see :func:`stage`), logged to
+    ``logs/<name>.log``."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(cfg: Config, ws: Workspace, *args: Any, **kwargs: Any) -> Any:
+            with stage(cfg, ws, name, log=ws.log(name), error=error):
+                return fn(cfg, ws, *args, **kwargs)
+
+        return cast(F, run)
+
+    return wrap

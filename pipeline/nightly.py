@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
-from . import proc, sources
+from . import metadata, proc, sources
 from . import report as report_mod
 from .config import Config
 from .errors import ConfigError, XenpipeError
@@ -44,6 +44,7 @@ LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
 ERROR = "xenpipe: error:"
 EXCEPTION = re.compile(r"^(?:[\w]+\.)*(\w*(?:Error|Exception): .*)$")  # a traceback's last line
+INTERRUPTED = "interrupted"  # a variant's and the report's status when a signal stopped the run
 MERGED = re.compile(r"patch (?P<patch>\S+) is already in (?P<source>[^@\s]+)@(?P<rev>\S+?);")
 
 
@@ -98,17 +99,26 @@ def expected_stages(cfg: Config) -> list[str]:
 
 # ------------------------------------------------------------------------------ the run
 def nightly(cfgs: Sequence[Config]) -> dict[str, Any]:
-    """Run every variant in turn, write the combined report, fail if any variant failed."""
+    """Run every variant in turn, write the combined report, fail if any variant failed. Ctrl-C
+    or SIGTERM stops the run, and the report says which stage it stopped."""
     vs = variants(cfgs)
     started = dt.datetime.now(dt.UTC)
     run_id = new_run_id([v.ws for v in vs], started)
     t0 = time.monotonic()
-    results = [run_variant(v, run_id, started) for v in vs]
-    report = document(results, run_id, started, time.monotonic() - t0)
+    results: list[dict[str, Any]] = []
+    for v in vs:
+        results.append(run_variant(v, run_id, started))
+        if results[-1]["status"] == INTERRUPTED:
+            break
+    report = document(results, run_id, started, time.monotonic() - t0,
+                      [v.name for v in vs[len(results):]])
     json_path, junit_path = report_mod.write(vs[0].ws.reports, report)
     for r in results:
         print(f"nightly {r['name']}: {r['summary']}")
     print(f"report: {json_path}\njunit:  {junit_path}")
+    if report["status"] == INTERRUPTED:
+        r = results[-1]
+        raise XenpipeError(f"nightly {r['name']}: {r['summary']} (report: {json_path})")
     if report["status"] != PASSED:
         bad = [f"{r['name']}: {r['summary']}" for r in results if r["status"] != PASSED]
         raise XenpipeError(f"nightly failed: {'; '.join(bad)} (report: {json_path})")
@@ -126,11 +136,18 @@ def new_run_id(workspaces: Sequence[Workspace], started: dt.datetime) -> str:
 
 
 def document(results: list[dict[str, Any]], run_id: str, started: dt.datetime,
-             duration: float) -> dict[str, Any]:
+             duration: float, not_run: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole report; *not_run*: the variants an interruption kept from running."""
     ok = all(r["status"] == PASSED for r in results)
-    return {"format": report_mod.FORMAT, "run": run_id, "started": started.isoformat(),
-            "duration": round(duration, 3), "status": PASSED if ok else FAILED,
-            "variants": results}
+    doc = {"format": report_mod.FORMAT, "run": run_id, "started": started.isoformat(),
+           "duration": round(duration, 3), "status": PASSED if ok else FAILED,
+           "variants": results}
+    stopped = next((r for r in results if r["status"] == INTERRUPTED), None)
+    if stopped is not None:
+        doc["status"] = INTERRUPTED
+        doc["interrupted"] = {**stopped["interrupted"], "variant": stopped["name"],
+                              "variants_not_run": list(not_run)}
+    return doc
 
 
 def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]:
@@ -146,15 +163,22 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     t0 = time.monotonic()
     targets = ["fetch", "patch", "build", *([] if no_boot else ["boot"])]
     print(f"nightly {v.name}: doit {' '.join(targets)} (log: {ws.log('nightly')})", flush=True)
-    tasks, doit_error = run_doit(v, targets, run_dir)
+    signal: str | None = None
+    try:
+        tasks, doit_error = run_doit(v, targets, run_dir)
+    except KeyboardInterrupt as exc:  # proc.run has stopped the child doit and what it ran
+        signal = metadata.signal_name(exc)
+        tasks, doit_error = doit_tasks(run_dir / "doit.json"), ""
     duration = time.monotonic() - t0
     after = revisions(cfg, ws)
 
     stages = collect_stages(cfg, tasks, doit_error, no_boot)
+    stopped = interrupted_stage(stages, ws, signal) if signal else None
     boot = boot_section(ws, stages, no_boot)
     archive_logs(ws, run_dir, marks, stages, boot)
     status = PASSED if all(s["status"] in (*OK, SKIPPED) for s in stages) and not any(
         m["status"] == FAILED for m in boot.get("milestones", [])) else FAILED
+    status = INTERRUPTED if signal else status
     srcs = source_section(cfg, ws, before, after, last_good)
     first = next((s for s in stages if s["status"] == FAILED), None)
     result: dict[str, Any] = {
@@ -166,7 +190,13 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
         "last_good": last_good.get("run"),
     }
     result["merged_upstream"] = merged_upstream(stages)
-    result["summary"], result["triage"] = triage(result, cfg, ws, last_good)
+    if signal:
+        result["interrupted"] = {"signal": signal, "stage": stopped}
+        result["summary"] = f"interrupted by {signal} during {stopped}"
+        result["triage"] = ["the stages that finished are kept: the next run continues from "
+                            "where this one stopped"]
+    else:
+        result["summary"], result["triage"] = triage(result, cfg, ws, last_good)
     if status == PASSED:
         keep_artifacts(ws, run_dir)
         ws.save_state(LAST_GOOD, {"run": run_id, "time": started.isoformat(),
@@ -193,9 +223,7 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path
     # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
     res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True,
                    env={"XENPIPE_NIGHTLY": "1"})
-    data = read_json(out)
-    tasks = {t["name"]: t for t in (data or {}).get("tasks", [])
-             if isinstance(t, dict) and "name" in t} if isinstance(data, dict) else {}
+    tasks = doit_tasks(out)
     if res.returncode == 0 or any(t.get("result") == "fail" for t in tasks.values()):
         return tasks, ""
     with open(log, "rb") as f:
@@ -206,6 +234,39 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path
     why = next((ln[ln.index(ERROR) + len(ERROR):].strip() for ln in lines if ERROR in ln),
                raised[-1] if raised else lines[-1] if lines else "no output")
     return tasks, f"doit stopped with exit status {res.returncode}: {why}"
+
+
+def doit_tasks(path: Path) -> dict[str, dict[str, Any]]:
+    """The tasks of a child doit's ``--reporter=json`` output, by name ({} when it wrote none)."""
+    data = read_json(path)
+    return {t["name"]: t for t in (data or {}).get("tasks", [])
+            if isinstance(t, dict) and "name" in t} if isinstance(data, dict) else {}
+
+
+def interrupted_stage(stages: list[dict[str, Any]], ws: Workspace, signal: str) -> str:
+    """The stage *signal* stopped, marked failed as interrupted (the stages it kept from
+    starting: not run); its name. The child doit says which task the signal hit; when it was
+    killed before it could, metadata.json's running stage, else the first unfinished one."""
+
+    def refused(st: dict[str, Any]) -> bool:  # the child's later tasks (tasks.INTERRUPTED)
+        return st["status"] == FAILED and "not started" in (st.get("error") or "")
+
+    hit = next((s for s in stages if s["status"] == FAILED and not refused(s)
+                and "interrupted by" in (s.get("error") or "")), None)
+    if hit is None:
+        running = [metadata.TASKS.get(k, k) for k, st in metadata.load(ws)["stages"].items()
+                   if st.get("status") in ("running", "interrupted")]
+        hit = next((s for s in stages if s["name"] in running), None) or next(
+            (s for s in stages if s["status"] not in (*OK, SKIPPED)), None)
+        if hit is None:
+            return "the report"  # every stage had finished
+        hit["error"] = f"{ERROR} {hit['name']}: interrupted by {signal}"
+    hit.update(status=FAILED, reason="interrupted")
+    for st in stages:
+        if st is not hit and (refused(st) or st["status"] == NOTRUN):
+            st.update(status=NOTRUN, error=None,
+                      reason=f"not run: interrupted during {hit['name']}")
+    return str(hit["name"])
 
 
 def collect_stages(cfg: Config, tasks: dict[str, dict[str, Any]], doit_error: str,

@@ -67,14 +67,28 @@ def load_variants() -> list[config_mod.Config]:
     return cfgs
 
 
+# The signal that stopped this doit: the task it hit fails with one line (doit then writes its
+# report, e.g. nightly's child --reporter=json), and no later task starts (doit --continue).
+INTERRUPTED: list[str] = []
+
+
 def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    """Wrap a stage function as a doit python-action that turns user errors into one line."""
+    """Wrap a stage function as a doit python-action that turns user errors, and Ctrl-C or
+    SIGTERM, into one line."""
 
     def action() -> Any:
+        if INTERRUPTED:
+            return TaskFailed(f"{ERROR_PREFIX} not started: doit was interrupted by "
+                              f"{INTERRUPTED[0]}")
         try:
             result = fn(*args)
         except XenpipeError as exc:
             return TaskFailed(format_error(exc))
+        except KeyboardInterrupt as exc:
+            from .metadata import signal_name
+
+            INTERRUPTED.append(signal_name(exc))
+            return TaskFailed(f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}")
         return result if isinstance(result, dict) else None
 
     action.__name__ = getattr(fn, "__name__", "action")
@@ -118,7 +132,8 @@ DOIT_CONFIG = {
 
 def _sigterm(signum: int, frame: Any) -> None:
     """SIGTERM stops a run as Ctrl-C does: proc.run kills the running make's process group,
-    the stage records "interrupted", doit saves the tasks that finished."""
+    the stage records "interrupted", doit saves the tasks that finished and starts no other."""
+    INTERRUPTED.append("SIGTERM")
     raise KeyboardInterrupt("SIGTERM")
 
 

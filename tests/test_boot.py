@@ -540,4 +540,5 @@ def test_real_boot_of_a_device_the_vm_lacks_names_the_missed_milestone(real_kern
     assert status["Linux banner"] == "passed"
     assert status["pciback seized 0000:00:1f.6"] == "missed"
     assert status["power-off"] == "pending"
-    assert json.loads((ws.out / "metadata.json").read_text())["boot"]["verdict"] == "fail"
+    stage = json.loads((ws.out / "metadata.json").read_text())["stages"]["boot"]
+    assert stage["status"] == "fail" and stage["verdict"] == "fail"

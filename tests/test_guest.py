@@ -16,6 +16,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -457,6 +458,121 @@ def test_the_boot_fingerprint_follows_the_guest_side(tmp_path: Path) -> None:
     assert boot.fingerprint(cfg, ws)["guest"] != fp  # doit install wrote the guest config
     assert boot.fingerprint(load(tmp_path, BODY.replace("guest = true", "guest = false")),
                             ws)["guest"] is None
+
+
+# ------------------------------------------------- the whole stage on a replayed console
+BDF_BODY = BODY.replace(f'devices = ["00:03.0", "{PATH}"]', 'devices = ["00:03.0", "01:00.0"]')
+SOURCES = [rootfs.AptSource(("http://deb.debian.org/debian",), ("bookworm",), ("main",))]
+
+
+def replayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: str,
+             body: str = BDF_BODY) -> tuple[config.Config, Workspace]:
+    """A guest boot of the real stage code whose QEMU is a script replaying a recorded console
+    (tests/data/guest/), with a built kernel, a hypervisor and the Debian root's cache faked:
+    the pipeline around the console (plan, initramfs, watch, verdict, records) is the real one."""
+    qemu = tmp_path / "qemu"
+    qemu.write_text(f'#!/bin/sh\nexec cat "{DATA / log}"\n')
+    qemu.chmod(0o755)
+    (tmp_path / "xen").write_bytes(b"not gzipped: QEMU takes it as it is")
+    body = body.replace('xen = "/boot/xen-4.17-amd64.gz"',
+                        f'xen = "{tmp_path / "xen"}"\nqemu = "{qemu}"')
+    cfg = load(tmp_path, body)
+    ws = Workspace(cfg.workspace)
+    ws.out.mkdir(parents=True)
+    (ws.out / "vmlinuz-6.1.192+").write_bytes(b"kernel")
+    ws.save_state("build-kernel", {"release": "6.1.192+"})
+    monkeypatch.setattr(rootfs, "apt_sources", lambda *a: SOURCES)
+    k = rootfs.key(rootfs.PACKAGES, SOURCES)
+    cache = rootfs.cache_dir(ws)
+    cache.mkdir()
+    (cache / f"rootfs-{k}.cpio.gz").write_bytes(gzip.compress(b"root"))
+    (cache / f"guest-tools-{k}.cpio.gz").write_bytes(gzip.compress(b"tools"))
+    (cache / f"rootfs-{k}.json").write_text("{}")
+    return cfg, ws
+
+
+def metadata_json(ws: Workspace) -> dict:
+    import json
+
+    return json.loads((ws.out / "metadata.json").read_text())
+
+
+def test_a_guest_boot_is_a_stage_of_metadata_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """metadata.json's boot stage (like the build's: status, times, commands) carries the
+    verdict, milestones and each guest's view; `python -m pipeline.boot` (what `make demo` ends
+    with) prints the verdict and the guest's lspci lines."""
+    need("busybox")
+    cfg, ws = replayed(tmp_path, monkeypatch, "pass.log")
+    out = boot.boot(cfg, ws)
+    assert out["verdict"] == "pass"
+    md = metadata_json(ws)
+    st = md["stages"]["boot"]
+    assert "boot" not in md and md["status"] == "pass"
+    assert st["status"] == "pass" and st["verdict"] == "pass" and st["log"] == "logs/boot.log"
+    assert st["started"] <= st["finished"] and st["duration"] >= 0
+    assert st["commands"] == [out["qemu"]] and st["commands"][0].startswith(str(tmp_path))
+    assert st["milestones"] == out["milestones"]
+    assert {m["name"]: m["status"] for m in st["milestones"]}["guest demo sees 0000:01:00.0"] \
+        == "passed"
+    assert st["guests"]["demo"]["lspci"] == out["guests"]["demo"]["lspci"]
+    capsys.readouterr()
+    assert boot.main([str(cfg.path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("boot: PASS in ")
+    assert "(tcg): pciback seized 00:03.0 = 0000:00:03.0, 01:00.0 = 0000:01:00.0;" in lines[0]
+    assert lines[1:] == [
+        "boot: guest demo: PASS: pci from rendered as doit install writes "
+        f"{guest.installed(cfg, cfg.guests[0])} (not installed yet)",
+        "boot: guest demo: lspci 00:00.0 Ethernet controller [0200]: Intel Corporation 82540EM "
+        "Gigabit Ethernet Controller [8086:100e] (rev 03)",
+        "boot: guest demo: lspci 00:01.0 Ethernet controller [0200]: Intel Corporation 82574L "
+        "Gigabit Network Connection [8086:10d3]"]
+
+
+def test_a_failed_guest_boot_is_a_failed_stage(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    need("busybox")
+    body = BDF_BODY.replace('[passthrough]\ndevices = ["00:03.0", "01:00.0"]',
+                            '[passthrough]\ndevices = ["00:03.0"]')
+    cfg, ws = replayed(tmp_path, monkeypatch, "not-hidden.log", body)
+    installed = guest.installed(cfg, cfg.guests[0])
+    installed.parent.mkdir(parents=True)
+    installed.write_text("pci = ['00:03.0', '01:00.0']\n")
+    with pytest.raises(BootError, match="device not hidden") as exc:
+        boot.boot(cfg, ws)
+    st = metadata_json(ws)["stages"]["boot"]
+    assert st["status"] == "fail" and st["verdict"] == "fail"
+    assert st["error"] == str(exc.value) and st["guests"]["demo"]["verdict"] == "fail"
+
+
+def test_an_interrupted_boot_is_an_interrupted_stage(tmp_path: Path) -> None:
+    """SIGTERM to doit during the boot: QEMU is stopped, the stage says interrupted, and the
+    error is one line."""
+    need("busybox")
+    qemu = tmp_path / "qemu"
+    head = tmp_path / "head.log"
+    head.write_text(console("pass.log", upto="(XEN) Bootloader"))
+    marker = f"{time.time_ns() % 10**6}.5"  # `sleep <marker>` is this test's own "QEMU"
+    qemu.write_text(f'#!/bin/sh\ncat "{head}"\nkill -TERM $PPID\nexec sleep {marker}\n')
+    qemu.chmod(0o755)
+    (tmp_path / "xen").write_bytes(b"xen")
+    body = BDF_BODY.replace('xen = "/boot/xen-4.17-amd64.gz"',
+                            f'xen = "{tmp_path / "xen"}"\nqemu = "{qemu}"')
+    path = write_config(tmp_path, body.replace("guest = true", "guest = false"))
+    ws = Workspace(tmp_path / "ws")
+    ws.out.mkdir(parents=True)
+    (ws.out / "vmlinuz-6.1.192+").write_bytes(b"kernel")
+    res = run_doit("-s", "boot", config=path, timeout=120)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "xenpipe: error: boot: interrupted by SIGTERM; run `doit boot` again")
+    md = metadata_json(ws)
+    assert md["status"] == "interrupted"
+    assert md["stages"]["boot"]["status"] == "interrupted"
+    assert md["stages"]["boot"]["verdict"] == "running"  # boot.json: it never finished
+    left = subprocess.run(["pgrep", "-af", f"^sleep {marker}$"], capture_output=True, text=True)
+    assert left.stdout == "", f"QEMU still running: {left.stdout}"
 
 
 # -------------------------------------------------------------------- real boots (slow)

@@ -337,7 +337,8 @@ def test_distcc_compiles_on_the_cluster(tmp_path: Path, git_upstream: GitUpstrea
 def test_sigterm_stops_nightly_and_everything_it_started(tmp_path: Path,
                                                           git_upstream: GitUpstream) -> None:
     """SIGTERM to `doit nightly` reaches the child doit and the make it runs (each in its own
-    process group): nothing keeps running."""
+    process group): nothing keeps running, and the report says the run was interrupted, in
+    which stage, in one line."""
     cfg = xen_config(tmp_path, git_upstream)
     marker = f"{time.time_ns() % 10**6}.5"  # `sleep <marker>` is this test's own process
     git_upstream.commit("xen/Makefile", f"xen.gz:\n\tsleep {marker}\n", "xen: a slow build")
@@ -359,6 +360,24 @@ def test_sigterm_stops_nightly_and_everything_it_started(tmp_path: Path,
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
     assert left == "", f"still running after SIGTERM: {left}"
+    errors = [ln for ln in err.decode().splitlines() if ln.startswith("xenpipe: error:")]
+    assert len(errors) == 1 and "Traceback" not in err.decode(), err.decode()
+    report = tmp_path / "site" / "reports" / "report.json"
+    assert errors[0] == ("xenpipe: error: nightly site: interrupted by SIGTERM during build:xen "
+                         f"(report: {report})")
+    rep = json.loads(report.read_text())
+    assert rep["status"] == "interrupted"
+    assert rep["interrupted"] == {"signal": "SIGTERM", "stage": "build:xen", "variant": "site",
+                                  "variants_not_run": []}
+    (v,) = rep["variants"]
+    assert v["status"] == "interrupted" and v["first_failure"]["name"] == "build:xen"
+    assert v["first_failure"]["error"].startswith(
+        "xenpipe: error: build:xen: interrupted by SIGTERM")
+    assert names(v) == {"fetch:xen": "passed", "build:xen": "failed", "boot": "skipped"}
+    assert stage(v, "build:xen")["log"] and "sleep" in stage(v, "build:xen")["log_tail"]
+    assert validate_junit(tmp_path / "site" / "reports" / "junit.xml")["failures"] == 1
+    md = json.loads((tmp_path / "site" / "out" / "metadata.json").read_text())
+    assert md["stages"]["xen"]["status"] == "interrupted"
 
 
 def test_a_variant_whose_doit_cannot_start_is_reported(tmp_path: Path,
@@ -492,3 +511,32 @@ def test_boot_milestones_from_boot_json() -> None:
     assert got[2]["detail"] == "the kernel panicked" and "Kernel panic" in got[2]["log_tail"]
     first = nightly_mod.milestones({"verdict": "fail", "topology_boot": record})
     assert first[0]["name"] == "topology run: Xen banner"
+
+
+def test_interrupted_stage_when_the_child_doit_wrote_no_report(tmp_path: Path) -> None:
+    """The child doit was killed before it could say which task the signal hit: metadata.json's
+    running stage names it; the stages after it did not run, and the report says so."""
+    from pipeline import metadata
+    from pipeline.files import write_json
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    write_json(metadata.path(ws), {**metadata.load(ws), "stages": {
+        "config": {"status": "pass"}, "kernel": {"status": "running"}}})
+    stages = nightly_mod.collect_stages(
+        load(write_config(tmp_path, '[sources.linux]\nvcs = "git"\nurl = "/x"\n'
+                          '[kernel]\nsource = "linux"\n')),
+        {"fetch:linux": {"result": "success", "started": "x", "elapsed": 1.0}}, "", None)
+    assert nightly_mod.interrupted_stage(stages, ws, "SIGINT") == "build:kernel"
+    assert [(s["name"], s["status"], s["reason"]) for s in stages] == [
+        ("fetch:linux", "passed", None), ("config", "not-run", "not run: interrupted during "
+                                          "build:kernel"),
+        ("build:kernel", "failed", "interrupted"),
+        ("boot", "not-run", "not run: interrupted during build:kernel")]
+    assert stages[2]["error"] == "xenpipe: error: build:kernel: interrupted by SIGINT"
+    v = {"name": "v", "status": "interrupted", "interrupted": {"signal": "SIGINT",
+                                                               "stage": "build:kernel"}}
+    doc = nightly_mod.document([v], "r", nightly_mod.dt.datetime.now(nightly_mod.dt.UTC), 1.0,
+                               ["w"])
+    assert doc["status"] == "interrupted" and doc["interrupted"] == {
+        "signal": "SIGINT", "stage": "build:kernel", "variant": "v", "variants_not_run": ["w"]}
