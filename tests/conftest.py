@@ -10,6 +10,7 @@ import io
 import locale
 import logging
 import os
+import re
 import runpy
 import selectors
 import shutil
@@ -69,12 +70,13 @@ class HgUpstream:
     url: str
 
     def commit(self, name: str, text: str, msg: str | None = None) -> str:
+        """Write *name*, commit every change in the tree (added and removed files too) and
+        return the new changeset's full hash: one hg start (``commit -A --debug`` says it)."""
         f = self.path / name
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(text)
-        hg("addremove", "-q", cwd=self.path)
-        hg("commit", "-m", msg or f"edit {name}", cwd=self.path)
-        return self.node()
+        out = hg("commit", "--addremove", "--debug", "-m", msg or f"edit {name}", cwd=self.path)
+        return re.findall(r"^committed changeset \d+:([0-9a-f]{40})$", out, re.M)[-1]
 
     def node(self, rev: str = "tip") -> str:
         return hg("log", "-r", rev, "--template", "{node}", cwd=self.path)

@@ -55,8 +55,7 @@ class HgAuthor:
 
     def patch(self, changes: Change, msg: str = "change", *extra: str) -> bytes:
         _write(self.path, changes)
-        hg("addremove", "-q", cwd=self.path)
-        hg("commit", "-m", msg, cwd=self.path)
+        hg("commit", "--addremove", "-m", msg, cwd=self.path)
         env = {**os.environ, "HGPLAIN": "1", "LC_ALL": "C"}
         return subprocess.run(["hg", "export", "-r", ".", *extra], cwd=self.path, env=env,
                               check=True, capture_output=True).stdout

@@ -576,8 +576,7 @@ def test_hg_xen_tree_of_2009_builds_with_make_xen_and_notices_edits(
         f = hg_upstream.path / name
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(text)
-    hg("addremove", "-q", cwd=hg_upstream.path)
-    hg("commit", "-m", "xen-unstable look-alike", cwd=hg_upstream.path)
+    hg("commit", "--addremove", "-m", "xen-unstable look-alike", cwd=hg_upstream.path)
     hg_upstream.tag("3.4.0")
     cfg = write_config(tmp_path, f"""
 [sources.xen]
