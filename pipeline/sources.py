@@ -63,6 +63,11 @@ class Vcs:
         it is pinned: a full hash or a tag, which cannot move upstream, so no pull is needed."""
         raise NotImplementedError
 
+    def floating(self, rev: str | None) -> bool:
+        """Whether *rev* moves by its very name (hg's ``tip``): then ``identify`` before a pull
+        could only say "not pinned", and is not asked."""
+        return False
+
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
         raise NotImplementedError
 
@@ -105,6 +110,9 @@ class Hg(Vcs):
         if res.returncode != 0 or not HEX40.fullmatch(node):
             return None, False
         return node, bool(HEX40.fullmatch(rev)) or (rev in tags and rev != "tip")
+
+    def floating(self, rev: str | None) -> bool:
+        return rev in (None, "tip")  # identify never calls tip pinned
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
         self._hg(dest, "update", "--clean", "--rev", resolved, log=log)
@@ -429,7 +437,8 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
             raise _unknown_rev(src)
         vcs.checkout(dest, resolved, log)
     else:
-        resolved, pinned = vcs.identify(dest, src.rev)
+        resolved, pinned = (None, False) if vcs.floating(src.rev) else \
+            vcs.identify(dest, src.rev)
         if not pinned:  # a branch, tip, or a rev not here yet: ask upstream
             vcs.pull(dest, _upstream(src, mirror, log), log)
             resolved, pinned = vcs.identify(dest, src.rev)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -93,6 +94,34 @@ def test_hg_unknown_rev(tmp_path: Path, hg_upstream: HgUpstream) -> None:
     assert res.stderr == (f"xenpipe: error: [sources.xen] rev: 'no-such-tag' is not a revision, "
                           f"tag or branch of {hg_upstream.url}\n")
     assert not (tmp_path / "ws" / "src" / "xen").exists()
+
+
+def test_hg_starts_per_fetch(tmp_path: Path, hg_upstream: HgUpstream,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hg start costs a Python start-up: a clone is clone, log, update; a floating rev
+    (tip) asks upstream with pull and log, and updates only when tip moved."""
+    import shutil
+
+    calls = tmp_path / "hg-calls"
+    shim = tmp_path / "bin" / "hg"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\n[ "$1" = -R ] && echo "$3" >> {calls} || echo "$1" >> {calls}\n'
+                    f'exec {shutil.which("hg")} "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    src = SourceCfg("xen", "hg", hg_upstream.url, "tip", None)
+    ws = Workspace(tmp_path / "ws")
+
+    def fetch() -> list[str]:
+        tip = hg_upstream.node()
+        calls.write_text("")
+        assert sources.fetch(src, ws).resolved == tip
+        return calls.read_text().split()
+
+    assert fetch() == ["clone", "log", "update"]
+    assert fetch() == ["pull", "log"]
+    hg_upstream.commit("xen/new.c", "int y;\n")
+    assert fetch() == ["pull", "log", "status", "update"]
 
 
 def test_hg_local_edits_are_not_destroyed(tmp_path: Path, hg_upstream: HgUpstream) -> None:
