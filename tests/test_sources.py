@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import git
@@ -29,19 +31,47 @@ def hg_parent(tree: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------- hg
+def hg_calls(tmp_path: Path) -> tuple[dict[str, str], Callable[[], list[str]]]:
+    """An environment whose ``hg`` notes each command it runs, and a function that returns
+    (and forgets) the commands run so far."""
+    log = tmp_path / "hg-calls"
+    shim = tmp_path / "bin" / "hg"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\n[ "$1" = -R ] && echo "$3" >> {log} || echo "$1" >> {log}\n'
+                    f'exec {shutil.which("hg")} "$@"\n')
+    shim.chmod(0o755)
+
+    def calls() -> list[str]:
+        done = log.read_text().split() if log.exists() else []
+        log.write_text("")
+        return done
+
+    return {"PATH": f"{shim.parent}:{os.environ['PATH']}"}, calls
+
+
 def test_hg_clone_noop_and_pull(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    """Each hg start costs a Python start-up: a clone is clone, log, update; tip (floating)
+    asks upstream with pull and log, and updates only when it moved."""
+    env, calls = hg_calls(tmp_path)
     cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
                                  'rev = "tip"\n')
-    res = run_doit("fetch", config=cfg)
+    res = run_doit("fetch", config=cfg, env=env)
     assert res.returncode == 0, res.stderr
+    assert calls() == ["clone", "log", "update"]
     tree = tmp_path / "ws" / "src" / "xen"
     assert (tree / "xen" / "Makefile").is_file()
     assert hg_parent(tree) == hg_upstream.node() == state(tmp_path, "xen")["resolved"]
 
+    # nothing new upstream
+    res = run_doit("fetch", config=cfg, env=env)
+    assert res.returncode == 0, res.stderr
+    assert calls() == ["pull", "log"]
+
     # a new upstream commit arrives with the next fetch (tip floats)
     new = hg_upstream.commit("xen/common.c", "int x;\n")
-    res = run_doit("fetch", config=cfg)
+    res = run_doit("fetch", config=cfg, env=env)
     assert res.returncode == 0, res.stderr
+    assert calls() == ["pull", "log", "status", "update"]
     assert hg_parent(tree) == new == state(tmp_path, "xen")["resolved"]
     assert (tree / "xen" / "common.c").read_text() == "int x;\n"
 
@@ -94,34 +124,6 @@ def test_hg_unknown_rev(tmp_path: Path, hg_upstream: HgUpstream) -> None:
     assert res.stderr == (f"xenpipe: error: [sources.xen] rev: 'no-such-tag' is not a revision, "
                           f"tag or branch of {hg_upstream.url}\n")
     assert not (tmp_path / "ws" / "src" / "xen").exists()
-
-
-def test_hg_starts_per_fetch(tmp_path: Path, hg_upstream: HgUpstream,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each hg start costs a Python start-up: a clone is clone, log, update; a floating rev
-    (tip) asks upstream with pull and log, and updates only when tip moved."""
-    import shutil
-
-    calls = tmp_path / "hg-calls"
-    shim = tmp_path / "bin" / "hg"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\n[ "$1" = -R ] && echo "$3" >> {calls} || echo "$1" >> {calls}\n'
-                    f'exec {shutil.which("hg")} "$@"\n')
-    shim.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
-    src = SourceCfg("xen", "hg", hg_upstream.url, "tip", None)
-    ws = Workspace(tmp_path / "ws")
-
-    def fetch() -> list[str]:
-        tip = hg_upstream.node()
-        calls.write_text("")
-        assert sources.fetch(src, ws).resolved == tip
-        return calls.read_text().split()
-
-    assert fetch() == ["clone", "log", "update"]
-    assert fetch() == ["pull", "log"]
-    hg_upstream.commit("xen/new.c", "int y;\n")
-    assert fetch() == ["pull", "log", "status", "update"]
 
 
 def test_hg_local_edits_are_not_destroyed(tmp_path: Path, hg_upstream: HgUpstream) -> None:
@@ -309,8 +311,6 @@ def test_tarball_over_http(tmp_path: Path) -> None:
 
 def test_hg_missing_from_path(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, '[sources.xen]\nvcs = "hg"\nurl = "http://127.0.0.1:9/x"\n')
-    import shutil
-
     bin_dir = tmp_path / "bin"  # git only: GitPython needs it to import
     bin_dir.mkdir()
     (bin_dir / "git").symlink_to(shutil.which("git"))
