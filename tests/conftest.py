@@ -99,18 +99,34 @@ def hg_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def hg_upstream(tmp_path: Path, hg_template: Path) -> Iterator[HgUpstream]:
-    """An hg repository with two commits and a tag, served by a real ``hg serve``."""
-    path = tmp_path / "upstream.hg"
-    shutil.copytree(hg_template, path, symlinks=True)
-    up = HgUpstream(path, "")
+@dataclass
+class HgServer:
+    """A real ``hg serve`` of a collection: each repository linked into *root* as NAME is
+    served at ``{url}NAME/``."""
+
+    root: Path
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def hg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HgServer]:
+    """One ``hg serve`` for every ``hg_upstream`` of the session (each start costs a Python
+    start-up and a wait for its port). hgweb lists *root* again at each request
+    (``refreshinterval = 0``), so a repository is served as soon as it is linked there."""
+    need("hg")
+    base = tmp_path_factory.mktemp("hg-served")
+    root = base / "root"
+    root.mkdir()
+    conf = base / "web.conf"
+    conf.write_text(f"[paths]\n/ = {root}/*\n\n[web]\nrefreshinterval = 0\n")
     port = free_port()
-    server = subprocess.Popen(
-        ["hg", "serve", "-R", str(path), "-a", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "HGPLAIN": "1"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    with open(base / "serve.log", "wb") as log:
+        server = subprocess.Popen(
+            ["hg", "serve", "--web-conf", str(conf), "-a", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "HGPLAIN": "1"}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -119,14 +135,31 @@ def hg_upstream(tmp_path: Path, hg_template: Path) -> Iterator[HgUpstream]:
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
-                raise RuntimeError("hg serve did not start") from None
+                raise RuntimeError(f"hg serve did not start (see {base / 'serve.log'})") \
+                    from None
             time.sleep(0.05)
-    up.url = f"http://127.0.0.1:{port}/"
     try:
-        yield up
+        yield HgServer(root, f"http://127.0.0.1:{port}/", server)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def hg_upstream(tmp_path: Path, hg_template: Path, hg_server: HgServer
+                ) -> Iterator[HgUpstream]:
+    """An hg repository with two commits and a tag (in *tmp_path*), served over HTTP by a real
+    ``hg serve`` (the session's) for the duration of the test."""
+    if hg_server.process.poll() is not None:
+        raise RuntimeError(f"the session's hg serve exited ({hg_server.process.returncode})")
+    path = tmp_path / "upstream.hg"
+    shutil.copytree(hg_template, path, symlinks=True)
+    link = hg_server.root / tmp_path.name  # unique in the session
+    link.symlink_to(path)
+    try:
+        yield HgUpstream(path, f"{hg_server.url}{link.name}/")
+    finally:
+        link.unlink()
 
 
 @dataclass
