@@ -219,6 +219,9 @@ def write_config(tmp_path: Path, body: str, name: str = "site.toml") -> Path:
 DOIT = [sys.executable, "-m", "doit"]
 
 _slow_test = False  # set per test (before its fixtures) by pytest_runtest_setup
+# XENPIPE_TEST_FORK=0: every run_doit starts the real command (to compare, or to rule out the
+# fork when a test fails)
+FORK = os.environ.get("XENPIPE_TEST_FORK", "1") != "0"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -235,14 +238,15 @@ def run_doit(*args: str, config: Path | None = None, env: dict[str, str] | None 
 
     Fast tests run it in a forked child of the test process (doit and GitPython already
     imported, everything else as a fresh ``python -m doit``); *cli* and slow tests start the
-    real command, as do the few tests that prove the command-line contract itself."""
+    real command, as do the few tests that prove the command-line contract itself (and every
+    test under XENPIPE_TEST_FORK=0)."""
     argv = [*args]
     if config is not None:
         argv.append(f"config={config}")
     full_env = {**os.environ, **(env or {})}
     if env is None or "XENPIPE_CONFIG" not in env:
         full_env.pop("XENPIPE_CONFIG", None)
-    if cli or _slow_test:
+    if cli or _slow_test or not FORK:
         return subprocess.run([*DOIT, *argv], cwd=REPO, env=full_env, capture_output=True,
                               text=True, timeout=timeout)
     return _forked_doit(argv, full_env, timeout)
