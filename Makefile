@@ -33,8 +33,10 @@ test-fast:
 lint:
 	$(BIN)/ruff check pipeline tests bench dodo.py
 
-# The whole chain offline from Debian packages (configs/demo.toml): a small dom0 kernel from
-# linux-source-6.1 booted under Debian's Xen in QEMU; ends with the verdict and the console log.
+# The whole chain from Debian packages (configs/demo.toml): a small dom0 kernel from
+# linux-source-6.1 booted under Debian's Xen in QEMU, then a guest started by dom0's toolstack
+# (its Debian root debootstrap'ed once from apt's mirror); ends with the verdict and the
+# guest's lspci -nn lines.
 demo: setup
 	$(BIN)/python -m doit boot config=configs/demo.toml
 	@$(BIN)/python -m pipeline.boot configs/demo.toml

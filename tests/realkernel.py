@@ -13,6 +13,12 @@ survives test sessions, so only the first session pays for the build:
   same workspace twice. A later session finds it up to date (a no-op ``doit build``).
   A test that runs doit on this workspace itself should hold ``rk.lock()`` meanwhile.
 
+``real.toml`` is configs/demo.toml with only the workspace changed, so it boots the demo's
+guest too (``[boot] guest = true``). The Debian root of guest boots is ``real_rootfs``
+(session scope): debootstrap'ed once per cache into ``<cache>/real-ws/rootfs/``, where
+``doit boot`` of real.toml finds it; guest tests on other workspaces link that directory as
+their ``rootfs/``. Boot tests that start no guest set ``guest = false`` in their copy.
+
 Without /usr/src/linux-source-6.1.tar.xz the fixture skips, except under CI=true (fail).
 A failed build fails the test with the tail of doit's output (the full log is in
 ``<cache>/real-ws/logs/``). Tests must treat the workspace as read-only: copy what they
@@ -146,6 +152,11 @@ def build_real_kernel(cache: Path | None = None) -> RealKernel:
     return RealKernel(config, ws, release, env)
 
 
+def dom0_only(text: str) -> str:
+    """A copy of the demo config (TOML *text*) that boots dom0 alone: no guest, no Debian root."""
+    return set_key(text, "boot", "guest", "false")
+
+
 @pytest.fixture(scope="session")
 def real_kernel() -> RealKernel:
     """The real dom0 kernel built through ``doit build`` (see the module docstring)."""
@@ -158,3 +169,21 @@ def real_kernel() -> RealKernel:
     for tool in ("make", "gcc", "ccache", "flex", "bison", "bc", "xz"):
         need(tool)
     return build_real_kernel()
+
+
+@pytest.fixture(scope="session")
+def real_rootfs() -> Path:
+    """The Debian dom0 root of guest boots, built once per cache (debootstrap: root and the
+    Debian mirror; minutes) in the shared workspace's ``rootfs/``; returns that directory."""
+    from pipeline import rootfs
+
+    from .conftest import IN_CI, need
+
+    need("debootstrap")
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("debootstrap needs root: .ci/run must run the slow tests as root")
+        pytest.skip("building the Debian root (debootstrap) needs root")
+    ws = Workspace(cache_dir() / "real-ws")
+    rootfs.build(ws)  # rootfs.build locks its directory: concurrent sessions wait, then find it
+    return rootfs.cache_dir(ws)

@@ -28,6 +28,7 @@ from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.workspace import Workspace
 
 from .conftest import need, run_doit, write_config
+from .realkernel import real_rootfs  # noqa: F401 - the shared Debian root (slow tests)
 
 DATA = Path(__file__).parent / "data" / "guest"
 E1000, E1000E, ICH9 = (pci.parse_bdf(b) for b in ("00:03.0", "01:00.0", "00:1f.2"))
@@ -579,28 +580,12 @@ def test_an_interrupted_boot_is_an_interrupted_stage(tmp_path: Path) -> None:
 XEN = Path("/boot/xen-4.17-amd64.gz")
 
 
-@pytest.fixture(scope="session")
-def shared_rootfs() -> Path:
-    """The Debian root every slow test shares: built once per machine (debootstrap needs root
-    and the Debian mirror) in the test cache, then linked into each test workspace, where
-    rootfs.build finds it."""
-    from .realkernel import cache_dir
-
-    need("debootstrap")
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("debootstrap needs root: .ci/run must run the slow tests as root")
-        pytest.skip("debootstrap needs root")
-    ws = Workspace(cache_dir() / "rootfs-ws")
-    rootfs.build(ws)
-    return rootfs.cache_dir(ws)
-
-
 @pytest.fixture
-def guest_ws(real_kernel: object, shared_rootfs: Path, tmp_path: Path) -> Workspace:
+def guest_ws(real_kernel: object, real_rootfs: Path,  # noqa: F811
+             tmp_path: Path) -> Workspace:
     """A workspace that boots the shared real kernel without building it: its artifacts, build
     directory, source tree and build record linked in (all used read-only), and the shared
-    Debian root. Tasks run with ``doit -s`` (no build dependencies)."""
+    Debian root (realkernel.real_rootfs). Tasks run with ``doit -s`` (no build dependencies)."""
     from .realkernel import RealKernel
 
     assert isinstance(real_kernel, RealKernel)
@@ -618,7 +603,7 @@ def guest_ws(real_kernel: object, shared_rootfs: Path, tmp_path: Path) -> Worksp
     (ws.src / "linux").symlink_to(real_kernel.ws.source_dir("linux"))
     ws.state_dir.mkdir()
     shutil.copy(real_kernel.ws.state_dir / "build-kernel.json", ws.state_dir)
-    (ws.dir / "rootfs").symlink_to(shared_rootfs)
+    (ws.dir / "rootfs").symlink_to(real_rootfs)
     return ws
 
 

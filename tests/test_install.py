@@ -527,7 +527,7 @@ def test_real_kernel_doit_install(real_kernel: RealKernel, tmp_path: Path,  # no
         assert f"        module /boot/vmlinuz-{r} {dom0}\n" in conf
         assert "        kernel /boot/xen-4.17-amd64.gz iommu dom0_mem=1024M\n" in conf
         assert f"        module /boot/initrd-{r}.img\n" in conf
-    assert (root / "etc/xen/demo.cfg").read_text().endswith("pci = ['00:03.0']\n")
+    assert (root / "etc/xen/demo.cfg").read_text().endswith("pci = ['00:03.0', '01:00.0']\n")
     ws = Workspace(rk.ws.dir)
     assert ws.state("install")["roots"][str(root)]["runs"]["depmod"]
 

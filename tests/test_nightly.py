@@ -30,7 +30,10 @@ from tests.conftest import (
     run_doit,
     write_config,
 )
-from tests.realkernel import RealKernel
+from tests.realkernel import (
+    RealKernel,
+    real_rootfs,  # noqa: F401 - the shared Debian root (slow tests)
+)
 
 # ------------------------------------------------------------------ JUnit structural check
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")
@@ -441,9 +444,11 @@ def test_ci_examples_run_shipped_variants_and_publish_their_reports() -> None:
 
 
 @pytest.mark.slow
-def test_real_kernel_nightly_only_reports(real_kernel: RealKernel) -> None:
+def test_real_kernel_nightly_only_reports(real_kernel: RealKernel,
+                                         real_rootfs: Path) -> None:  # noqa: F811
     """`doit nightly` of the shared real kernel (Debian's linux-source-6.1, Debian's Xen,
-    booted in QEMU): the second run finds every stage up to date and only reports."""
+    booted in QEMU with the demo's guest): the second run finds every stage up to date and
+    only reports, the guest's milestones included."""
     rk = real_kernel
     with open(rk.config.parent / "real.lock", "w") as lock:  # the fixture's build lock
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -459,7 +464,8 @@ def test_real_kernel_nightly_only_reports(real_kernel: RealKernel) -> None:
     assert set(stages.values()) == {"up-to-date"}, stages
     assert v["boot"]["available"] and v["boot"]["verdict"] == "pass"
     got = {m["name"]: m["status"] for m in v["boot"]["milestones"]}
-    for milestone in ("Xen banner", "dom0 construction", "Linux banner", "power-off"):
+    for milestone in ("Xen banner", "dom0 construction", "Linux banner", "power-off",
+                      "Xen daemons started", "guest demo sees 0000:01:00.0"):
         assert got.get(milestone) == "passed", got
     assert isinstance(v["ccache"], dict) and set(v["ccache"]) >= {"hits", "misses"}
     junit = rk.ws.reports / "junit.xml"
