@@ -5,7 +5,7 @@ graph in a child ``doit --reporter=json`` (``boot``, or ``build`` when there is 
 boot), so a nightly run and a hand-typed ``doit build`` share one dependency database and
 one notion of "up to date". The child's JSON gives each task's result and duration; the
 fetch records before and after give each source's old and new revision; the boot stage's
-milestones come from ``out/boot.json`` (or ``metadata.json``'s ``boot``).
+milestones come from ``out/boot.json`` (also ``metadata.json``'s ``boot`` stage).
 
 Per workspace, each run leaves ``reports/runs/<run>/`` (report.json, junit.xml, the run's
 logs, and for a good run its artifacts); ``reports/report.json`` and ``junit.xml`` are the
