@@ -398,6 +398,18 @@ def test_kernel_patch_to_a_c_file_reruns_the_build_not_the_config(built: Site) -
     assert ran(out, "patch:linux") and ran(out, "config")
 
 
+def test_a_rebuild_that_changes_nothing_leaves_the_artifacts_alone(built: Site) -> None:
+    """The boot, install and nightly fingerprints use out/'s mtimes: a make that compiled
+    nothing must not republish (and so rerun them)."""
+    vmlinuz = built.ws.out / f"vmlinuz-{RELEASE}"
+    before = vmlinuz.stat().st_mtime_ns
+    built.ok("forget", "build:kernel")
+    out = built.ok("build")
+    assert ran(out, "build:kernel") and "0 objects compiled" in out
+    assert vmlinuz.stat().st_mtime_ns == before
+    assert not ran(built.ok("build"), "build:kernel")
+
+
 def test_hand_edit_in_a_fetched_tree_is_noticed(built: Site) -> None:
     fork = built.src("linux") / "kernel" / "fork.c"
     fork.write_text(fork.read_text() + "int nr_threads;\n")
