@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Config
 from .errors import DeviceError, XenpipeError, format_error
+
+if TYPE_CHECKING:  # config checks entries with parse_device at load time
+    from .config import Config
 
 FLAVOURS = ("xenlinux", "mainline", "guestdev")
 BDF_FORMS = "expected BB:DD.F or DDDD:BB:DD.F (hex, device <= 1f, function <= 7), e.g. 00:19.0"
@@ -75,15 +78,33 @@ def _hex(text: str, width: int) -> int | None:
     return int(text, 16)
 
 
-def parse_bdf(text: str) -> Bdf:
-    """Parse ``BB:DD.F`` or ``DDDD:BB:DD.F``; the error names exactly what is wrong."""
-    value = text.strip()
+def _entry(kind: str, form: str, text: str) -> tuple[str, Callable[[str], DeviceError]]:
+    """*text* stripped, and the error for what is wrong with it (``bad <kind> "<text>": <why>;
+    <form>``); an empty entry is refused here."""
 
     def bad(why: str) -> DeviceError:
-        return DeviceError(f'bad PCI address "{text}": {why}; {BDF_FORMS}')
+        return DeviceError(f'bad {kind} "{text}": {why}; {form}')
 
+    value = text.strip()
     if not value:
         raise bad("it is empty")
+    return value, bad
+
+
+def _slot(bad: Callable[[str], DeviceError], dev_s: str, func_s: str,
+          where: str = "") -> tuple[int, int]:
+    """The device and function numbers of hex *dev_s* and *func_s*, within PCI's limits."""
+    dev, func = int(dev_s, 16), int(func_s, 16)
+    if dev > 0x1F:
+        raise bad(f"{where}device {dev_s} is above 1f")
+    if func > 7:
+        raise bad(f"{where}function {func_s} is above 7")
+    return dev, func
+
+
+def parse_bdf(text: str) -> Bdf:
+    """Parse ``BB:DD.F`` or ``DDDD:BB:DD.F``; the error names exactly what is wrong."""
+    value, bad = _entry("PCI address", BDF_FORMS, text)
     head, dot, func_s = value.rpartition(".")
     if not dot:
         raise bad("no '.' before the function number")
@@ -99,12 +120,7 @@ def parse_bdf(text: str) -> Bdf:
         if n is None:
             raise bad(f'{name} "{s}" is not {width} hex digit{"s" if width > 1 else ""}')
         numbers.append(n)
-    domain, bus, dev, func = numbers
-    if dev > 0x1F:
-        raise bad(f"device {dev_s} is above 1f")
-    if func > 7:
-        raise bad(f"function {func_s} is above 7")
-    return Bdf(domain, bus, dev, func)
+    return Bdf(numbers[0], numbers[1], *_slot(bad, dev_s, func_s))
 
 
 # ---------------------------------------------------------------------------- device paths
@@ -137,13 +153,7 @@ class DevicePath:
 
 def parse_path(text: str) -> DevicePath:
     """Parse a 2008-style device path with the kernel's limits (hid and uid <= 8 characters)."""
-    value = text.strip()
-
-    def bad(why: str) -> DeviceError:
-        return DeviceError(f'bad device path "{text}": {why}; {PATH_FORM}')
-
-    if not value:
-        raise bad("it is empty")
+    value, bad = _entry("device path", PATH_FORM, text)
     root, _, rest = value.partition("-")
     hid, colon, uid = root.partition(":")
     if not hid:
@@ -167,12 +177,7 @@ def parse_path(text: str) -> DevicePath:
             raise bad(f"hop {n} is empty (doubled or trailing '-')")
         if m is None:
             raise bad(f'hop {n} "{part}" is not DD.F (hex device, hex function)')
-        dev, func = int(m[1], 16), int(m[2], 16)
-        if dev > 0x1F:
-            raise bad(f'hop {n} "{part}": device {m[1]} is above 1f')
-        if func > 7:
-            raise bad(f'hop {n} "{part}": function {m[2]} is above 7')
-        hops.append(Hop(dev, func))
+        hops.append(Hop(*_slot(bad, m[1], m[2], f'hop {n} "{part}": ')))
     return DevicePath(hid, uid if colon else None, tuple(hops))
 
 

@@ -22,7 +22,7 @@ import pexpect
 import pytest
 
 from pipeline import boot, cmdline, config, pci, probe
-from pipeline.errors import BootError, format_error
+from pipeline.errors import BootError, ConfigError, format_error
 from pipeline.files import write_json
 from pipeline.workspace import Workspace
 
@@ -365,10 +365,9 @@ def test_boot_needs_a_hypervisor(tmp_path):
 
 
 def test_a_malformed_device_fails_before_anything_boots(tmp_path):
-    cfg = demo_cfg(tmp_path, DEMO_BODY.replace('"00:03.0"', '"00:3.0"'))
-    with pytest.raises(pci.DeviceError) as exc:
-        boot.boot(cfg, Workspace(cfg.workspace))
-    assert format_error(exc.value).startswith('xenpipe: error: bad PCI address "00:3.0"')
+    with pytest.raises(ConfigError) as exc:  # refused as the config is loaded
+        demo_cfg(tmp_path, DEMO_BODY.replace('"00:03.0"', '"00:3.0"'))
+    assert '[passthrough] devices: bad PCI address "00:3.0"' in format_error(exc.value)
 
 
 def test_verify_checks_the_seized_devices_against_the_paths(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,72 @@ def test_bad_symbol(tmp_path: Path) -> None:
 def test_tarball_has_no_rev(tmp_path: Path) -> None:
     body = GOOD.replace('vcs = "git"', 'vcs = "tarball"')
     assert "a tarball has no revisions" in error(tmp_path, body)
+
+
+@pytest.mark.parametrize("body, at, says", [
+    # a typo in a dotted table name: the header's line, and the table it meant
+    (GOOD + "[sourcs.xen]\nvcs = 'git'\n", "[sourcs.xen]",
+     '[sourcs]: unknown table (did you mean "[sources]"?)'),
+    # top-level keys, before any table (write_config's [workspace] would hold them)
+    ('debug = true\n[workspace]\ndir = "/tmp"\n', "debug", "debug: unknown key; known tables"),
+    ('sources = "xen"\n[workspace]\ndir = "/tmp"\n', "sources =",
+     "[sources]: expected tables [sources.<name>]"),
+    ("[sources]\nxen = 1\n", "xen = 1", "[sources.xen]: expected a table, got a number"),
+    (GOOD + '[[guests]]\nname = "a"\nconfig = "/etc/xen/a"\n[[guests]]\nname = "b"\n'
+     'config = "/etc/xen/b"\ndevcies = []\n', "devcies",
+     '[[guests]] devcies: unknown key (did you mean "devices"?)'),
+    (GOOD + '[[guests]]\nname = "a"\nconfig = "/etc/xen/a"\n[[guests]]\nname = "b"\n'
+     'config = "etc/xen/b"\n', 'config = "etc', "[[guests]] config: expected an absolute path"),
+    ('[passthrough]\ndevices = [\n  "00:19.0",\n  "00:1f.8",\n]\n', '"00:1f.8"',
+     '[passthrough] devices: bad PCI address "00:1f.8": function 8 is above 7'),
+    ('[passthrough]\ndevices = ["0000:00:1f"]\n', "devices",
+     "[passthrough] devices: bad PCI address \"0000:00:1f\": no '.' before the function number"),
+    ('[passthrough]\ndevices = ["gg:00.0", "10000:00:1f.0"]\n', "devices",
+     '[passthrough] devices: bad PCI address "gg:00.0": bus "gg" is not 2 hex digits'),
+    ('[passthrough]\ndevices = ["PNP0A08:0-1c.0-zz.0"]\n', "devices",
+     '[passthrough] devices: bad device path "PNP0A08:0-1c.0-zz.0": hop 2 "zz.0" is not DD.F'),
+    ('[passthrough]\ndevices = ["00:19.0"]\n[[guests]]\nname = "g"\nconfig = "/etc/xen/g"\n'
+     'devices = ["00:19"]\n', 'devices = ["00:19"]', '[[guests]] devices: bad PCI address'),
+    (GOOD + 'symbols = ["CONFIG_XEN_PCIDEV_BACKEND=m"]\n', "symbols",
+     '[kernel] symbols: "CONFIG_XEN_PCIDEV_BACKEND=m" conflicts with '
+     '"CONFIG_XEN_PCIDEV_BACKEND=y" (xenpipe always'),
+    (GOOD + 'fragments = [\n  "configs/kernel/xen-dom0.config",\n  "nope.config",\n]\n',
+     '"nope.config"', "[kernel] fragments: fragment nope.config does not exist"),
+    ('[install]\nroot = ""\n', 'root = ""', "[install] root: expected a non-empty string"),
+])
+def test_error_names_the_line_it_is_about(tmp_path: Path, body: str, at: str, says: str) -> None:
+    path = write_config(tmp_path, body)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if at in text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert str(exc.value).startswith(f"{path}:{line}: {says}"), str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_workspace_must_be_a_directory_xenpipe_can_make(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for where, says in ((tmp_path / "afile", "is a file, not a directory"),
+                        (tmp_path / "afile" / "ws", f"{tmp_path / 'afile'} is a file"),
+                        ("", "expected a non-empty string")):  # "" would be the repository
+        body = f'[workspace]\ndir = "{where}"\n'
+        msg = error(tmp_path, body)
+        assert "site.toml:2: [workspace] dir: " in msg and says in msg
+
+
+def test_boot_xen_is_relative_to_the_repository(tmp_path: Path) -> None:
+    assert load(tmp_path, '[boot]\nxen = "boot/xen.gz"\n').boot.xen == REPO / "boot" / "xen.gz"
+
+
+def test_a_config_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_bytes(b'[workspace]\ndir = "ws"\n\xff\xfe\x00\n')
+    res = run_doit("list", config=path, cli=True)
+    assert (res.returncode, res.stderr) == (
+        1, f"xenpipe: error: {path}:3: not UTF-8 text (byte 0xff); a TOML file is UTF-8\n")
+    res = subprocess.run([sys.executable, "-m", "pipeline.boot", str(path)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("args", [("list",), ("fetch",)])

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import guests, pci
 from pipeline.config import GuestCfg
-from pipeline.errors import InstallError
+from pipeline.errors import ConfigError, InstallError
 
 from . import install_helpers as h
 from . import sysfs_trees as trees
@@ -116,5 +116,6 @@ def test_guest_devices_behind_a_device_path(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, '["00:01.0"]', '["PNP0A08:0-1c.0-0.0"]')
     with pytest.raises(InstallError, match=r"^\[\[guests\]\] g1: PNP0A08:0-1c.0-0.0 not in"):
         guests.check(cfg, topo)
-    with pytest.raises(InstallError, match=r"^\[\[guests\]\] g1: bad PCI address"):
-        guests.check(_cfg(tmp_path, '["00:01.0"]', '["00:1.0"]'), topo)
+    with pytest.raises(ConfigError, match=r"site.toml:11: \[\[guests\]\] devices: bad PCI "
+                       r'address "00:1.0"'):  # a typo is refused when the config is loaded
+        _cfg(tmp_path, '["00:01.0"]', '["00:1.0"]')
