@@ -185,8 +185,16 @@ class Config:
 
 # -------------------------------------------------------------------------------- loading
 def choose_path(var: str | None = None) -> Path:
-    """``config=PATH`` on the doit command line, else ``$XENPIPE_CONFIG``, else the default."""
-    chosen = var or os.environ.get("XENPIPE_CONFIG") or str(DEFAULT_CONFIG)
+    """``config=PATH`` on the doit command line, else ``$XENPIPE_CONFIG``, else the default.
+    A ``config=`` that names no file is an error, not the default (an unset shell variable
+    must not build configs/default.toml from the network)."""
+    name, chosen = "config=", var
+    if var is None:
+        name, chosen = "XENPIPE_CONFIG=", os.environ.get("XENPIPE_CONFIG") or str(DEFAULT_CONFIG)
+    if not chosen.strip(" ,"):
+        raise ConfigError(f"{name}{chosen} names no config file; give its path "
+                          "(config=configs/site.toml), or leave config= out for "
+                          "$XENPIPE_CONFIG or configs/default.toml")
     return resolve_path(chosen, Path.cwd())
 
 

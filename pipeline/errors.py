@@ -1,7 +1,9 @@
 """One exception family for user errors.
 
 The doit layer turns any ``XenpipeError`` into a single ``xenpipe: error: ...`` line and a
-failed task; anything else is a bug and may show a traceback.
+failed task, and so an ``OSError`` too: the system refused a file operation (a read-only or
+full file system, a file where a directory belongs, no permission), which the user fixes
+outside xenpipe. Anything else is a bug and may show a traceback.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class BootError(XenpipeError):
 
 
 def format_error(exc: BaseException) -> str:
-    """The one line a user sees for a user error."""
-    text = " ".join(str(exc).split("\n")[0:1]).strip() or exc.__class__.__name__
+    """The one line a user sees for a user error (an OSError as ``PATH: strerror``)."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        text = ": ".join([" -> ".join(paths), exc.strerror] if paths else [exc.strerror])
+    text = " ".join(text.split("\n")[0:1]).strip() or exc.__class__.__name__
     return f"xenpipe: error: {text}"

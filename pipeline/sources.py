@@ -14,7 +14,9 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
+from base64 import b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,10 +42,19 @@ def _git() -> ModuleType:
     return git
 
 
+_GIT_NOISE = ("Cloning into", "Please make sure you have the correct access rights",
+              "and the repository exists.")
+
+
 def _git_error(exc: git.GitCommandError) -> str:
-    lines = [ln.strip() for ln in str(exc.stderr or exc).splitlines() if ln.strip()]
-    lines = [ln.removeprefix("stderr: ").strip("'").strip() for ln in lines]
-    return proc.redact(lines[-1] if lines else str(exc))
+    """What git said went wrong, on one line: from its first ``fatal:``/``error:``/``ssh:``
+    line on (GitPython quotes stderr: ``stderr: 'Cloning into ...``, a last line ``'``)."""
+    lines = [ln.strip().removeprefix("stderr: ").strip("'").strip()
+             for ln in str(exc.stderr or exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(_GIT_NOISE)]
+    first = next((i for i, ln in enumerate(lines) if re.search(r"\b(fatal|error|ssh):", ln)),
+                 max(len(lines) - 1, 0))
+    return proc.redact("; ".join(lines[first:]) or str(exc))
 
 
 class Vcs:
@@ -249,12 +260,20 @@ class Tarball(Git):
         if not url.startswith(("http://", "https://", "file://")):
             raise SourceError(f"{proc.redact(url)}: only http(s) and file URLs are supported")
         target = tmpdir / f".download-{os.getpid()}-{os.path.basename(url)}"
+        # urllib takes no user:password@ in a URL: it goes into an Authorization header that
+        # a redirect does not carry to another server
+        parts = urllib.parse.urlsplit(url)
+        user, at, host = parts.netloc.rpartition("@")
+        req = urllib.request.Request(parts._replace(netloc=host).geturl())
+        if at:
+            who = ":".join(urllib.parse.unquote(p) for p in user.split(":", 1)).encode()
+            req.add_unredirected_header("Authorization", f"Basic {b64encode(who).decode()}")
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(target, "wb") as f:
+            with urllib.request.urlopen(req, timeout=60) as resp, open(target, "wb") as f:
                 shutil.copyfileobj(resp, f, 1 << 20)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             target.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", exc)
+            reason = proc.redact(str(getattr(exc, "reason", exc)))
             raise SourceError(f"cannot download {proc.redact(url)}: {reason}") from None
         return target
 

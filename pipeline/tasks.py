@@ -55,7 +55,7 @@ def load_variants() -> list[config_mod.Config]:
     """`config=a.toml,b.toml` (or XENPIPE_CONFIG) lists variants for `doit nightly`, each
     validated before any task runs; every other task needs exactly one config."""
     chosen = get_var("config") or os.environ.get("XENPIPE_CONFIG") or ""
-    if "," not in chosen:
+    if "," not in chosen or not chosen.strip(" ,"):  # "config=," names no file: load says so
         return [load_config()]
     cfgs = [load_config(part.strip()) for part in chosen.split(",") if part.strip()]
     words = [a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a
@@ -82,7 +82,7 @@ def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
                               f"{INTERRUPTED[0]}")
         try:
             result = fn(*args)
-        except XenpipeError as exc:
+        except (XenpipeError, OSError) as exc:  # OSError: see errors.py
             return TaskFailed(format_error(exc))
         except KeyboardInterrupt as exc:
             from .metadata import signal_name

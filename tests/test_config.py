@@ -11,7 +11,7 @@ import pytest
 from pipeline import config
 from pipeline.errors import ConfigError
 
-from .conftest import REPO, run_doit, write_config
+from .conftest import REPO, GitUpstream, run_doit, write_config
 
 GOOD = """
 [sources.linux]
@@ -195,6 +195,32 @@ def test_config_chosen_by_env(tmp_path: Path) -> None:
     good = write_config(tmp_path, GOOD, name="good.toml")
     res = run_doit("list", config=good, env={"XENPIPE_CONFIG": str(cfg)}, cli=True)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("args, env", [
+    (("config=",), None),  # an unset shell variable: config=$SITE
+    (("config=,",), None),
+    ((), {"XENPIPE_CONFIG": " , "}),
+])
+def test_config_naming_no_file_is_refused(args: tuple[str, ...], env: dict | None) -> None:
+    """Not configs/default.toml instead: that would clone Xen and Linux from the network."""
+    res = run_doit("list", *args, env=env)
+    assert res.returncode == 1
+    assert res.stderr.startswith("xenpipe: error: ") and "names no config file" in res.stderr
+    assert res.stderr.count("\n") == 1 and res.stdout == ""
+
+
+def test_a_file_operation_the_system_refuses_is_one_line(tmp_path: Path,
+                                                         git_upstream: GitUpstream) -> None:
+    """An OSError (here a file where the workspace's src/ belongs; also a read-only or full
+    file system, an install root that cannot be created) fails the task with one line."""
+    cfg = write_config(tmp_path, f'[sources.linux]\nvcs = "git"\nurl = "{git_upstream.url}"\n')
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "src").write_text("not a directory\n")
+    res = run_doit("fetch", config=cfg)
+    assert (res.returncode, res.stderr) == (1, f"xenpipe: error: {tmp_path / 'ws' / 'src'}: "
+                                               "File exists\n")
+    assert (tmp_path / "ws" / "src").read_text() == "not a directory\n"
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
+import http.server
 import io
 import json
 import os
 import shutil
 import tarfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import git
@@ -176,6 +181,7 @@ def test_git_unreachable_and_unknown_rev(tmp_path: Path, git_upstream: GitUpstre
     res = run_doit("fetch", config=cfg)
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert res.stderr.startswith("xenpipe: error: git clone http://bob:***@127.0.0.1:")
+    assert "fatal: unable to access" in res.stderr  # git's own reason, not an empty one
     assert "hunter2" not in res.stderr
 
     cfg.write_text(f'[workspace]\ndir = "{tmp_path / "ws"}"\n[sources.linux]\nvcs = "git"\n'
@@ -288,25 +294,53 @@ def test_corrupt_tarball(tmp_path: Path) -> None:
     assert not (tmp_path / "w" / "src" / "k").exists()
 
 
-def test_tarball_over_http(tmp_path: Path) -> None:
-    import functools
-    import http.server
-    import threading
+@contextlib.contextmanager
+def http_server(directory: Path, password: str | None = None) -> Iterator[str]:
+    """A real HTTP server for *directory* on 127.0.0.1 (its base URL); with *password*, every
+    request needs basic auth as ``user:<password>``."""
+    want = "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
 
-    make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n"})
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if password is not None and self.headers.get("Authorization") != want:
+                self.send_error(401, "Unauthorized")
+                return
+            super().do_GET()
+
+    handler = functools.partial(Handler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/pkg.tar.gz"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_tarball_over_http(tmp_path: Path) -> None:
+    make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n"})
+    with http_server(tmp_path) as base:
+        url = f"{base}/pkg.tar.gz"
         ws = Workspace(tmp_path / "ws")
         sources.fetch(SourceCfg("k", "tarball", url, None, None), ws)
         assert (ws.source_dir("k") / "Makefile").is_file()
         with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/nope"):
             sources.fetch(SourceCfg("j", "tarball", url.replace("pkg", "nope"), None, None), ws)
-    finally:
-        server.shutdown()
+
+
+def test_tarball_url_with_a_password(tmp_path: Path) -> None:
+    """user:password@ in the URL is sent as basic auth (urllib alone would take it for part
+    of the host name) and never shown."""
+    make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n"})
+    ws = Workspace(tmp_path / "ws")
+    with http_server(tmp_path, password="s3cr%t") as base:
+        url = base.replace("//", "//user:s3cr%25t@") + "/pkg.tar.gz"
+        sources.fetch(SourceCfg("k", "tarball", url, None, None), ws)
+        assert (ws.source_dir("k") / "Makefile").is_file()
+        wrong = url.replace("s3cr%25t", "guess")
+        with pytest.raises(SourceError) as exc:
+            sources.fetch(SourceCfg("j", "tarball", wrong, None, None), ws)
+    assert str(exc.value) == f"cannot download {proc.redact(wrong)}: Unauthorized"
+    assert "guess" not in str(exc.value)
 
 
 def test_hg_missing_from_path(tmp_path: Path) -> None:
