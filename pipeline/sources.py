@@ -360,9 +360,11 @@ def state_key(name: str) -> str:
 
 
 def mirror_path(mirror: Path, src: SourceCfg) -> Path:
-    """One shared download per repository URL, whichever workspace asks for it."""
-    digest = hashlib.sha256(src.url.encode()).hexdigest()[:16]
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.url.rstrip("/").rsplit("/", 1)[-1])[:40]
+    """One shared download per repository URL, whichever workspace asks for it (named after
+    the URL with its password hidden: a directory name shows in logs and to every user)."""
+    url = proc.redact(src.url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:40]
     return mirror / f"{base}-{digest}"
 
 

@@ -230,6 +230,20 @@ def test_mirror_is_shared(tmp_path: Path, git_upstream: GitUpstream,
     assert len(list(mirror.iterdir())) == 2
 
 
+def test_mirror_names_no_password(tmp_path: Path) -> None:
+    url = f"http://alice:s3cret@127.0.0.1:{free_port()}/"
+    cfg = write_config(tmp_path, f'[workspace]\ndir = "{tmp_path / "ws"}"\n'
+                                 f'mirror = "{tmp_path / "mirror"}"\n'
+                                 f'[sources.xen]\nvcs = "hg"\nurl = "{url}"\n')
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "s3cret" not in res.stderr + (tmp_path / "ws" / "logs" / "fetch-xen.log").read_text()
+    named = sources.mirror_path(tmp_path, SourceCfg("xen", "hg", url, None, None))
+    assert "s3cret" not in str(named)
+    assert named == sources.mirror_path(  # one mirror, whatever the password
+        tmp_path, SourceCfg("xen", "hg", url.replace("s3cret", "n3w"), None, None))
+
+
 # -------------------------------------------------------------------------------- tarball
 def test_tarball_unpacks_strips_and_commits(tmp_path: Path) -> None:
     tar = make_tarball(tmp_path / "linux-6.1.tar.xz",
