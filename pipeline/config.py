@@ -353,6 +353,13 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _absent(noun: str, path: Path) -> str:
+    """Why *path*, a *noun* (a "directory" or a kind of file), is not there."""
+    if not os.path.lexists(path):
+        return f"{noun} {display(path)} does not exist"
+    return f"{display(path)} is {'a directory, not a file' if path.is_dir() else 'not a directory'}"
+
+
 def load(path: Path) -> Config:
     """Read, parse and validate *path*; raise ConfigError with a one-line message."""
     try:
@@ -412,7 +419,7 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
         if v["patches"] is not None:
             patches = resolve_path(v["patches"])
             if not patches.is_dir():
-                raise c.fail(tname, "patches", f"directory {display(patches)} does not exist")
+                raise c.fail(tname, "patches", _absent("directory", patches))
         sources[name] = SourceCfg(name, v["vcs"], url, v["rev"], patches)
 
     def source_ref(table: str, name: str) -> str:
@@ -439,14 +446,14 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
         for frag in v["fragments"]:
             p = resolve_path(frag)
             if not p.is_file():
-                raise c.fail(("kernel",), "fragments", f"fragment {display(p)} does not exist",
+                raise c.fail(("kernel",), "fragments", _absent("fragment", p),
                              frag)
             fragments.append(p)
         base = v["base"]
         if "/" in base or base.endswith(".config"):
             bp = resolve_path(base)
             if not bp.is_file():
-                raise c.fail(("kernel",), "base", f"config file {display(bp)} does not exist")
+                raise c.fail(("kernel",), "base", _absent("config file", bp))
             base = str(bp)
         symbols: dict[str, str] = {}
         for sym in [*v["symbols"], *FORCED_SYMBOLS]:

@@ -141,6 +141,10 @@ def test_tarball_has_no_rev(tmp_path: Path) -> None:
     (GOOD + 'fragments = [\n  "configs/kernel/xen-dom0.config",\n  "nope.config",\n]\n',
      '"nope.config"', "[kernel] fragments: fragment nope.config does not exist"),
     ('[install]\nroot = ""\n', 'root = ""', "[install] root: expected a non-empty string"),
+    (GOOD + 'fragments = ["configs/kernel"]\n', "fragments",
+     "[kernel] fragments: configs/kernel is a directory, not a file"),
+    (GOOD.replace('rev = "v6.1"', 'patches = "README.md"'), "patches",
+     "[sources.linux] patches: README.md is not a directory"),
 ])
 def test_error_names_the_line_it_is_about(tmp_path: Path, body: str, at: str, says: str) -> None:
     path = write_config(tmp_path, body)
