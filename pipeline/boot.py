@@ -734,7 +734,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import XenpipeError, format_error
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print("usage: python -m pipeline.boot [CONFIG]: the last `doit boot` verdict of CONFIG "
+              "(default: $XENPIPE_CONFIG, else configs/default.toml)")
+        return 0
     try:
+        if len(args) > 1:
+            raise XenpipeError(f"python -m pipeline.boot takes one CONFIG, got {len(args)}: "
+                               f"{' '.join(args)}")
         cfg = load(choose_path(args[0] if args else None))
     except XenpipeError as exc:
         print(format_error(exc), file=sys.stderr)

@@ -365,7 +365,8 @@ def load(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{display(path)}: config file not found") from None
+        # absolute: `doit -f .../dodo.py` runs from the repository, not where it was typed
+        raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{display(path)}: cannot read: {exc.strerror}") from None
     try:

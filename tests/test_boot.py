@@ -364,6 +364,17 @@ def test_boot_needs_a_hypervisor(tmp_path):
         boot.images(cfg, ws)
 
 
+@pytest.mark.parametrize("args, status, out", [
+    (["--help"], 0, "usage: python -m pipeline.boot [CONFIG]"),
+    (["a.toml", "b.toml"], 1, "xenpipe: error: python -m pipeline.boot takes one CONFIG, got 2"),
+])
+def test_boot_summary_arguments(args, status, out):
+    res = subprocess.run([sys.executable, "-m", "pipeline.boot", *args], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == status
+    assert (res.stdout + res.stderr).startswith(out) and (res.stdout + res.stderr).count("\n") == 1
+
+
 def test_a_malformed_device_fails_before_anything_boots(tmp_path):
     with pytest.raises(ConfigError) as exc:  # refused as the config is loaded
         demo_cfg(tmp_path, DEMO_BODY.replace('"00:03.0"', '"00:3.0"'))

@@ -231,6 +231,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
     res = run_doit("list", config=tmp_path / "nope.toml", cli=True)
     assert res.returncode == 1
     assert res.stderr == f"xenpipe: error: {tmp_path / 'nope.toml'}: config file not found\n"
+    res = run_doit("list", "config=configs/nope.toml")  # relative: to the repository root
+    assert res.stderr == f"xenpipe: error: {REPO / 'configs/nope.toml'}: config file not found\n"
 
 
 def test_doit_list_shows_contract_tasks(tmp_path: Path) -> None:
