@@ -119,7 +119,10 @@ def flag(name: str) -> bool:
 VARIANTS = load_variants()
 CFG = VARIANTS[0]
 WS = Workspace(CFG.workspace)
-WS.dir.mkdir(parents=True, exist_ok=True)
+try:
+    WS.dir.mkdir(parents=True, exist_ok=True)
+except OSError as exc:  # what config's check of [workspace] dir cannot foresee (e.g. in /proc)
+    raise SystemExit(format_error(exc)) from None
 
 DOIT_CONFIG = {
     "backend": "sqlite3",

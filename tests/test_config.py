@@ -165,6 +165,15 @@ def test_workspace_must_be_a_directory_xenpipe_can_make(tmp_path: Path) -> None:
         assert "site.toml:2: [workspace] dir: " in msg and says in msg
 
 
+def test_workspace_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """/proc takes no new directory, though it looks writable to root: doit stops at once."""
+    cfg = write_config(tmp_path, '[workspace]\ndir = "/proc/xenpipe-test/ws"\n')
+    res = run_doit("list", config=cfg)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.startswith("xenpipe: error: ") and res.stderr.count("\n") == 1
+    assert "/proc/xenpipe-test" in res.stderr
+
+
 def test_boot_xen_is_relative_to_the_repository(tmp_path: Path) -> None:
     assert load(tmp_path, '[boot]\nxen = "boot/xen.gz"\n').boot.xen == REPO / "boot" / "xen.gz"
 
