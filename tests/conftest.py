@@ -320,7 +320,8 @@ def _doit_child(args: list[str], env: dict[str, str], out_w: int, err_w: int) ->
         handler = signal.getsignal(sig)
         if callable(handler) and handler is not signal.default_int_handler:
             signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # Python keeps an ignored SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False),
                                                    encoding="utf-8")
