@@ -13,7 +13,7 @@ from typing import Any
 def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None:
     """Write *data* to *path* via a temp file in the same directory, fsync, then rename."""
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode(errors="surrogateescape")  # bytes read with surrogateescape
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         try:

@@ -68,6 +68,12 @@ def parse_line(line: str) -> tuple[str, str] | None:
     return None
 
 
+def _text(path: Path) -> str:
+    """A .config, fragment or Kconfig file as text, bytes that are not UTF-8 kept as they are
+    (a Latin-1 comment, a string value): atomic_write writes them back unchanged."""
+    return path.read_text(errors="surrogateescape")
+
+
 def read_config(path: Path) -> dict[str, str]:
     """A .config as {CONFIG_X: value}; ``is not set`` reads as ``n``."""
     values: dict[str, str] = {}
@@ -80,7 +86,7 @@ def read_config(path: Path) -> dict[str, str]:
 def parse_fragment(path: Path) -> list[Setting]:
     """A fragment's settings, in order; a line that is neither a setting nor a comment is fatal."""
     try:
-        text = path.read_text()
+        text = _text(path)
     except OSError as exc:
         raise KconfigError(f"{display(path)}: cannot read fragment: {exc.strerror}") from None
     out = []
@@ -91,8 +97,9 @@ def parse_fragment(path: Path) -> list[Setting]:
         if kv is None:
             if not stripped or stripped.startswith("#"):
                 continue  # blank or comment
+            shown = stripped.encode(errors="surrogateescape").decode(errors="replace")
             raise KconfigError(f"{where}: expected CONFIG_NAME=value or "
-                               f"'# CONFIG_NAME is not set', got {stripped!r}")
+                               f"'# CONFIG_NAME is not set', got {shown!r}")
         if not _VALUE.match(kv[1]):
             raise KconfigError(f"{where}: {kv[0]}: value {kv[1]!r} is not y, m, n, "
                                '"text" or a number')
@@ -271,12 +278,12 @@ def probe(kb: Kbuild, names: Iterable[str]) -> dict[str, SymbolInfo] | None:
     overlay = kb.build / "xenpipe-probe.Kconfig"
     probe_cfg = kb.build / "xenpipe-probe.config"
     try:
-        top = kb.top_kconfig().read_text()
+        top = _text(kb.top_kconfig())
     except OSError:
         return None
     entries = "".join(f'\nconfig {b}\n\tprompt "xenpipe probe"\n' for b in bare)
-    overlay.write_text(top.rstrip("\n") + "\n" + entries)
-    probe_cfg.write_text(drop(kb.config.read_text(), [f"CONFIG_{b}" for b in bare]))
+    atomic_write(overlay, top.rstrip("\n") + "\n" + entries)
+    atomic_write(probe_cfg, drop(_text(kb.config), [f"CONFIG_{b}" for b in bare]))
     res = kb.make("-s", "helpnewconfig",
                   variables=[f"KBUILD_KCONFIG={overlay}", f"KCONFIG_CONFIG={probe_cfg}"],
                   check=False)
@@ -804,7 +811,7 @@ def _base(kb: Kbuild, base: str) -> dict[str, str]:
 def _force(kb: Kbuild, kcfg: KernelCfg, requested: list[Setting], deadline: float
            ) -> tuple[FrontendResult, dict[str, str]]:
     """Run the frontend; retry once with whole choices made new when a member was asked for."""
-    before = kb.config.read_text()
+    before = _text(kb.config)
     extra: set[str] = set()
     while True:
         if kcfg.frontend == "oldconfig":
@@ -887,7 +894,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
     base = _base(kb, kcfg.base)
     step("base")
     if fragments:
-        atomic_write(kb.config, merge(kb.config.read_text(), fragments))
+        atomic_write(kb.config, merge(_text(kb.config), fragments))
     kb.make("olddefconfig")
     step("fragments")
     res, final = _force(kb, kcfg, requested, time.monotonic() + INTERACTIVE_TIMEOUT)

@@ -84,6 +84,19 @@ def test_fragment_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         kconfig.parse_fragment(f)
 
 
+def test_fragment_bytes_that_are_not_utf8(tmp_path: Path, tree: Path) -> None:
+    """A Latin-1 comment (2009-era files have them) is no reason to fail; a broken line is
+    still named by file and line."""
+    f = tmp_path / "latin1.config"
+    f.write_bytes(b"# J\xfcrgen's dom0 bits\n" + (XEN_ON + "CONFIG_MODULES=y\n").encode())
+    _, final, _ = run(load_config(tmp_path, tree, fragments=[f]), tree)
+    assert final["CONFIG_XEN_PCIDEV_BACKEND"] == "y"
+    f.write_bytes(b"CONFIG_A=y\n\xff\xfeCONFIG_B=y\n")
+    with pytest.raises(KconfigError, match=r"latin1\.config:2: expected CONFIG_NAME=value or "
+                                           r"'# CONFIG_NAME is not set', got '\ufffd\ufffdCONFIG"):
+        kconfig.parse_fragment(f)
+
+
 def test_parse_help_skips_probe_definition() -> None:
     text = """-----
 There is no help available for this option.
