@@ -298,7 +298,8 @@ def unpack(archive: Path, dest: Path) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         if isinstance(exc, SourceError):
             raise
-        raise SourceError(f"{archive}: corrupt or unreadable tarball: {exc}") from None
+        why = " ".join(str(exc).split())  # tarfile's "could not be opened" lists each method
+        raise SourceError(f"{archive}: corrupt or unreadable tarball: {why}") from None
     entries = list(dest.iterdir())
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         top = entries[0]
