@@ -9,6 +9,7 @@ what it refuses is reported with the kernel's own dependency text.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import os
@@ -295,10 +296,18 @@ def probe(kb: Kbuild, names: Iterable[str]) -> dict[str, SymbolInfo] | None:
     return {f"CONFIG_{b}": infos[b] for b in bare if b in infos and infos[b].type}
 
 
+def undefined(name: str, final: dict[str, str], unsure: str = "") -> str:
+    """*name* is no symbol of this kernel: say so, with the symbol of *final* it was probably
+    meant to be (else *unsure*)."""
+    hint = difflib.get_close_matches(name, list(final), n=1, cutoff=0.85)
+    return f"{name} is not defined by this kernel" + (f" (did you mean {hint[0]}?)" if hint
+                                                      else unsure)
+
+
 def explain(s: Setting, got: str | None, info: SymbolInfo | None, final: dict[str, str]) -> str:
     """One clause: why *s* is not in the final config, in the kernel's words where possible."""
     if info is None:
-        return f"{s.name} is not defined by this kernel"
+        return undefined(s.name, final)
     now = "" if got is None or got == "n" else f" (it is {got})"
     head = f"{s} did not survive{now}"
     if s.value == "n" and info.selected_by:
@@ -852,7 +861,7 @@ def _check(kb: Kbuild, fragments: list[Setting], requested: list[Setting], final
     for s in bad_frag:
         i = info(s)
         if i is None:
-            warnings.append(f"{s.origin}: {s.name} is not defined by this kernel (typo?)")
+            warnings.append(f"{s.origin}: {undefined(s.name, final, ' (typo?)')}")
         elif not satisfied(s.value, final.get(s.name)):
             warnings.append(f"{s.origin}: {explain(s, final.get(s.name), i, final)}")
     errors = []

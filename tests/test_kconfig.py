@@ -219,7 +219,8 @@ def test_fragment_typo_and_dropped_symbol_are_warnings(tmp_path: Path, tree: Pat
     rec, final, _ = run(cfg, tree)
     assert final["CONFIG_PCI"] == "y" and final["CONFIG_XEN_PCIDEV_BACKEND"] == "y"
     assert rec["warnings"] == [
-        f"{frag}:4: CONFIG_XEN_BAKCEND is not defined by this kernel (typo?)",
+        f"{frag}:4: CONFIG_XEN_BAKCEND is not defined by this kernel (did you mean "
+        "CONFIG_XEN_BACKEND?)",
         f"{frag}:5: CONFIG_NO_SUCH is not defined by this kernel (typo?)",
     ]
     cfg = load_config(tmp_path, tree, fragments=[frag, fragment(tmp_path, "CONFIG_XEN=n\n", "x")],
@@ -232,7 +233,7 @@ def test_unknown_requested_symbol(tmp_path: Path, tree: Path) -> None:
     cfg = load_config(tmp_path, tree, fragments=[fragment(tmp_path, XEN_ON)],
                       symbols=["CONFIG_XEN_PCIDEV_BAKCEND=y"])
     with pytest.raises(KconfigError, match=r"^CONFIG_XEN_PCIDEV_BAKCEND is not defined by this "
-                       r"kernel$"):
+                       r"kernel \(did you mean CONFIG_XEN_PCIDEV_BACKEND\?\)$"):
         run(cfg, tree)
 
 
