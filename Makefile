@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 
 # Debian packages: build tools for Xen and the kernel, the kernel source the tests build,
 # QEMU and Debian's Xen for the boot check, and the tools install runs.
@@ -24,11 +24,14 @@ setup:
 	$(BIN)/pip install -q -e '.[test]'
 	@echo "ready: . $(VENV)/bin/activate && doit list"
 
-test:
-	$(BIN)/python -m pytest
+# The fast tests run on every CPU (pytest-xdist); the slow ones after them in one process, as
+# they share one real kernel build and boot QEMU (in parallel they would compete for the CPUs
+# their timeouts assume).
+test: test-fast
+	$(BIN)/python -m pytest -m slow
 
 test-fast:
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 lint:
 	$(BIN)/ruff check pipeline tests bench dodo.py
