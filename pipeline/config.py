@@ -309,6 +309,9 @@ class _Checker:
                     raise self.fail(
                         table, key, f"expected a list of {_tname_t(spec.items)[2:]}s, got {item!r}"
                     )
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and "\0" in text:  # no path or argument can hold one
+                raise self.fail(table, key, f"{text!r} holds a NUL character")
         if spec.type is str and not spec.empty and not value.strip():
             raise self.fail(table, key, "expected a non-empty string, got an empty one")
         if spec.choices and value not in spec.choices:

@@ -141,6 +141,10 @@ def test_tarball_has_no_rev(tmp_path: Path) -> None:
     (GOOD + 'fragments = [\n  "configs/kernel/xen-dom0.config",\n  "nope.config",\n]\n',
      '"nope.config"', "[kernel] fragments: fragment nope.config does not exist"),
     ('[install]\nroot = ""\n', 'root = ""', "[install] root: expected a non-empty string"),
+    ('[install]\nroot = "/srv/\\u0000root"\n', 'root = "/srv',  # (the tmp path says root)
+     "[install] root: '/srv/\\x00root' holds a NUL character"),
+    (GOOD + 'make_args = ["CC=gcc", "X=\\u0000"]\n', "make_args",
+     "[kernel] make_args: 'X=\\x00' holds a NUL character"),
     (GOOD + 'fragments = ["configs/kernel"]\n', "fragments",
      "[kernel] fragments: configs/kernel is a directory, not a file"),
     (GOOD.replace('rev = "v6.1"', 'patches = "README.md"'), "patches",
