@@ -22,6 +22,7 @@ malformed entry) go into the verdict and ``boot.json``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -37,7 +38,7 @@ import pexpect
 
 from . import cmdline, guest, metadata, pci, probe, proc
 from .config import Config, display
-from .errors import BootError, DeviceError
+from .errors import BootError, DeviceError, XenpipeError, format_error
 from .files import atomic_write, read_json, write_json
 from .workspace import Workspace
 
@@ -577,6 +578,7 @@ def _publish(ws: Workspace, results: dict[str, Any]) -> None:
 def _failed(ws: Workspace, results: dict[str, Any], message: str,
             session: Session | None = None) -> BootError:
     """Record a failed boot, show the console's last lines, and make its one-line error."""
+    results["verdict"] = "fail"
     _publish(ws, results)
     if session is not None:
         _show_tail(session)
@@ -603,7 +605,32 @@ def _topology_boot(cfg: Config, ws: Workspace, imgs: Images, flavour: str, xen_c
 @metadata.recorded("boot", BootError)
 def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Boot the built Xen + dom0 in QEMU; pass only when dom0 came up, pciback seized every
-    passthrough device and dom0 powered off. Returns (and records) the results."""
+    passthrough device and dom0 powered off. Returns (and records) the results.
+
+    ``verdict`` is ``running`` in boot.json and the metadata stage from the start (a killed
+    boot leaves no stale verdict); however the boot ends it records its verdict: a failure
+    before QEMU starts (no QEMU, an unreadable hypervisor, a probe that cannot be built) as
+    ``fail`` with its one-line ``reason``, Ctrl-C or SIGTERM as ``interrupted``."""
+    results: dict[str, Any] = {"verdict": "running"}
+    _publish(ws, results)
+    try:
+        return _boot(cfg, ws, results)
+    except BaseException as exc:
+        if results.get("verdict") == "running":  # nothing recorded a verdict yet
+            if isinstance(exc, KeyboardInterrupt):
+                verdict, reason = "interrupted", f"interrupted by {metadata.signal_name(exc)}"
+            elif isinstance(exc, XenpipeError | OSError):
+                verdict, reason = "fail", format_error(exc).removeprefix("xenpipe: error: ")
+            else:
+                verdict, reason = "fail", f"{type(exc).__name__}: {exc}"
+            results.update(verdict=verdict, reason=reason.removeprefix("boot: "))
+            with contextlib.suppress(OSError):  # out/ refuses writes: exc says more
+                _publish(ws, results)
+        raise
+
+
+def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]:
+    """:func:`boot`'s work; *results* is what boot.json records (published as it goes)."""
     if cfg.kernel is None:
         raise BootError("doit boot needs a dom0 kernel: configure [kernel]")
     for entry in cfg.passthrough.devices:
@@ -612,10 +639,9 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
     flavour = cmdline.flavour(cfg, ws)
     kvm = kvm_usable()
     xen_cmd = cmdline.xen_cmdline(cfg, XEN_CONSOLE)
-    results: dict[str, Any] = {"verdict": "fail", "accel": "kvm" if kvm else "tcg",
-                               "flavour": flavour, "xen": str(imgs.xen),
-                               "kernel": str(imgs.kernel), "xen_cmdline": xen_cmd}
-    _publish(ws, {**results, "verdict": "running"})  # a killed boot leaves no stale verdict
+    results.update({"accel": "kvm" if kvm else "tcg", "flavour": flavour,
+                    "xen": str(imgs.xen), "kernel": str(imgs.kernel), "xen_cmdline": xen_cmd})
+    _publish(ws, results)
     guests = guest.GuestBoot.of(cfg, ws)  # [boot] guest: start [[guests]] under dom0 too
     topo: pci.Topology | None = None
     dom0_cmd: str | None
@@ -716,16 +742,22 @@ def summary(ws: Workspace) -> str:
     res = read_json(ws.out / "boot.json")
     if not isinstance(res, dict):
         return f"boot: no result in {display(ws.out / 'boot.json')}: run `doit boot`"
-    console = f"console: {res.get('console')}"
-    if res.get("verdict") != "pass":
+    console = f"; console: {res['console']}" if res.get("console") else ""
+    verdict = res.get("verdict")
+    if verdict == "running":
+        return ("boot: no verdict: a `doit boot` is running, or was killed before it finished "
+                f"(run it again){console}")
+    if verdict != "pass":
         missed = [m for m in res.get("milestones", []) if m.get("status") == "missed"]
         why = (f"{missed[0]['name']} missed ({missed[0].get('detail')})" if missed
                else res.get("reason") or "see the log")
-        return f"boot: FAIL: {why}; {console}"
+        if verdict == "interrupted":
+            why += "; run `doit boot` again"
+        return f"boot: FAIL: {why}{console}"
     seized = ", ".join(f"{entry} = {' '.join(bdfs)}" for entry, bdfs in
                        res.get("expected", {}).items()) or "no passthrough devices"
     took = f" in {res['seconds']:.0f} s" if isinstance(res.get("seconds"), int | float) else ""
-    return f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}; {console}"
+    return f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}{console}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 from . import proc
 from .config import Config
-from .errors import BuildError, XenpipeError
+from .errors import BuildError, XenpipeError, format_error
 from .files import read_json, write_json
 from .workspace import Workspace
 
@@ -243,6 +243,9 @@ def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
         raise error(f"{TASKS.get(name, name)}: interrupted by {sig}; {again}") from None
     except XenpipeError as exc:
         rec.finish("fail", error=str(exc))
+        raise
+    except OSError as exc:  # the system refused a file operation: a user error (errors.py)
+        rec.finish("fail", error=format_error(exc).removeprefix("xenpipe: error: "))
         raise
     except BaseException as exc:
         rec.finish("fail", error=f"{type(exc).__name__}: {exc}")

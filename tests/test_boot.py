@@ -364,6 +364,68 @@ def test_boot_needs_a_hypervisor(tmp_path):
         boot.images(cfg, ws)
 
 
+def built(tmp_path: Path, body: str = DEMO_BODY) -> tuple[config.Config, Workspace]:
+    """The demo config with a built kernel, a hypervisor file (not gzipped: QEMU's -kernel
+    takes it as it is) and a QEMU that is not installed."""
+    (tmp_path / "xen").write_bytes(b"\x7fELF xen")
+    body = body.replace('xen = "/boot/xen-4.17-amd64.gz"',
+                        f'xen = "{tmp_path / "xen"}"\nqemu = "no-such-qemu-system-x86_64"')
+    body = body.replace("[kernel]\n", '[kernel]\nflavour = "mainline"\n')
+    cfg = demo_cfg(tmp_path, body)
+    ws = Workspace(cfg.workspace)
+    ws.out.mkdir(parents=True)
+    (ws.out / "vmlinuz-6.1.0").write_bytes(b"kernel")
+    return cfg, ws
+
+
+def broken_hypervisor(tmp_path: Path, ws: Workspace) -> str:
+    (tmp_path / "xen").write_bytes(gzip.compress(b"\x7fELF" + os.urandom(4000))[:64])
+    return f"{tmp_path / 'xen'}: cannot decompress"
+
+
+def probe_unbuildable(tmp_path: Path, ws: Workspace) -> str:
+    boot.boot_dir(ws).write_text("a file where the boot's directory belongs")
+    return f"{boot.boot_dir(ws)}: File exists"
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda tmp_path, ws: "no-such-qemu-system-x86_64: cannot start: ",
+    broken_hypervisor, probe_unbuildable], ids=["no-qemu", "hypervisor", "probe"])
+def test_a_boot_that_fails_before_qemu_starts_records_why(tmp_path, capsys, breakage):
+    """boot.json and metadata.json's boot stage get the verdict fail and the one-line reason
+    (not the "running" the boot starts with), and python -m pipeline.boot prints it."""
+    need("busybox")
+    cfg, ws = built(tmp_path)
+    write_json(ws.out / "boot.json", {"verdict": "pass", "accel": "tcg"})  # the last boot's
+    expect = breakage(tmp_path, ws)
+    with pytest.raises((BootError, OSError)) as exc:
+        boot.boot(cfg, ws)
+    error = format_error(exc.value)
+    assert expect in error
+    res = json.loads((ws.out / "boot.json").read_text())
+    assert res["verdict"] == "fail" and res["reason"] == error.removeprefix("xenpipe: error: ")
+    stage = json.loads((ws.out / "metadata.json").read_text())["stages"]["boot"]
+    assert stage["status"] == "fail" and stage["verdict"] == "fail"
+    assert stage["reason"] == res["reason"] and expect in stage["error"]
+    capsys.readouterr()
+    assert boot.main([str(cfg.path)]) == 1
+    assert capsys.readouterr().out == f"boot: FAIL: {res['reason']}\n"
+
+
+def test_doit_boot_without_qemu_is_one_line_and_recorded(tmp_path):
+    need("busybox")
+    cfg, ws = built(tmp_path)
+    res = run_doit("-s", "boot", config=cfg.path, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("xenpipe: error: no-such-qemu-system-x86_64: cannot start: ")
+    assert line.endswith("(apt-get install qemu-system-x86)")
+    shown = subprocess.run([sys.executable, "-m", "pipeline.boot", str(cfg.path)], cwd=REPO,
+                           capture_output=True, text=True)
+    assert shown.returncode == 1
+    assert shown.stdout == f"boot: FAIL: {line.removeprefix('xenpipe: error: ')}\n"
+
+
 @pytest.mark.parametrize("args, status, out", [
     (["--help"], 0, "usage: python -m pipeline.boot [CONFIG]"),
     (["a.toml", "b.toml"], 1, "xenpipe: error: python -m pipeline.boot takes one CONFIG, got 2"),
@@ -441,6 +503,13 @@ def test_summary_line(tmp_path):
     write_json(ws.out / "boot.json", res)
     assert boot.summary(ws) == ("boot: FAIL: pciback seized 0000:00:03.0 missed (init started "
                                 "came first); console: build/demo/logs/boot.log")
+    write_json(ws.out / "boot.json", {"verdict": "running"})  # killed, or still running
+    assert boot.summary(ws) == ("boot: no verdict: a `doit boot` is running, or was killed "
+                                "before it finished (run it again)")
+    write_json(ws.out / "boot.json", {"verdict": "interrupted", "reason": "interrupted by SIGINT",
+                                      "console": "build/demo/logs/boot.log"})
+    assert boot.summary(ws) == ("boot: FAIL: interrupted by SIGINT; run `doit boot` again; "
+                                "console: build/demo/logs/boot.log")
 
 
 # ----------------------------------------------------------------------- real boots (slow)

@@ -571,7 +571,8 @@ def test_an_interrupted_boot_is_an_interrupted_stage(tmp_path: Path) -> None:
     md = metadata_json(ws)
     assert md["status"] == "interrupted"
     assert md["stages"]["boot"]["status"] == "interrupted"
-    assert md["stages"]["boot"]["verdict"] == "running"  # boot.json: it never finished
+    assert md["stages"]["boot"]["verdict"] == "interrupted"
+    assert md["stages"]["boot"]["reason"] == "interrupted by SIGTERM"  # as in boot.json
     left = subprocess.run(["pgrep", "-af", f"^sleep {marker}$"], capture_output=True, text=True)
     assert left.stdout == "", f"QEMU still running: {left.stdout}"
 
