@@ -70,6 +70,9 @@ def load_variants() -> list[config_mod.Config]:
 # The signal that stopped this doit: the task it hit fails with one line (doit then writes its
 # report, e.g. nightly's child --reporter=json), and no later task starts (doit --continue).
 INTERRUPTED: list[str] = []
+# The one-line error of an uptodate check that failed (see checked): the failure of the task
+# whose action doit runs next.
+CHECK_FAILED: list[str] = []
 
 
 def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
@@ -77,6 +80,8 @@ def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     SIGTERM, into one line."""
 
     def action() -> Any:
+        if CHECK_FAILED:  # this task's uptodate check was interrupted or failed
+            return TaskFailed(CHECK_FAILED.pop())
         if INTERRUPTED:
             return TaskFailed(f"{ERROR_PREFIX} not started: doit was interrupted by "
                               f"{INTERRUPTED[0]}")
@@ -100,16 +105,43 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def checked(check: Callable[..., Any]) -> Callable[..., Any]:
+    """A doit ``uptodate`` callable that Ctrl-C, SIGTERM or a user error cannot turn into a
+    traceback. doit calls these outside any action (where stage() would catch them), and what
+    they raise escapes doit's runner; a fingerprint may block (a FIFO in a patches directory,
+    a slow ``git status``). So an interrupt or a user error here makes the check say "not up
+    to date" and leaves its one line in CHECK_FAILED: doit runs the task's action next, and
+    stage() fails the task with that line, as it fails one interrupted during its action (no
+    later task starts). Once doit was interrupted, no check runs again."""
+
+    @functools.wraps(check)  # doit passes task and values by the parameters' names
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if INTERRUPTED or CHECK_FAILED:
+            return False
+        try:
+            return check(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            from .metadata import signal_name
+
+            INTERRUPTED.append(signal_name(exc))
+            CHECK_FAILED.append(f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}")
+        except (XenpipeError, OSError) as exc:  # OSError: see errors.py
+            CHECK_FAILED.append(format_error(exc))
+        return False
+
+    return guarded
+
+
 def unchanged(compute: Callable[[], Any]) -> Callable[[Any, dict[str, Any]], bool]:
-    """A doit ``uptodate`` callable: compare a fingerprint computed when the task is checked
-    (after its dependencies ran) with the one saved at its last success."""
+    """A doit ``uptodate`` callable (see checked): compare a fingerprint computed when the task
+    is checked (after its dependencies ran) with the one saved at its last success."""
 
     def check(task: Any, values: dict[str, Any]) -> bool:
         fp = digest(compute())
         task.value_savers.append(lambda: {"fingerprint": fp})
         return values.get("fingerprint") == fp
 
-    return check
+    return checked(check)
 
 
 def flag(name: str) -> bool:
@@ -193,7 +225,7 @@ def task_fetch() -> Any:
             "name": name,
             "doc": f"{src.vcs} {sources.proc.redact(src.url)} @ {src.rev or 'default'}",
             "actions": [stage(sources.fetch, src, WS, CFG.mirror, force)],
-            "uptodate": [lambda src=src: not force and sources.in_place(src, WS)],
+            "uptodate": [checked(lambda src=src: not force and sources.in_place(src, WS))],
         }
 
 
@@ -249,7 +281,7 @@ def task_build() -> Any:
             "actions": [call("build", "build_xen", CFG, WS)],
             "task_dep": ready(CFG.xen.source),
             "uptodate": [unchanged(lazy("build", "fingerprint_xen", CFG, WS)),
-                         lazy("build", "xen_outputs_present", CFG, WS)],
+                         checked(lazy("build", "xen_outputs_present", CFG, WS))],
         }
     if CFG.kernel is not None:
         yield {
@@ -258,7 +290,7 @@ def task_build() -> Any:
             "actions": [call("build", "build_kernel", CFG, WS)],
             "task_dep": ["config"],
             "uptodate": [unchanged(lazy("build", "fingerprint_kernel", CFG, WS)),
-                         lazy("build", "kernel_outputs_present", CFG, WS)],
+                         checked(lazy("build", "kernel_outputs_present", CFG, WS))],
         }
 
 

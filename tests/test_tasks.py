@@ -1,0 +1,95 @@
+"""The doit layer (pipeline/tasks.py) as users meet it through a real ``python -m doit``: what
+an interrupt or a failure outside any action shows, and what a config that builds nothing
+says."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, make_tarball, run_doit, write_config
+
+
+def tarball_source(tmp_path: Path, name: str = "pkg") -> str:
+    tar = make_tarball(tmp_path / f"{name}.tar.gz", {"Makefile": "all:\n\ttrue\n"})
+    return f'[sources.{name}]\nvcs = "tarball"\nurl = "{tar}"\n'
+
+
+@contextlib.contextmanager
+def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) -> Iterator[None]:
+    """Wait until *proc* opens *fifo* for reading, then hold its write end open (writing
+    nothing): the reader stays blocked in its read until the write end closes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "doit never read the FIFO"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_while_doit_checks_a_task_is_one_line(tmp_path: Path,
+                                                           sig: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM inside an uptodate check (here the patch series' fingerprint, blocked
+    reading a FIFO the series names) fails that task in the same one line as an interrupt
+    during its action: exit 1, no traceback, no later task, and the tasks that finished are
+    kept."""
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "series").write_text("0001-fix.patch\n")
+    fifo = patches / "0001-fix.patch"
+    os.mkfifo(fifo)
+    cfg = write_config(tmp_path, tarball_source(tmp_path) + f'patches = "{patches}"\n')
+    doit = subprocess.Popen(  # SIGINT as a terminal's Ctrl-C finds it: not ignored
+        [sys.executable, "-m", "doit", "patch", f"config={cfg}"], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        with held_reader(fifo, doit):
+            doit.send_signal(sig)
+            out, err = doit.communicate(timeout=60)
+    finally:
+        if doit.poll() is None:
+            os.killpg(doit.pid, signal.SIGKILL)
+            doit.wait()
+    assert doit.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines() == [f"xenpipe: error: interrupted by {sig.name}"]
+    assert out.splitlines() == [".  fetch:pkg", ".  patch:pkg"]
+    fifo.unlink()
+    (patches / "series").write_text("")
+    again = run_doit("patch", config=cfg)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert again.stdout.startswith("-- fetch:pkg\n.  patch:pkg\n")  # fetch:pkg was kept
+
+
+def test_a_check_that_fails_is_the_tasks_one_line_error(tmp_path: Path) -> None:
+    """A user error in an uptodate check (git status of a tree whose index is corrupt) fails
+    that task in one line instead of a traceback out of doit's runner."""
+    cfg = write_config(tmp_path, tarball_source(tmp_path, "xen") + '[xen]\nsource = "xen"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    (tmp_path / "ws" / "src" / "xen" / ".git" / "index").write_text("garbage\n")
+    res = run_doit("build", config=cfg)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stdout.splitlines() == ["-- fetch:xen", ".  build:xen"]
+    [line] = res.stderr.splitlines()
+    assert line.startswith(f"xenpipe: error: git -C {tmp_path / 'ws' / 'src' / 'xen'} status ")
+    assert line.endswith("failed with exit status 128: fatal: .git/index: index file smaller "
+                         "than expected")
