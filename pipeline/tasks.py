@@ -23,6 +23,7 @@ from doit.reporter import ConsoleReporter
 
 from . import config as config_mod
 from . import sources
+from .config import display
 from .errors import XenpipeError, format_error
 from .workspace import Workspace
 
@@ -272,6 +273,29 @@ def task_config() -> Any:
 
 def task_build() -> Any:
     """Build Xen and the dom0 kernel and modules; artifacts and metadata.json in out/."""
+    if CFG.xen is None and CFG.kernel is None:
+        return nothing_to_build()
+    return build_tasks()
+
+
+def nothing_to_build() -> dict[str, Any]:
+    """``doit build`` of a config with neither [xen] nor [kernel]: fetch and patch (all a user
+    preparing trees for a build by hand may want), then one line saying nothing was built, so
+    an exit status 0 is never mistaken for a build."""
+
+    trees = [WS.source_dir(name) for name in CFG.sources]
+
+    def say() -> None:
+        did = (f"sources fetched and patched: {', '.join(map(display, trees))}" if trees
+               else "no [sources.*] either")
+        print(f"build: nothing to build: {display(CFG.path)} has no [xen] or [kernel] table "
+              f"({did})", flush=True)
+
+    return {"doc": "Fetch and patch only: no [xen] or [kernel] to build (the default task).",
+            "actions": [stage(say)], "task_dep": ["fetch", "patch"]}
+
+
+def build_tasks() -> Any:
     # doit takes the group's own dict only when it comes first (later, it drops the subtasks)
     yield {"name": None, "doc": "Build Xen and the dom0 kernel and modules (the default task)."}
     if CFG.xen is not None:

@@ -93,3 +93,29 @@ def test_a_check_that_fails_is_the_tasks_one_line_error(tmp_path: Path) -> None:
     assert line.startswith(f"xenpipe: error: git -C {tmp_path / 'ws' / 'src' / 'xen'} status ")
     assert line.endswith("failed with exit status 128: fatal: .git/index: index file smaller "
                          "than expected")
+
+
+def test_build_of_a_config_without_xen_or_kernel_fetches_patches_and_says_so(
+        tmp_path: Path) -> None:
+    """Fetch and patch may be all a user wants (trees to build by hand): exit status 0, but one
+    line says nothing was built."""
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "series").write_text("fix.patch\n")
+    (patches / "fix.patch").write_text("--- a/Makefile\n+++ b/Makefile\n@@ -1,2 +1,2 @@\n"
+                                       " all:\n-\ttrue\n+\t@echo patched\n")
+    cfg = write_config(tmp_path, tarball_source(tmp_path) + f'patches = "{patches}"\n')
+    said = (f"build: nothing to build: {cfg} has no [xen] or [kernel] table (sources fetched "
+            f"and patched: {tmp_path / 'ws' / 'src' / 'pkg'})")
+    for task in ("build", None):  # build is the default task
+        res = run_doit(*[task] if task else [], config=cfg)
+        assert (res.returncode, res.stderr) == (0, ""), res.stderr
+        assert res.stdout.splitlines()[-2:] == [".  build", said]
+    assert "@echo patched" in (tmp_path / "ws" / "src" / "pkg" / "Makefile").read_text()
+    listed = run_doit("list", config=cfg).stdout
+    assert "build     Fetch and patch only: no [xen] or [kernel] to build" in listed
+    bare = write_config(tmp_path, "", name="bare.toml")
+    res = run_doit("build", config=bare)
+    assert (res.returncode, res.stdout, res.stderr) == (0, f".  build\nbuild: nothing to build: "
+                                                           f"{bare} has no [xen] or [kernel] "
+                                                           "table (no [sources.*] either)\n", "")
