@@ -280,11 +280,20 @@ def one_patch(cfg_path: Path, ws: Workspace, env: dict[str, str], menv: dict[str
     return res
 
 
-def ccache_misses(env: dict[str, str]) -> int:
-    """ccache's miss counter (both sides of a comparison must do the same compiler work)."""
+CCACHE_COUNTERS = ("cache_miss", "direct_cache_hit", "preprocessed_cache_hit")
+
+
+def ccache_stats(env: dict[str, str]) -> dict[str, int]:
+    """ccache's counters (both sides of a comparison must do the same compiler work: a
+    preprocessed hit costs a preprocessor run, a direct one does not)."""
     out = subprocess.run(["ccache", "--print-stats"], env=env, capture_output=True,
                          text=True).stdout
-    return int(re.search(r"^cache_miss\t(\d+)$", out, re.M)[1])
+    return {k: int(re.search(rf"^{k}\t(\d+)$", out, re.M)[1]) for k in CCACHE_COUNTERS}
+
+
+def ccache_delta(env: dict[str, str], before: dict[str, int]) -> dict[str, int]:
+    now = ccache_stats(env)
+    return {k: now[k] - before[k] for k in CCACHE_COUNTERS}
 
 
 def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
@@ -302,9 +311,9 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
         run([sys.executable, "-m", "doit", "forget", "config", "build:kernel",
              f"config={cfg_path}"], env)
         t_cfg = doit(cfg_path, env, "config")
-        misses = ccache_misses(env)
+        before = ccache_stats(env)
         t_build = doit(cfg_path, env, "build")
-        add("doit_build_misses", ccache_misses(env) - misses)
+        add("doit_ccache", ccache_delta(env, before))
         assert ran(t_cfg.out, "config") and ran(t_build.out, "build:kernel"), t_build.out
         add("doit_config", t_cfg.wall)
         add("doit_config_cpu", t_cfg.cpu)
@@ -324,9 +333,9 @@ def full_build(cfg_path: Path, cfg: Any, ws: Workspace, env: dict[str, str],
             f.write("".join(f"{s}\n" for s in cfg.kernel.symbols))
         t_old = run(kb.argv("olddefconfig"), menv)
         t_rel = run(kb.argv("-s", "kernelrelease"), menv)
-        misses = ccache_misses(env)
+        before = ccache_stats(env)
         t_make = run(kmake, menv)
-        add("hand_build_misses", ccache_misses(env) - misses)
+        add("hand_ccache", ccache_delta(env, before))
         release = t_rel.out.strip().splitlines()[-1]
         doit_config = ws.out / f"config-{release}"
         add("same_config", doit_config.read_bytes() == dotconfig.read_bytes())
@@ -360,6 +369,9 @@ def render(r: dict[str, Any]) -> str:
 
     def nums(xs: list[float]) -> str:
         return ", ".join(f"{x:.1f}" for x in xs)
+
+    def counters(xs: list[dict[str, int]]) -> str:
+        return ", ".join(" / ".join(str(x[k]) for k in CCACHE_COUNTERS) for x in xs)
 
     def pct(a: float, b: float) -> str:
         return f"{(a / b - 1) * 100:+.1f} %"
@@ -403,8 +415,8 @@ def render(r: dict[str, Any]) -> str:
             f"| full build, kernel: CPU s | {nums(f['doit_build_cpu'])} | "
             f"{nums(f['hand_build_cpu'])} | "
             f"{pct(med(f['doit_build_cpu']), med(f['hand_build_cpu']))} |",
-            f"| full build, kernel: ccache misses | {nums(f.get('doit_build_misses', []))} | "
-            f"{nums(f.get('hand_build_misses', []))} | |",
+            f"| full build, kernel: ccache misses / direct hits / preprocessed hits | "
+            f"{counters(f.get('doit_ccache', []))} | {counters(f.get('hand_ccache', []))} | |",
             f"| full build, config: wall s | {nums(f['doit_config'])} (`doit config`: "
             f"oldconfig by pexpect, verification) | {nums(f['hand_config'])} (tinyconfig, cat "
             f"fragment, olddefconfig) | same .config: {all(f['same_config'])} |",

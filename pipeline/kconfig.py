@@ -977,6 +977,15 @@ def tree_inputs(patched: dict[str, str | None] | None) -> dict[str, str | None]:
             if KCONFIG_INPUT.search(path)}
 
 
+def outputs_present(cfg: Config, ws: Workspace) -> bool:
+    """Is the .config doit config last made still in the build directory, as it made it?
+    (A removed build directory, or a .config edited by hand, reruns doit config instead of
+    failing the build with "run doit config first" while config says it is up to date.)"""
+    want = (ws.state("config").get("config") or {}).get("sha256")
+    dotconfig = ws.out / BUILD_DIR / ".config"
+    return bool(want) and dotconfig.is_file() and sha256(dotconfig) == want
+
+
 def fingerprint(cfg: Config) -> dict[str, Any]:
     """The cheap inputs that decide whether ``config`` must run again."""
     kcfg = cfg.kernel

@@ -267,7 +267,7 @@ def task_config() -> Any:
             "patched": lazy("kconfig", "tree_inputs",
                             WS.state(f"patch-{kernel.source}").get("files")
                             if CFG.sources[kernel.source].patches else None)(),
-        })],
+        }), checked(lazy("kconfig", "outputs_present", CFG, WS))],
     }
 
 

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -408,6 +409,18 @@ def test_a_rebuild_that_changes_nothing_leaves_the_artifacts_alone(built: Site) 
     assert ran(out, "build:kernel") and "0 objects compiled" in out
     assert vmlinuz.stat().st_mtime_ns == before
     assert not ran(built.ok("build"), "build:kernel")
+
+
+def test_a_removed_build_directory_reruns_config_and_the_build(built: Site) -> None:
+    """rm -rf out/kernel-build (or a .config edited by hand): config must not claim to be up
+    to date while the build then fails with "run doit config first"."""
+    shutil.rmtree(build.kernel_build_dir(built.ws))
+    out = built.ok("build")
+    assert ran(out, "config") and ran(out, "build:kernel") and not ran(out, "build:xen")
+    dotconfig = build.kernel_build_dir(built.ws) / ".config"
+    dotconfig.write_text(dotconfig.read_text() + "# CONFIG_XEN_BLKDEV_BACKEND is not set\n")
+    assert ran(built.ok("build"), "config")
+    assert not ran(built.ok("build"), "config")
 
 
 def test_hand_edit_in_a_fetched_tree_is_noticed(built: Site) -> None:
