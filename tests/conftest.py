@@ -230,6 +230,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _slow_test = item.get_closest_marker("slow") is not None
 
 
+def default_sigint() -> None:
+    """preexec_fn for a doit a test interrupts: SIGINT as a terminal's Ctrl-C finds it, even
+    when the tests themselves were started with SIGINT ignored (``cmd &`` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_doit(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
              timeout: float = 300, cli: bool = False) -> subprocess.CompletedProcess[str]:
     """Run doit as a user does: ``python -m doit ARGS config=CONFIG`` from the repository

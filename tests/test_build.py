@@ -30,7 +30,7 @@ from pipeline.progress import Progress
 from pipeline.workspace import Workspace
 
 from . import fake_kernel
-from .conftest import REPO, HgUpstream, hg, need, run_doit, write_config
+from .conftest import REPO, HgUpstream, default_sigint, hg, need, run_doit, write_config
 from .realkernel import RealKernel
 
 RELEASE = fake_kernel.RELEASE
@@ -256,7 +256,7 @@ def start_doit(site: Site, env: dict[str, str]) -> subprocess.Popen[str]:
     """doit build as a background process (run_doit waits; these tests signal it midway)."""
     return subprocess.Popen([sys.executable, "-m", "doit", "build", f"config={site.config}"],
                             cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 @contextlib.contextmanager

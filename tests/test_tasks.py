@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, make_tarball, run_doit, write_config
+from .conftest import REPO, default_sigint, make_tarball, run_doit, write_config
 
 
 def tarball_source(tmp_path: Path, name: str = "pkg") -> str:
@@ -58,10 +58,10 @@ def test_an_interrupt_while_doit_checks_a_task_is_one_line(tmp_path: Path,
     fifo = patches / "0001-fix.patch"
     os.mkfifo(fifo)
     cfg = write_config(tmp_path, tarball_source(tmp_path) + f'patches = "{patches}"\n')
-    doit = subprocess.Popen(  # SIGINT as a terminal's Ctrl-C finds it: not ignored
+    doit = subprocess.Popen(
         [sys.executable, "-m", "doit", "patch", f"config={cfg}"], cwd=REPO, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=default_sigint)
     try:
         with held_reader(fifo, doit):
             doit.send_signal(sig)
