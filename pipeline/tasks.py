@@ -74,6 +74,16 @@ INTERRUPTED: list[str] = []
 # The one-line error of an uptodate check that failed (see checked): the failure of the task
 # whose action doit runs next.
 CHECK_FAILED: list[str] = []
+USER_ERRORS = (XenpipeError, OSError)  # OSError: see errors.py
+
+
+def interrupted(exc: KeyboardInterrupt) -> str:
+    """Record that doit was interrupted (no later task starts); the one line of the task it
+    hit."""
+    from .metadata import signal_name
+
+    INTERRUPTED.append(signal_name(exc))
+    return f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}"
 
 
 def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
@@ -88,13 +98,10 @@ def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
                               f"{INTERRUPTED[0]}")
         try:
             result = fn(*args)
-        except (XenpipeError, OSError) as exc:  # OSError: see errors.py
+        except USER_ERRORS as exc:
             return TaskFailed(format_error(exc))
         except KeyboardInterrupt as exc:
-            from .metadata import signal_name
-
-            INTERRUPTED.append(signal_name(exc))
-            return TaskFailed(f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}")
+            return TaskFailed(interrupted(exc))
         return result if isinstance(result, dict) else None
 
     action.__name__ = getattr(fn, "__name__", "action")
@@ -122,11 +129,8 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return check(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            from .metadata import signal_name
-
-            INTERRUPTED.append(signal_name(exc))
-            CHECK_FAILED.append(f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}")
-        except (XenpipeError, OSError) as exc:  # OSError: see errors.py
+            CHECK_FAILED.append(interrupted(exc))
+        except USER_ERRORS as exc:
             CHECK_FAILED.append(format_error(exc))
         return False
 
