@@ -38,7 +38,7 @@ import pexpect
 
 from . import cmdline, guest, metadata, pci, probe, proc
 from .config import Config, display
-from .errors import BootError, DeviceError, XenpipeError, format_error
+from .errors import BootError, DeviceError
 from .files import atomic_write, read_json, write_json
 from .workspace import Workspace
 
@@ -617,12 +617,7 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
         return _boot(cfg, ws, results)
     except BaseException as exc:
         if results.get("verdict") == "running":  # nothing recorded a verdict yet
-            if isinstance(exc, KeyboardInterrupt):
-                verdict, reason = "interrupted", f"interrupted by {metadata.signal_name(exc)}"
-            elif isinstance(exc, XenpipeError | OSError):
-                verdict, reason = "fail", format_error(exc).removeprefix("xenpipe: error: ")
-            else:
-                verdict, reason = "fail", f"{type(exc).__name__}: {exc}"
+            verdict, reason = metadata.outcome(exc)
             results.update(verdict=verdict, reason=reason.removeprefix("boot: "))
             with contextlib.suppress(OSError):  # out/ refuses writes: exc says more
                 _publish(ws, results)

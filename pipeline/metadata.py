@@ -219,6 +219,17 @@ def signal_name(exc: KeyboardInterrupt) -> str:
     return text if re.fullmatch(r"SIG[A-Z]+", text) else "SIGINT"
 
 
+def outcome(exc: BaseException) -> tuple[str, str]:
+    """The status and one-line error a stage that ended by *exc* records: ``interrupted`` by
+    Ctrl-C or SIGTERM, else ``fail`` with the user error's line (an OSError, the system
+    refusing a file operation, is one too: errors.py) or the bug's type and message."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", f"interrupted by {signal_name(exc)}"
+    if isinstance(exc, XenpipeError | OSError):
+        return "fail", format_error(exc).removeprefix("xenpipe: error: ")
+    return "fail", f"{type(exc).__name__}: {exc}"
+
+
 @contextmanager
 def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
           error: type[XenpipeError] = BuildError, **top: Any) -> Iterator[StageRecord]:
@@ -235,20 +246,13 @@ def stage(cfg: Config, ws: Workspace, name: str, *, log: Path | None = None,
     _ACTIVE[key] = rec
     try:
         yield rec
-    except KeyboardInterrupt as exc:
-        sig = signal_name(exc)
-        rec.finish("interrupted", error=f"interrupted by {sig}")
-        again = ("run `doit boot` again" if name == "boot" else
-                 "the stages that finished are kept, run `doit build` again to continue")
-        raise error(f"{TASKS.get(name, name)}: interrupted by {sig}; {again}") from None
-    except XenpipeError as exc:
-        rec.finish("fail", error=str(exc))
-        raise
-    except OSError as exc:  # the system refused a file operation: a user error (errors.py)
-        rec.finish("fail", error=format_error(exc).removeprefix("xenpipe: error: "))
-        raise
     except BaseException as exc:
-        rec.finish("fail", error=f"{type(exc).__name__}: {exc}")
+        status, why = outcome(exc)
+        rec.finish(status, error=why)
+        if status == "interrupted":
+            again = ("run `doit boot` again" if name == "boot" else
+                     "the stages that finished are kept, run `doit build` again to continue")
+            raise error(f"{TASKS.get(name, name)}: {why}; {again}") from None
         raise
     else:
         if rec.data["status"] == "running":
