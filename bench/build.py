@@ -42,7 +42,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import build, kconfig, proc  # noqa: E402
+from pipeline import build, proc  # noqa: E402
+from pipeline import kernel as kconfig  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 from tests.realkernel import DEMO, cache_dir, demo_with_workspace, set_key  # noqa: E402

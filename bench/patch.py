@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import patches, sources  # noqa: E402
+from pipeline import fetch as sources  # noqa: E402
+from pipeline import patch as patches  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 

@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from . import proc
-from .config import Config
-from .errors import BuildError, XenpipeError, format_error
-from .files import read_json, write_json
-from .workspace import Workspace
+from pipeline import proc
+from pipeline.config import Config
+from pipeline.errors import BuildError, XenpipeError, format_error
+from pipeline.files import read_json, write_json
+from pipeline.workspace import Workspace
 
 FORMAT = 1
 NAME = "metadata.json"

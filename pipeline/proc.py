@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import XenpipeError
+from pipeline.errors import XenpipeError
 
 BASE_ENV = {"LC_ALL": "C", "LANG": "C", "HGPLAIN": "1", "GIT_TERMINAL_PROMPT": "0"}
 

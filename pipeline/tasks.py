@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from doit import get_var
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
-from . import config as config_mod
-from . import sources
-from .config import display
-from .errors import XenpipeError, format_error
-from .workspace import Workspace
+from pipeline import boot, build, config, fetch, install, nightly, passthrough, patch, proc
+from pipeline import kernel as kconfig
+from pipeline.config import display
+from pipeline.errors import XenpipeError, format_error
+from pipeline.metadata import signal_name
+from pipeline.workspace import Workspace
 
 ERROR_PREFIX = "xenpipe: error:"
 
@@ -43,65 +44,76 @@ class XenpipeReporter(ConsoleReporter):
         super().add_failure(task, fail)
 
 
-def load_config(var: str | None = None) -> config_mod.Config:
+def load_config(var: str | None = None) -> config.Config:
     """Load the chosen config, or print its one-line error and exit 1 (even for `doit list`)."""
     try:
-        return config_mod.load(config_mod.choose_path(var or get_var("config")))
+        return config.load(config.choose_path(var or get_var("config")))
     except XenpipeError as exc:
         sys.stderr.write(format_error(exc) + "\n")
         raise SystemExit(1) from None
 
 
-def load_variants() -> list[config_mod.Config]:
+def load_variants() -> list[config.Config]:
     """`config=a.toml,b.toml` (or XENPIPE_CONFIG) lists variants for `doit nightly`, each
-    validated before any task runs; every other task needs exactly one config."""
+    validated before any task runs; every other task refuses to run with more than one (see
+    RunState.variants_refused)."""
     chosen = get_var("config") or os.environ.get("XENPIPE_CONFIG") or ""
     if "," not in chosen or not chosen.strip(" ,"):  # "config=," names no file: load says so
         return [load_config()]
-    cfgs = [load_config(part.strip()) for part in chosen.split(",") if part.strip()]
-    words = [a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a
-             and not a.isdigit() and a != "run"]
-    if len(cfgs) > 1 and words[:1] not in (["list"], ["help"], ["info"]) and words != ["nightly"]:
-        sys.stderr.write(f"{ERROR_PREFIX} config= lists {len(cfgs)} files: only `doit nightly` "
-                         f"runs variants; give other tasks one (config={chosen.split(',')[0]})\n")
-        raise SystemExit(1)
-    return cfgs
+    return [load_config(part.strip()) for part in chosen.split(",") if part.strip()]
 
 
-# The signal that stopped this doit: the task it hit fails with one line (doit then writes its
-# report, e.g. nightly's child --reporter=json), and no later task starts (doit --continue).
-INTERRUPTED: list[str] = []
-# The one-line error of an uptodate check that failed (see checked): the failure of the task
-# whose action doit runs next.
-CHECK_FAILED: list[str] = []
+@dataclass
+class RunState:
+    """What one doit run has learnt that every later task must see.
+
+    ``interrupted``: the signal that stopped this doit (the task it hit fails with one line,
+    doit then writes its report, e.g. nightly's child --reporter=json, and no later task
+    starts, even with --continue). ``check_failed``: the one-line error of an uptodate check
+    that failed (see checked), the failure of the task whose action doit runs next.
+    ``variants``: the configs given, of which only `doit nightly` takes more than one.
+    """
+
+    variants: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    check_failed: list[str] = field(default_factory=list)
+
+    def interrupt(self, exc: KeyboardInterrupt) -> str:
+        """Record that doit was interrupted (no later task starts); the one line of the task
+        it hit."""
+        self.interrupted = self.interrupted or signal_name(exc)
+        return f"{ERROR_PREFIX} interrupted by {self.interrupted}"
+
+    def variants_refused(self) -> str | None:
+        if len(self.variants) < 2:
+            return None
+        return (f"{ERROR_PREFIX} config= lists {len(self.variants)} files: only `doit nightly` "
+                f"runs variants; give other tasks one (config={self.variants[0]})")
+
+
 USER_ERRORS = (XenpipeError, OSError)  # OSError: see errors.py
 
 
-def interrupted(exc: KeyboardInterrupt) -> str:
-    """Record that doit was interrupted (no later task starts); the one line of the task it
-    hit."""
-    from .metadata import signal_name
-
-    INTERRUPTED.append(signal_name(exc))
-    return f"{ERROR_PREFIX} interrupted by {INTERRUPTED[0]}"
-
-
-def stage(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+def stage(fn: Callable[..., Any], *args: Any, variants: bool = False,
+          **kwargs: Any) -> Callable[[], Any]:
     """Wrap a stage function as a doit python-action that turns user errors, and Ctrl-C or
-    SIGTERM, into one line."""
+    SIGTERM, into one line. Only an action with ``variants`` runs when config= lists several."""
 
     def action() -> Any:
-        if CHECK_FAILED:  # this task's uptodate check was interrupted or failed
-            return TaskFailed(CHECK_FAILED.pop())
-        if INTERRUPTED:
+        if STATE.check_failed:  # this task's uptodate check was interrupted or failed
+            return TaskFailed(STATE.check_failed.pop())
+        if STATE.interrupted:
             return TaskFailed(f"{ERROR_PREFIX} not started: doit was interrupted by "
-                              f"{INTERRUPTED[0]}")
+                              f"{STATE.interrupted}")
+        refused = None if variants else STATE.variants_refused()
+        if refused:
+            return TaskFailed(refused)
         try:
-            result = fn(*args)
+            result = fn(*args, **kwargs)
         except USER_ERRORS as exc:
             return TaskFailed(format_error(exc))
         except KeyboardInterrupt as exc:
-            return TaskFailed(interrupted(exc))
+            return TaskFailed(STATE.interrupt(exc))
         return result if isinstance(result, dict) else None
 
     action.__name__ = getattr(fn, "__name__", "action")
@@ -118,20 +130,20 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     traceback. doit calls these outside any action (where stage() would catch them), and what
     they raise escapes doit's runner; a fingerprint may block (a FIFO in a patches directory,
     a slow ``git status``). So an interrupt or a user error here makes the check say "not up
-    to date" and leaves its one line in CHECK_FAILED: doit runs the task's action next, and
+    to date" and leaves its one line in STATE.check_failed: doit runs the task's action next, and
     stage() fails the task with that line, as it fails one interrupted during its action (no
     later task starts). Once doit was interrupted, no check runs again."""
 
     @functools.wraps(check)  # doit passes task and values by the parameters' names
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if INTERRUPTED or CHECK_FAILED:
+        if STATE.interrupted or STATE.check_failed or STATE.variants_refused():
             return False
         try:
             return check(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            CHECK_FAILED.append(interrupted(exc))
+            STATE.check_failed.append(STATE.interrupt(exc))
         except USER_ERRORS as exc:
-            CHECK_FAILED.append(format_error(exc))
+            STATE.check_failed.append(format_error(exc))
         return False
 
     return guarded
@@ -155,6 +167,7 @@ def flag(name: str) -> bool:
 
 VARIANTS = load_variants()
 CFG = VARIANTS[0]
+STATE = RunState(variants=[display(v.path) for v in VARIANTS])
 WS = Workspace(CFG.workspace)
 try:
     WS.dir.mkdir(parents=True, exist_ok=True)
@@ -173,47 +186,11 @@ DOIT_CONFIG = {
 def _sigterm(signum: int, frame: Any) -> None:
     """SIGTERM stops a run as Ctrl-C does: proc.run kills the running make's process group,
     the stage records "interrupted", doit saves the tasks that finished and starts no other."""
-    INTERRUPTED.append("SIGTERM")
+    STATE.interrupted = STATE.interrupted or "SIGTERM"
     raise KeyboardInterrupt("SIGTERM")
 
 
 signal.signal(signal.SIGTERM, _sigterm)  # doit loads this module in its main thread
-
-
-# Stage modules are imported when a task runs, so `doit list` stays fast and a stage that
-# does not exist yet says so instead of breaking every other task.
-ISSUES = {"patches": 3, "kconfig": 4, "build": 5, "pci": 6, "install": 7, "boot": 8,
-          "nightly": 9}
-
-
-def call(module: str, func: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-    """A doit action that runs ``pipeline.<module>.<func>(*args, **kwargs)``."""
-
-    def action() -> Any:
-        try:
-            mod = importlib.import_module(f"pipeline.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.{module}":
-                raise
-            issue = ISSUES.get(module)
-            return TaskFailed(f"{ERROR_PREFIX} this stage is not implemented yet (issue #{issue})")
-        return stage(functools.partial(getattr(mod, func), **kwargs), *args)()
-
-    action.__name__ = f"{module}.{func}"
-    return action
-
-
-def lazy(module: str, func: str, *args: Any) -> Callable[[], Any]:
-    """A fingerprint part computed by a stage module; None when the module is missing."""
-
-    def compute() -> Any:
-        try:
-            mod = importlib.import_module(f"pipeline.{module}")
-        except ModuleNotFoundError:
-            return None
-        return getattr(mod, func)(*args)
-
-    return compute
 
 
 def ready(name: str) -> list[str]:
@@ -228,9 +205,9 @@ def task_fetch() -> Any:
     for name, src in CFG.sources.items():
         yield {
             "name": name,
-            "doc": f"{src.vcs} {sources.proc.redact(src.url)} @ {src.rev or 'default'}",
-            "actions": [stage(sources.fetch, src, WS, CFG.mirror, force)],
-            "uptodate": [checked(lambda src=src: not force and sources.in_place(src, WS))],
+            "doc": f"{src.vcs} {proc.redact(src.url)} @ {src.rev or 'default'}",
+            "actions": [stage(fetch.fetch, src, WS, CFG.mirror, force)],
+            "uptodate": [checked(lambda src=src: not force and fetch.in_place(src, WS))],
         }
 
 
@@ -245,11 +222,11 @@ def task_patch() -> Any:
         yield {
             "name": name,
             "doc": f"{src.patches}/series on src/{name}",
-            "actions": [call("patches", "apply", src, WS)],
+            "actions": [stage(patch.apply, src, WS)],
             "task_dep": [f"fetch:{name}"],
             "uptodate": [unchanged(lambda name=name, src=src: {
-                "rev": sources.resolved(CFG, WS, name),
-                "series": lazy("patches", "fingerprint", src)(),
+                "rev": fetch.resolved(CFG, WS, name),
+                "series": patch.fingerprint(src),
             })],
         }
 
@@ -261,17 +238,17 @@ def task_config() -> Any:
         return {"actions": None, "doc": "Make the dom0 kernel .config (no [kernel] configured)."}
     return {
         # build.configure runs kconfig.configure and records its result (metadata.json)
-        "actions": [call("build", "configure", CFG, WS, WS.source_dir(kernel.source))],
+        "actions": [stage(build.configure, CFG, WS, WS.source_dir(kernel.source))],
         "task_dep": ready(kernel.source),
         # the tree's revision and the Kconfig inputs its patches wrote, not the series digest:
         # a patch to a .c file reruns the build, not the configuration
         "uptodate": [unchanged(lambda: {
-            "kconfig": lazy("kconfig", "fingerprint", CFG)(),
-            "rev": sources.resolved(CFG, WS, kernel.source),
-            "patched": lazy("kconfig", "tree_inputs",
-                            WS.state(f"patch-{kernel.source}").get("files")
-                            if CFG.sources[kernel.source].patches else None)(),
-        }), checked(lazy("kconfig", "outputs_present", CFG, WS))],
+            "kconfig": kconfig.fingerprint(CFG),
+            "rev": fetch.resolved(CFG, WS, kernel.source),
+            "patched": kconfig.tree_inputs(
+                WS.state(patch.state_key(kernel.source)).get("files")
+                if CFG.sources[kernel.source].patches else None),
+        }), checked(lambda: kconfig.outputs_present(CFG, WS))],
     }
 
 
@@ -306,19 +283,19 @@ def build_tasks() -> Any:
         yield {
             "name": "xen",
             "doc": "make the hypervisor",
-            "actions": [call("build", "build_xen", CFG, WS)],
+            "actions": [stage(build.build_xen, CFG, WS)],
             "task_dep": ready(CFG.xen.source),
-            "uptodate": [unchanged(lazy("build", "fingerprint_xen", CFG, WS)),
-                         checked(lazy("build", "xen_outputs_present", CFG, WS))],
+            "uptodate": [unchanged(lambda: build.fingerprint_xen(CFG, WS)),
+                         checked(lambda: build.xen_outputs_present(CFG, WS))],
         }
     if CFG.kernel is not None:
         yield {
             "name": "kernel",
             "doc": "make the dom0 kernel and modules",
-            "actions": [call("build", "build_kernel", CFG, WS)],
+            "actions": [stage(build.build_kernel, CFG, WS)],
             "task_dep": ["config"],
-            "uptodate": [unchanged(lazy("build", "fingerprint_kernel", CFG, WS)),
-                         checked(lazy("build", "kernel_outputs_present", CFG, WS))],
+            "uptodate": [unchanged(lambda: build.fingerprint_kernel(CFG, WS)),
+                         checked(lambda: build.kernel_outputs_present(CFG, WS))],
         }
 
 
@@ -326,7 +303,7 @@ def task_install() -> Any:
     """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan)."""
 
     def run(dry_run: bool) -> Any:
-        return call("install", "install", CFG, WS, dry_run=dry_run)()
+        return stage(install.install, CFG, WS, dry_run=dry_run)()
 
     return {
         "actions": [run],
@@ -341,9 +318,7 @@ def task_devices() -> Any:
     """Print the PCI devices (BDF, device path, class, ids, driver), warnings, the dom0 line."""
 
     def show() -> Any:
-        from . import cmdline
-
-        print(cmdline.devices_report(CFG, WS), flush=True)
+        print(passthrough.devices_report(CFG, WS), flush=True)
 
     return {"actions": [stage(show)], "uptodate": [lambda: False]}
 
@@ -351,12 +326,13 @@ def task_devices() -> Any:
 def task_boot() -> Any:
     """Boot the built Xen + dom0 in QEMU; pass only when pciback seized every device."""
     return {
-        "actions": [call("boot", "boot", CFG, WS)],
+        "actions": [stage(boot.boot, CFG, WS)],
         "task_dep": ["build"],
-        "uptodate": [unchanged(lazy("boot", "fingerprint", CFG, WS))],
+        "uptodate": [unchanged(lambda: boot.fingerprint(CFG, WS))],
     }
 
 
 def task_nightly() -> Any:
     """Update sources, build and boot; write reports/report.json and junit.xml."""
-    return {"actions": [call("nightly", "nightly", VARIANTS)], "uptodate": [lambda: False]}
+    return {"actions": [stage(nightly.nightly, VARIANTS, variants=True)],
+            "uptodate": [lambda: False]}

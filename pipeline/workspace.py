@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_json, write_json
+from pipeline.files import read_json, write_json
 
 
 def _sub(name: str, doc: str) -> property:

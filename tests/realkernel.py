@@ -175,7 +175,7 @@ def real_kernel() -> RealKernel:
 def real_rootfs() -> Path:
     """The Debian dom0 root of guest boots, built once per cache (debootstrap: root and the
     Debian mirror; minutes) in the shared workspace's ``rootfs/``; returns that directory."""
-    from pipeline import rootfs
+    from pipeline.boot import rootfs
 
     from .conftest import IN_CI, need
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pipeline import boot, cmdline, config, pci, probe
+from pipeline import boot, config, pci
+from pipeline import passthrough as cmdline
+from pipeline.boot import probe
 from pipeline.errors import BootError, ConfigError, format_error
 from pipeline.files import write_json
 from pipeline.workspace import Workspace

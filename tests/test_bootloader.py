@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import bootloader, install
-from pipeline.bootloader import Entry
+from pipeline import install
 from pipeline.errors import InstallError
+from pipeline.install import bootloader
+from pipeline.install.bootloader import Entry
 from pipeline.workspace import Workspace
 
 from . import install_helpers as h

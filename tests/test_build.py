@@ -24,9 +24,9 @@ import git
 import pytest
 
 from pipeline import build, metadata
+from pipeline.build.progress import Progress
 from pipeline.config import load
 from pipeline.errors import BuildError
-from pipeline.progress import Progress
 from pipeline.workspace import Workspace
 
 from . import fake_kernel

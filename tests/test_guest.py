@@ -23,8 +23,11 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pipeline import boot, config, guest, guests, pci, probe, rootfs
+from pipeline import boot, config, pci
+from pipeline.boot import guestcheck as guest
+from pipeline.boot import probe, rootfs
 from pipeline.errors import BootError, DeviceError, InstallError
+from pipeline.install import guestcfg as guests
 from pipeline.workspace import Workspace
 
 from .conftest import need, run_doit, write_config

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import boot, cmdline, config, pci, probe
+from pipeline import boot, config, pci
+from pipeline import passthrough as cmdline
+from pipeline.boot import probe
 from pipeline.errors import BootError, format_error
 from pipeline.workspace import Workspace
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import guests, pci
+from pipeline import pci
 from pipeline.config import GuestCfg
 from pipeline.errors import ConfigError, InstallError
+from pipeline.install import guestcfg as guests
 
 from . import install_helpers as h
 from . import sysfs_trees as trees

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cmdline, install, pci
+from pipeline import install, pci
+from pipeline import passthrough as cmdline
 from pipeline.config import load
 from pipeline.errors import DeviceError, InstallError, XenpipeError, format_error
 from pipeline.workspace import Workspace
@@ -425,7 +426,9 @@ KILLER = r"""
 import os, re, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from pipeline import config, install, workspace
+from pipeline import config
+from pipeline import install
+from pipeline import workspace
 
 real_fsync = os.fsync
 
@@ -560,7 +563,7 @@ def test_initramfs_auto_names_the_image_after_the_targets_tool(tmp_path: Path, m
     ("update-initramfs", "initrd.img-R", ["update-initramfs", "-c", "-k", "R"]),
 ])
 def test_initramfs_tools(tmp_path: Path, tool: str, image: str, argv: list[str]) -> None:
-    from pipeline import initramfs
+    from pipeline.install import initramfs
 
     chosen = initramfs.choose(tool, tmp_path, live=False)
     assert chosen is not None and chosen.image("R") == image and chosen.argv("R", False) == argv

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import kconfig
+from pipeline import kernel as kconfig
 from pipeline.config import ROOT, Config
 from pipeline.errors import KconfigError
 from pipeline.workspace import Workspace

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from pipeline import nightly as nightly_mod
-from pipeline import report as report_mod
 from pipeline.config import load
+from pipeline.nightly import report as report_mod
 from tests.conftest import (
     REPO,
     GitUpstream,

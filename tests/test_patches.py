@@ -14,7 +14,9 @@ from pathlib import Path
 import git
 import pytest
 
-from pipeline import files, patches, sources
+from pipeline import fetch as sources
+from pipeline import files
+from pipeline import patch as patches
 from pipeline.config import SourceCfg, display
 from pipeline.errors import PatchError
 from pipeline.workspace import Workspace

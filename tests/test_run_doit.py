@@ -63,21 +63,21 @@ def test_forked_doit_leaves_the_test_process_alone(tmp_path: Path,
                                                    git_upstream: GitUpstream) -> None:
     """pipeline.tasks installs a SIGTERM handler and reads argv and the environment; none of
     that, nor the child's fresh pipeline modules, reaches the test process."""
-    import pipeline.sources
+    import pipeline.fetch
 
     before = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM),
               signal.getsignal(signal.SIGINT), sys.stdout, sys.stderr, list(sys.argv),
-              sys.modules["pipeline.sources"], sys.modules.get("pipeline.tasks"),
+              sys.modules["pipeline.fetch"], sys.modules.get("pipeline.tasks"),
               sys.modules.get("dodo"))
     cfg = git_config(tmp_path, git_upstream, "ws")
     res = run_doit("fetch", config=cfg, env={"XENPIPE_PROBE": "1"})
     assert res.returncode == 0, res.stderr
     after = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM),
              signal.getsignal(signal.SIGINT), sys.stdout, sys.stderr, list(sys.argv),
-             sys.modules["pipeline.sources"], sys.modules.get("pipeline.tasks"),
+             sys.modules["pipeline.fetch"], sys.modules.get("pipeline.tasks"),
              sys.modules.get("dodo"))
     assert after == before
-    assert sys.modules["pipeline.sources"] is pipeline.sources
+    assert sys.modules["pipeline.fetch"] is pipeline.fetch
 
 
 def zombies() -> list[int]:

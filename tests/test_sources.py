@@ -19,7 +19,8 @@ from pathlib import Path
 import git
 import pytest
 
-from pipeline import proc, sources
+from pipeline import fetch as sources
+from pipeline import proc
 from pipeline.config import SourceCfg
 from pipeline.errors import SourceError
 from pipeline.workspace import Workspace

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, XenpipeError
-from .pci import parse_device
+from pipeline.errors import ConfigError, XenpipeError
+from pipeline.pci import parse_device
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and dodo.py
 DEFAULT_CONFIG = ROOT / "configs" / "default.toml"
 FORCED_SYMBOLS = ("CONFIG_XEN_PCIDEV_BACKEND=y",)
 

@@ -25,12 +25,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import kconfig, metadata, proc, sources
-from .config import Config
-from .errors import BuildError, KconfigError
-from .files import atomic_write
-from .progress import Progress, count_objects
-from .workspace import Workspace
+from pipeline import kernel as kconfig
+from pipeline import metadata
+from pipeline import proc
+from pipeline import fetch as sources
+from pipeline.config import Config
+from pipeline.errors import BuildError, KconfigError
+from pipeline.files import atomic_write
+from pipeline.build.progress import Progress, count_objects
+from pipeline.workspace import Workspace
 
 FINGERPRINT_VERSION = 1  # bump when the build's output for the same inputs changes
 MAKE_TIMEOUT = 6 * 3600.0

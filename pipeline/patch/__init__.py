@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import proc, sources
-from .config import SourceCfg, display
-from .errors import PatchError
-from .files import atomic_write
-from .workspace import Workspace
+from pipeline import fetch as sources
+from pipeline import proc
+from pipeline.config import SourceCfg, display
+from pipeline.errors import PatchError
+from pipeline.files import atomic_write
+from pipeline.workspace import Workspace
 
 SERIES = "series"
 SHORT = 12  # characters of a revision in messages

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import proc
-from .errors import InstallError
-from .initramfs import which
+from pipeline import proc
+from pipeline.errors import InstallError
+from pipeline.install.initramfs import which
 
 if TYPE_CHECKING:
-    from .install import Plan
+    from pipeline.install import Plan
 
 BEGIN = "### BEGIN xenpipe {} ###"
 END = "### END xenpipe ###"

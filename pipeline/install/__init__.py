@@ -24,12 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import bootloader, cmdline, guests, initramfs, kconfig, metadata, pci, proc
-from . import build as build_mod
-from .config import Config, display
-from .errors import DeviceError, InstallError, XenpipeError
-from .files import atomic_write
-from .workspace import Workspace
+from pipeline import build as build_mod
+from pipeline import kernel as kconfig
+from pipeline import metadata, pci, proc
+from pipeline import passthrough as cmdline
+from pipeline.config import Config, display
+from pipeline.errors import DeviceError, InstallError, XenpipeError
+from pipeline.files import atomic_write
+from pipeline.install import bootloader, initramfs
+from pipeline.install import guestcfg as guests
+from pipeline.workspace import Workspace
 
 STAGE = "install"
 MAKE_TIMEOUT = 3600.0

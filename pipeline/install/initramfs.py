@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InstallError
+from pipeline.errors import InstallError
 
 AUTO_ORDER = ("dracut", "update-initramfs", "mkinitrd")
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import proc
-from .config import FORCED_SYMBOLS, Config, KernelCfg, display
-from .errors import KconfigError
-from .files import atomic_write
-from .workspace import Workspace
+from pipeline import proc
+from pipeline.config import FORCED_SYMBOLS, Config, KernelCfg, display
+from pipeline.errors import KconfigError
+from pipeline.files import atomic_write
+from pipeline.workspace import Workspace
 
 FINGERPRINT_VERSION = 1  # bump when this module's output for the same inputs changes
 MAKE_TIMEOUT = 1800.0  # one make call that is not interactive (base targets build scripts/kconfig)

@@ -26,8 +26,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BootError
-from .files import atomic_write
+from pipeline.errors import BootError
+from pipeline.files import atomic_write
 
 MARK = "xenpipe-probe:"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")

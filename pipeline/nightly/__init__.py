@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
@@ -29,14 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
-from . import metadata, proc, sources
-from . import report as report_mod
-from .config import Config
-from .errors import ConfigError, XenpipeError
-from .files import atomic_write, read_json
-from .report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
-from .workspace import Workspace
+from pipeline import config as config_mod
+from pipeline import fetch as sources
+from pipeline import metadata, proc
+from pipeline.config import Config
+from pipeline.errors import ConfigError, XenpipeError
+from pipeline.files import atomic_write, read_json
+from pipeline.nightly import report as report_mod
+from pipeline.nightly.report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
+from pipeline.workspace import Workspace
 
 DODO = config_mod.ROOT / "dodo.py"
 LAST_GOOD = "nightly-last-good"
@@ -82,8 +82,6 @@ def boot_unavailable(cfg: Config) -> str | None:
     """Why this variant cannot boot (its boot testcase is then skipped, never passed)."""
     if cfg.kernel is None:
         return "boot: not available (no [kernel] to boot)"
-    if importlib.util.find_spec("pipeline.boot") is None:
-        return "boot: not available (pipeline/boot.py is not implemented yet, issue #8)"
     return None
 
 

@@ -36,15 +36,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import build as build_mod
-from . import guests, kconfig, pci, probe, proc, rootfs
-from .config import Config, GuestCfg, display
-from .errors import BootError, DeviceError
-from .files import atomic_write
-from .workspace import Workspace
+from pipeline import build as build_mod
+from pipeline import kernel as kconfig
+from pipeline import pci, proc
+from pipeline.boot import probe, rootfs
+from pipeline.config import Config, GuestCfg, display
+from pipeline.errors import BootError, DeviceError
+from pipeline.files import atomic_write
+from pipeline.install import guestcfg as guests
+from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
-    from .boot import Milestone
+    from pipeline.boot import Milestone
 
 DOM0 = "xenpipe-dom0:"
 GUEST = "xenpipe-guest:"
@@ -301,7 +304,7 @@ def identity(cfg: Config) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- milestones
 def milestones(plans: Sequence[GuestPlan]) -> list[list[Milestone]]:
     """The guest part of a boot's milestones, after the probe's and before the power-off."""
-    from .boot import Milestone
+    from pipeline.boot import Milestone
 
     steps = [[Milestone("Xen daemons started", re.escape(f"{DOM0} xen started"),
                         "the Xen daemons did not start in dom0",

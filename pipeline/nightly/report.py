@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, write_json
+from pipeline.files import atomic_write, write_json
 
 FORMAT = 1
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from . import pci
-from .config import Config
-from .errors import DeviceError
-from .workspace import Workspace
+from pipeline import pci
+from pipeline.config import Config
+from pipeline.errors import DeviceError
+from pipeline.workspace import Workspace
 
 
 def flavour(cfg: Config, ws: Workspace) -> str:

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import proc
-from .config import display
-from .errors import BootError
-from .files import atomic_write, read_json, write_json
-from .initramfs import which
-from .workspace import Workspace
+from pipeline import proc
+from pipeline.config import display
+from pipeline.errors import BootError
+from pipeline.files import atomic_write, read_json, write_json
+from pipeline.install.initramfs import which
+from pipeline.workspace import Workspace
 
 PACKAGES = ("xen-utils-4.17", "xen-utils-common", "xenstore-utils", "kmod", "pciutils",
             "busybox")

@@ -13,12 +13,12 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import pci
-from .config import Config, GuestCfg
-from .errors import InstallError, XenpipeError
+from pipeline import pci
+from pipeline.config import Config, GuestCfg
+from pipeline.errors import InstallError, XenpipeError
 
 if TYPE_CHECKING:
-    from .install import Plan
+    from pipeline.install import Plan
 
 _ASSIGN = re.compile(r"[ \t]*pci[ \t]*=")
 _STRING = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DeviceError, XenpipeError, format_error
+from pipeline.errors import DeviceError, XenpipeError, format_error
 
 if TYPE_CHECKING:  # config checks entries with parse_device at load time
-    from .config import Config
+    from pipeline.config import Config
 
 FLAVOURS = ("xenlinux", "mainline", "guestdev")
 BDF_FORMS = "expected BB:DD.F or DDDD:BB:DD.F (hex, device <= 1f, function <= 7), e.g. 00:19.0"
@@ -785,7 +785,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_error(exc), file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,10 +23,10 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import proc
-from .config import Config, SourceCfg
-from .errors import SourceError
-from .workspace import Workspace
+from pipeline import proc
+from pipeline.config import Config, SourceCfg
+from pipeline.errors import SourceError
+from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
     import git

@@ -36,11 +36,14 @@ from typing import Any
 
 import pexpect
 
-from . import cmdline, guest, metadata, pci, probe, proc
-from .config import Config, display
-from .errors import BootError, DeviceError
-from .files import atomic_write, read_json, write_json
-from .workspace import Workspace
+from pipeline import metadata, pci, proc
+from pipeline import passthrough as cmdline
+from pipeline.boot import guestcheck as guest
+from pipeline.boot import probe
+from pipeline.config import Config, display
+from pipeline.errors import BootError, DeviceError
+from pipeline.files import atomic_write, read_json, write_json
+from pipeline.workspace import Workspace
 
 XEN_CONSOLE = ("console=com1", "com1=115200")
 DOM0_CONSOLE = ("console=hvc0", "earlyprintk=xen")
@@ -757,8 +760,8 @@ def summary(ws: Workspace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.boot [CONFIG]``: print the last boot's verdict for CONFIG."""
-    from .config import choose_path, load
-    from .errors import XenpipeError, format_error
+    from pipeline.config import choose_path, load
+    from pipeline.errors import XenpipeError, format_error
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-h"], ["--help"]):
@@ -779,7 +782,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for extra in guest.summary_lines(read_json(ws.out / "boot.json")):
         print(f"boot: {extra}")
     return 0 if line.startswith("boot: PASS") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
