@@ -14,7 +14,6 @@ which stage was running (``running``: killed; ``interrupted``: stopped by a sign
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shlex
@@ -25,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from pipeline import proc
+from pipeline import digest, proc
 from pipeline.config import Config
 from pipeline.errors import BuildError, XenpipeError, format_error
 from pipeline.files import read_json, write_json
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 FORMAT = 1
 NAME = "metadata.json"
@@ -46,14 +45,6 @@ def path(ws: Workspace) -> Path:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load(ws: Workspace) -> dict[str, Any]:
@@ -122,8 +113,8 @@ def sources_record(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Per source: where it came from, the revision fetched and the patches applied on it."""
     out: dict[str, Any] = {}
     for name, src in cfg.sources.items():
-        fetched = ws.state(f"fetch-{name}")
-        patched = ws.state(f"patch-{name}")
+        fetched = ws.state(Key.fetch(name))
+        patched = ws.state(Key.patch(name))
         patches = patched.get("patches", patched.get("applied", []))
         out[name] = {
             "vcs": src.vcs,
@@ -207,7 +198,7 @@ class StageRecord:
         if artifacts is not None:
             top["artifacts"] = {
                 name: {"path": os.path.relpath(p, self.ws.dir), "size": p.stat().st_size,
-                       "sha256": sha256_file(p), "stage": self.name}
+                       "sha256": digest.of_file(p), "stage": self.name}
                 for name, p in artifacts.items()
             }
         self.update(**top)

@@ -7,7 +7,7 @@ stops make and every compiler it started, not just the top process.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
 import re
 import select
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from pipeline.errors import XenpipeError
 
@@ -60,18 +60,26 @@ class Result:
     duration: float
 
 
+def stop_group(pid: int, alive: Callable[[], bool], grace: float = 5.0) -> None:
+    """Stop the process group led by *pid* (a child started in its own session: make, QEMU,
+    a kernel config frontend): SIGTERM, then SIGKILL if *alive* still says so after *grace*
+    seconds. The one copy for every child xenpipe starts, so none outlives an interrupt."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        if not alive():
+            return
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """Stop the child's whole process group: TERM, then KILL after *grace* seconds."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc.pid, lambda: proc.poll() is None, grace)
+    proc.wait()
 
 
 def run(
@@ -144,7 +152,7 @@ def run(
             logf.close()
     result = Result(args, proc.returncode, text, time.monotonic() - start)
     if check and proc.returncode != 0:
-        detail = _last_line(text) or last
+        detail = last_line(text) or last
         where = f" (log: {log})" if log is not None else ""
         raise error(
             f"{what or render(args)} failed with exit status {proc.returncode}"
@@ -226,8 +234,32 @@ def _die_with(parent: int) -> Callable[[], None]:
     return preexec
 
 
-def _last_line(text: str) -> str:
+def last_line(text: object) -> str:
+    """The last line of *text* that is not blank, stripped ("" for none, or for a non-str such
+    as pexpect's EOF marker)."""
+    if not isinstance(text, str):
+        return ""
     for line in reversed(text.splitlines()):
         if line.strip():
             return line.strip()
     return ""
+
+
+class Tee(io.TextIOBase):
+    """A console's read log (pexpect's ``logfile_read``): everything goes to the open *log*
+    and is kept in memory, where the caller parses it once the child has ended."""
+
+    def __init__(self, log: TextIO) -> None:
+        self.log = log
+        self.buf = io.StringIO()
+
+    def write(self, s: str) -> int:
+        self.log.write(s)
+        return self.buf.write(s)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+    @property
+    def text(self) -> str:
+        return self.buf.getvalue()

@@ -8,8 +8,6 @@ fingerprint (resolved revisions, patch digests, requested symbols...), never fro
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import signal
 import sys
@@ -21,12 +19,12 @@ from doit import get_var
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
-from pipeline import boot, build, config, fetch, install, nightly, passthrough, patch, proc
+from pipeline import boot, build, config, digest, fetch, install, nightly, passthrough, patch, proc
 from pipeline import kernel as kconfig
 from pipeline.config import display
 from pipeline.errors import XenpipeError, format_error
 from pipeline.metadata import signal_name
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 ERROR_PREFIX = "xenpipe: error:"
 
@@ -121,10 +119,6 @@ def stage(fn: Callable[..., Any], *args: Any, variants: bool = False,
     return action
 
 
-def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     """A doit ``uptodate`` callable that Ctrl-C, SIGTERM or a user error cannot turn into a
     traceback. doit calls these outside any action (where stage() would catch them), and what
@@ -154,7 +148,7 @@ def unchanged(compute: Callable[[], Any]) -> Callable[[Any, dict[str, Any]], boo
     is checked (after its dependencies ran) with the one saved at its last success."""
 
     def check(task: Any, values: dict[str, Any]) -> bool:
-        fp = digest(compute())
+        fp = digest.of_json(compute())
         task.value_savers.append(lambda: {"fingerprint": fp})
         return values.get("fingerprint") == fp
 
@@ -246,7 +240,7 @@ def task_config() -> Any:
             "kconfig": kconfig.fingerprint(CFG),
             "rev": fetch.resolved(CFG, WS, kernel.source),
             "patched": kconfig.tree_inputs(
-                WS.state(patch.state_key(kernel.source)).get("files")
+                WS.state(Key.patch(kernel.source)).get("files")
                 if CFG.sources[kernel.source].patches else None),
         }), checked(lambda: kconfig.outputs_present(CFG, WS))],
     }

@@ -9,6 +9,27 @@ from typing import Any
 from pipeline.files import read_json, write_json
 
 
+class Key:
+    """The names of the records in ``state/``, spelled once: stages read each other's."""
+
+    CONFIG = "config"
+    INSTALL = "install"
+    NIGHTLY_LAST_GOOD = "nightly-last-good"
+
+    @staticmethod
+    def fetch(source: str) -> str:
+        return f"fetch-{source}"
+
+    @staticmethod
+    def patch(source: str) -> str:
+        return f"patch-{source}"
+
+    @staticmethod
+    def build(tree: str) -> str:
+        """``xen`` or ``kernel``."""
+        return f"build-{tree}"
+
+
 def _sub(name: str, doc: str) -> property:
     return property(lambda self: self.dir / name, doc=doc)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import git
 import pytest
 
-from pipeline import build, metadata
+from pipeline import build, digest
 from pipeline.build.progress import Progress
 from pipeline.config import load
 from pipeline.errors import BuildError
@@ -315,7 +315,7 @@ def test_full_build_artifacts_metadata_and_noop(site: Site) -> None:
     for name, art in md["artifacts"].items():
         f = built.ws.dir / art["path"]
         assert art["size"] == f.stat().st_size
-        assert art["sha256"] == metadata.sha256_file(f), name
+        assert art["sha256"] == digest.of_file(f), name
 
     again = built.ok("build")
     for task in ("config", "build:xen", "build:kernel"):
@@ -363,7 +363,7 @@ def test_xen_patch_edit_reruns_xen_only(built: Site) -> None:
     assert re.findall(r"^  CC      (\S+)$", log, re.M) == ["common/kernel.o"]
     xen_md = built.metadata()["sources"]["xen"]
     assert [p["name"] for p in xen_md["patches"]] == ["version.patch"]
-    assert xen_md["patches"][0]["sha256"] == metadata.sha256_file(
+    assert xen_md["patches"][0]["sha256"] == digest.of_file(
         built.xen_patches / "version.patch")
 
     (built.xen_patches / "version.patch").write_text(patch(2))

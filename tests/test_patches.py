@@ -19,7 +19,7 @@ from pipeline import files
 from pipeline import patch as patches
 from pipeline.config import SourceCfg, display
 from pipeline.errors import PatchError
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 from .conftest import GitUpstream, HgUpstream, make_tarball, need, run_doit, write_config
 from .patches_helpers import (
@@ -59,7 +59,7 @@ class Setup:
 
     @property
     def rev(self) -> str:
-        return self.ws.state(sources.state_key(self.src.name))["resolved"]
+        return self.ws.state(Key.fetch(self.src.name))["resolved"]
 
     def fetch(self) -> str:
         return sources.fetch(self.src, self.ws).resolved
@@ -78,7 +78,7 @@ class Setup:
         return msg
 
     def state(self) -> dict:
-        return self.ws.state("patch-linux")
+        return self.ws.state(Key.patch("linux"))
 
 
 @pytest.fixture

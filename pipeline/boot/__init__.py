@@ -26,7 +26,6 @@ import contextlib
 import gzip
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from pipeline.boot import probe
 from pipeline.config import Config, display
 from pipeline.errors import BootError, DeviceError
 from pipeline.files import atomic_write, read_json, write_json
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 XEN_CONSOLE = ("console=com1", "com1=115200")
 DOM0_CONSOLE = ("console=hvc0", "earlyprintk=xen")
@@ -72,7 +71,7 @@ def boot_dir(ws: Workspace) -> Path:
 def kernel_image(ws: Workspace) -> Path:
     """The built dom0 kernel: ``out/vmlinuz-<release>`` of the last kernel build (else the
     newest ``out/vmlinuz-*``)."""
-    release = ws.state("build-kernel").get("release")
+    release = ws.state(Key.build("kernel")).get("release")
     if release and (ws.out / f"vmlinuz-{release}").is_file():
         return ws.out / f"vmlinuz-{release}"
     found = sorted(ws.out.glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime_ns)
@@ -265,11 +264,6 @@ def _line(child: Any) -> str:
     return (head + child.after).strip()
 
 
-def _last_line(text: Any) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] if isinstance(text, str) else []
-    return lines[-1] if lines else ""
-
-
 def _panic_text(child: Any) -> str:
     """The failure line; Xen says why on the line after ``Panic on CPU N:``, so read on
     briefly for it."""
@@ -312,7 +306,7 @@ def watch(child: Any, steps: Sequence[Sequence[Milestone]], timeout: float,
             elif idx < n_pend + n_later + n_fail:
                 out.reason = f"{FAILURES[idx - n_pend - n_later][0]}: {_panic_text(child)}"
             elif idx == len(patterns) - 2:
-                last = _last_line(child.before)
+                last = proc.last_line(child.before)
                 out.reason = f"QEMU exited after {now:.0f} s" + (f": {last}" if last else "")
             else:
                 out.reason = f"nothing within the [boot] timeout of {timeout:.0f} s"
@@ -321,25 +315,6 @@ def watch(child: Any, steps: Sequence[Sequence[Milestone]], timeout: float,
 
 
 # ------------------------------------------------------------------------------ sessions
-class _Tee:
-    """pexpect's read log: the console log file and an in-memory transcript."""
-
-    def __init__(self, log: Path) -> None:
-        self.file = open(log, "a", encoding="utf-8", newline="")  # noqa: SIM115
-        self.parts: list[str] = []
-
-    def write(self, s: str) -> None:
-        self.file.write(s)
-        self.parts.append(s)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
 @dataclass
 class Session:
     """One QEMU boot: argv, milestones, the console text and what the probe reported."""
@@ -358,27 +333,13 @@ class Session:
         return lines[-n:]
 
 
-def _stop(child: Any) -> None:
-    """End QEMU (it leads its own session): TERM, then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not child.isalive():
-            return
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        for _ in range(50):
-            if not child.isalive():
-                return
-            time.sleep(0.05)
-
-
 def run_qemu(argv: Sequence[str], log: Path, steps: Sequence[Sequence[Milestone]],
              timeout: float) -> Session:
     """Start QEMU, watch its console into *log* (replaced), always stop it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"$ {proc.render(argv)}\n")
-    tee = _Tee(log)
+    console = open(log, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    tee = proc.Tee(console)
     start = time.monotonic()
     try:
         try:
@@ -393,11 +354,11 @@ def run_qemu(argv: Sequence[str], log: Path, steps: Sequence[Sequence[Milestone]
             result = watch(child, steps, timeout, start)
             if result.ok:  # wait for QEMU to exit by itself after the power-off
                 child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=EXIT_GRACE)
-        finally:
-            _stop(child)
+        finally:  # QEMU leads its own session
+            proc.stop_group(child.pid, child.isalive, grace=2.5)
             child.close(force=True)
     finally:
-        tee.file.close()
+        console.close()
     return Session(list(argv), log, result, tee.text, probe.parse(tee.text),
                    time.monotonic() - start)
 

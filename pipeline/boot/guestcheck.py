@@ -27,7 +27,6 @@ xl create failed otherwise, the guest crashed, a device is missing in the guest,
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import shutil
@@ -37,14 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import build as build_mod
+from pipeline import digest, pci, proc
 from pipeline import kernel as kconfig
-from pipeline import pci, proc
 from pipeline.boot import probe, rootfs
 from pipeline.config import Config, GuestCfg, display
 from pipeline.errors import BootError, DeviceError
 from pipeline.files import atomic_write
 from pipeline.install import guestcfg as guests
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 if TYPE_CHECKING:
     from pipeline.boot import Milestone
@@ -247,7 +246,7 @@ def _modules(cfg: Config, ws: Workspace, stage: Path, log: Path) -> None:
     variables = [*build_mod.make_vars(cfg, cfg.kernel.make_args), f"INSTALL_MOD_PATH={base}"]
     proc.run(kb.argv("modules_install", variables=variables), log=log, error=BootError,
              what="make modules_install (dom0 initramfs)")
-    release = ws.state("build-kernel").get("release")
+    release = ws.state(Key.build("kernel")).get("release")
     system_map = ws.out / f"System.map-{release}"
     if release and system_map.is_file():
         proc.run(["depmod", "-b", base, "-F", system_map, release], log=log, error=BootError,
@@ -296,7 +295,7 @@ def identity(cfg: Config) -> dict[str, Any] | None:
             configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns])
         except OSError:
             configs.append([g.name, g.config, list(g.devices), None, None])
-    scripts = hashlib.sha256(f"{GUEST_INIT}\0{_DOM0_TAIL}".encode()).hexdigest()
+    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}")
     return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
             "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}
 

@@ -18,7 +18,6 @@ archive byte-identical for identical inputs.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import digest
 from pipeline.errors import BootError
 from pipeline.files import atomic_write
 
@@ -121,7 +121,7 @@ def identity() -> str:
         bb_id = f"{bb.st_size}:{bb.st_mtime_ns}"
     except BootError:
         bb_id = "missing"
-    return hashlib.sha256(f"{INIT}\0{bb_id}".encode()).hexdigest()
+    return digest.of_text(f"{INIT}\0{bb_id}")
 
 
 # ---------------------------------------------------------------------------------- report

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import proc
+from pipeline import digest, proc
 from pipeline.config import display
 from pipeline.errors import BootError
 from pipeline.files import atomic_write, read_json, write_json
@@ -165,7 +164,7 @@ def key(packages: Sequence[str] = PACKAGES, sources: Sequence[AptSource] | None 
     blob = json.dumps({"recipe": RECIPE, "packages": sorted(packages), "arch": arch(),
                        "mirror": mirror, "suite": suite, "tools": GUEST_TOOLS + GUEST_DATA,
                        "sources": [s.deb822() for s in chroot]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest.of_text(blob)[:16]
 
 
 def cache_dir(ws: Workspace) -> Path:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import digest
 from pipeline import kernel as kconfig
 from pipeline import metadata
 from pipeline import proc
@@ -33,7 +34,7 @@ from pipeline.config import Config
 from pipeline.errors import BuildError, KconfigError
 from pipeline.files import atomic_write
 from pipeline.build.progress import Progress, count_objects
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 FINGERPRINT_VERSION = 1  # bump when the build's output for the same inputs changes
 MAKE_TIMEOUT = 6 * 3600.0
@@ -124,7 +125,7 @@ def fingerprint_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
     return {
         "version": FINGERPRINT_VERSION,
         "tree": tree_state(cfg, ws, kcfg.source),
-        "config": metadata.sha256_file(dotconfig) if dotconfig.is_file() else None,
+        "config": digest.of_file(dotconfig) if dotconfig.is_file() else None,
         "make_args": list(kcfg.make_args),
         "jobs": cfg.build.jobs,
         "ccache": cfg.build.ccache,
@@ -149,7 +150,7 @@ def outputs_present(ws: Workspace, tree: str) -> bool:
     """Are the artifacts the last successful build of *tree* recorded still as written, in
     out/ and in the build tree they came from? (A second doit ``uptodate`` check: a deleted
     vmlinuz, a ``make clean`` or a make run by hand reruns the stage.)"""
-    arts = ws.state(f"build-{tree}").get("artifacts")
+    arts = ws.state(Key.build(tree)).get("artifacts")
     if not arts:
         return False
     for rec in arts.values():
@@ -210,7 +211,7 @@ def fresh_log(ws: Workspace, stage: str) -> Path:
 def expected_objects(ws: Workspace, tree: str, root: Path) -> int | None:
     """Objects still to compile if this build ends like the last successful one did (exact
     when resuming an interrupted build; None when the tree already has them all)."""
-    last = ws.state(f"build-{tree}").get("objects")
+    last = ws.state(Key.build(tree)).get("objects")
     if not isinstance(last, int) or last <= 0:
         return None
     left = last - count_objects(root)
@@ -221,7 +222,7 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
         str, Path]:
     """Copy build results to out/ atomically, then record them in state/build-<tree>.json
     (written last: it is what says the stage finished)."""
-    prev = ws.state(f"build-{tree}").get("artifacts") or {}
+    prev = ws.state(Key.build(tree)).get("artifacts") or {}
     out: dict[str, Path] = {}
     for name, src in files.items():
         dest = ws.out / name
@@ -241,7 +242,7 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
         arts[name] = {"path": os.path.relpath(dest, ws.dir), "size": st.st_size,
                       "mtime_ns": st.st_mtime_ns, "from": str(files[name]),
                       "from_size": built.st_size, "from_mtime_ns": built.st_mtime_ns}
-    ws.save_state(f"build-{tree}", {**state, "artifacts": arts})
+    ws.save_state(Key.build(tree), {**state, "artifacts": arts})
     return out
 
 
@@ -380,7 +381,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
             record = kconfig.configure(cfg, ws, src)
         finally:
             rec.set(commands=logged_commands(log, start))
-        ws.save_state("config", record)
+        ws.save_state(Key.CONFIG, record)
         rec.finish("pass", kconfig=record)
     return record
 

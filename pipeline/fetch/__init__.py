@@ -7,7 +7,6 @@ can reset, diff and fingerprint any source the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,10 +22,10 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from pipeline import proc
+from pipeline import digest, proc
 from pipeline.config import Config, SourceCfg
 from pipeline.errors import SourceError
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 if TYPE_CHECKING:
     import git
@@ -356,17 +355,13 @@ class Fetched:
                 "resolved": self.resolved, "pinned": self.pinned}
 
 
-def state_key(name: str) -> str:
-    return f"fetch-{name}"
-
-
 def mirror_path(mirror: Path, src: SourceCfg) -> Path:
     """One shared download per repository URL, whichever workspace asks for it (named after
     the URL with its password hidden: a directory name shows in logs and to every user)."""
     url = proc.redact(src.url)
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    tag = digest.of_text(url)[:16]
     base = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:40]
-    return mirror / f"{base}-{digest}"
+    return mirror / f"{base}-{tag}"
 
 
 def _upstream(src: SourceCfg, mirror: Path | None, log: Path) -> str:
@@ -397,7 +392,7 @@ def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path) -> None:
 
 def owned_changes(ws: Workspace, name: str) -> dict[str, str | None]:
     """Files the patch stage wrote into this tree, with the sha256 it wrote (None: deleted)."""
-    files = ws.state(f"patch-{name}").get("files", {})
+    files = ws.state(Key.patch(name)).get("files", {})
     return files if isinstance(files, dict) else {}
 
 
@@ -407,8 +402,8 @@ def local_edits(vcs: Vcs, dest: Path, owned: dict[str, str | None]) -> list[str]
     for path in vcs.changes(dest):
         if path in owned:
             f = dest / path
-            digest = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
-            if digest == owned[path]:
+            now = digest.of_file(f) if f.is_file() else None
+            if now == owned[path]:
                 continue
         edits.append(path)
     return edits
@@ -433,7 +428,7 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     vcs = VCS[src.vcs]
     dest = ws.source_dir(src.name)
     log = ws.log(f"fetch-{src.name}")
-    prev = ws.state(state_key(src.name))
+    prev = ws.state(Key.fetch(src.name))
     ours = (dest / vcs.marker).is_dir()
     if dest.exists() and not ours:
         raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
@@ -472,7 +467,7 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
             vcs.checkout(dest, resolved, log)
 
     done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
-    ws.save_state(state_key(src.name), done.record())
+    ws.save_state(Key.fetch(src.name), done.record())
     return done
 
 
@@ -489,12 +484,12 @@ def fingerprint(src: SourceCfg) -> dict[str, str | None]:
 
 def resolved(cfg: Config, ws: Workspace, name: str) -> str | None:
     """The revision the last successful fetch recorded for *name*."""
-    return ws.state(state_key(name)).get("resolved")
+    return ws.state(Key.fetch(name)).get("resolved")
 
 
 def in_place(src: SourceCfg, ws: Workspace) -> bool:
     """Cheap (no subprocess, no network): is the tree there, pinned, at what fetch recorded?"""
-    rec = ws.state(state_key(src.name))
+    rec = ws.state(Key.fetch(src.name))
     vcs = VCS[src.vcs]
     dest = ws.source_dir(src.name)
     return bool(rec.get("resolved")) and vcs.current(dest) == rec["resolved"] and \

@@ -15,7 +15,6 @@ backup next to it; xenpipe edits only its own marked blocks and deletes nothing.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -25,23 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import build as build_mod
+from pipeline import digest, pci, proc
 from pipeline import kernel as kconfig
-from pipeline import metadata, pci, proc
 from pipeline import passthrough as cmdline
 from pipeline.config import Config, display
 from pipeline.errors import DeviceError, InstallError, XenpipeError
 from pipeline.files import atomic_write
 from pipeline.install import bootloader, initramfs
 from pipeline.install import guestcfg as guests
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
-STAGE = "install"
+STAGE = Key.INSTALL
 MAKE_TIMEOUT = 3600.0
 TOOL_TIMEOUT = 900.0
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def file_digest(path: Path) -> str | None:
@@ -49,13 +44,9 @@ def file_digest(path: Path) -> str | None:
     if path.is_dir():
         return "dir"
     try:
-        return metadata.sha256_file(path)
+        return digest.of_file(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def digest(obj: Any) -> str:
-    return sha256(repr(obj).encode())
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -165,7 +156,7 @@ class Plan:
     def _backup(self, rel: str, old: bytes | None, owned: bool) -> str | None:
         """A backup name for *rel*, unless it is new, or wholly xenpipe's and unchanged
         since xenpipe wrote it."""
-        if old is None or (owned and self.record["files"].get(rel) == sha256(old)):
+        if old is None or (owned and self.record["files"].get(rel) == digest.of_bytes(old)):
             return None
         return self._backup_name(rel)
 
@@ -243,7 +234,7 @@ class Plan:
             self.path(rel)
         if needed is None:
             rec = self.record["runs"].get(key)
-            fresh = (rec is not None and rec.get("inputs") == digest(inputs)
+            fresh = (rec is not None and rec.get("inputs") == digest.of_json(inputs)
                      and all(file_digest(self.path(o)) == rec["outputs"].get(o) for o in outputs))
             needed = not fresh or any(a in self.scheduled for a in after)
         if not needed:
@@ -255,7 +246,7 @@ class Plan:
             if current not in (None, "dir") and current != rec.get(b):
                 pairs.append((b, self._backup_name(b)))
         self.scheduled.add(key)
-        self.steps.append(Run([os.fspath(a) for a in argv], what, key, digest(inputs),
+        self.steps.append(Run([os.fspath(a) for a in argv], what, key, digest.of_json(inputs),
                               tuple(outputs), cwd, tuple(pairs)))
         return True
 
@@ -335,7 +326,7 @@ def apply(step: Step, plan: Plan, log: Path) -> None:
             _make_backup(plan, step.rel, step.backup)
         data = step.data if isinstance(step, Write) else step.src.read_bytes()
         atomic_write(plan.path(step.rel), data, mode=step.mode)
-        plan.record["files"][step.rel] = sha256(data)
+        plan.record["files"][step.rel] = digest.of_bytes(data)
     elif isinstance(step, Link):
         p = plan.path(str(Path(step.rel).parent)) / Path(step.rel).name
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +405,7 @@ def find_kernel(cfg: Config, ws: Workspace) -> Kernel:
     assert cfg.kernel is not None
     src = ws.source_dir(cfg.kernel.source).resolve()
     build = build_mod.kernel_build_dir(ws)
-    release = ws.state("build-kernel").get("release")  # what doit build recorded
+    release = ws.state(Key.build("kernel")).get("release")  # what doit build recorded
     relfile = build / "include" / "config" / "kernel.release"
     if not release and relfile.is_file():
         release = relfile.read_text().strip() or None
@@ -447,7 +438,7 @@ def _modules_id(k: Kernel) -> dict[str, Any]:
                 stats.append((name, st.st_size, st.st_mtime_ns))
             except OSError:
                 stats.append((name, None, None))
-        ident["modules"] = digest(stats)
+        ident["modules"] = digest.of_json(stats)
     return ident
 
 

@@ -10,24 +10,20 @@ what it refuses is reported with the kernel's own dependency text.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import io
-import os
 import re
 import select
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from pipeline import proc
+from pipeline import digest, proc
 from pipeline.config import FORCED_SYMBOLS, Config, KernelCfg, display
 from pipeline.errors import KconfigError
 from pipeline.files import atomic_write
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 FINGERPRINT_VERSION = 1  # bump when this module's output for the same inputs changes
 MAKE_TIMEOUT = 1800.0  # one make call that is not interactive (base targets build scripts/kconfig)
@@ -153,10 +149,6 @@ def drop(config_text: str, names: Iterable[str]) -> str:
     kept = [ln for ln in config_text.splitlines()
             if (kv := parse_line(ln)) is None or kv[0] not in gone]
     return "\n".join(kept) + "\n"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------------- kbuild
@@ -333,21 +325,6 @@ class FrontendResult:
     answers: int = 0
 
 
-class _Tee(io.TextIOBase):
-    """pexpect's read log: the stage log file and an in-memory transcript."""
-
-    def __init__(self, log: TextIO) -> None:
-        self.log = log
-        self.buf = io.StringIO()
-
-    def write(self, s: str) -> int:
-        self.log.write(s)
-        return self.buf.write(s)
-
-    def flush(self) -> None:
-        self.log.flush()
-
-
 def _spawn(kb: Kbuild, target: str, env: dict[str, str], deadline: float) -> Any:
     """The frontend under a pty of a fixed size, no send delay, in its own session."""
     import pexpect
@@ -367,19 +344,7 @@ def _spawn(kb: Kbuild, target: str, env: dict[str, str], deadline: float) -> Any
 
 def _stop(child: Any) -> None:
     """End the frontend and every process it started (it leads its own session)."""
-    if child.isalive():
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(child.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            for _ in range(50):
-                if not child.isalive():
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
+    proc.stop_group(child.pid, child.isalive, grace=2.5)
     child.close(force=True)
 
 
@@ -445,7 +410,7 @@ def run_oldconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) -> 
     awaiting_help: str | None = None
     child = _spawn(kb, "oldconfig", {}, deadline)
     with open(kb.log, "a") as log:
-        tee = _Tee(log)
+        tee = proc.Tee(log)
         child.logfile_read = tee
         try:
             while True:
@@ -478,7 +443,7 @@ def run_oldconfig(kb: Kbuild, requested: Sequence[Setting], deadline: float) -> 
             _stop(child)
             log.write("\n")
     if child.exitstatus != 0:
-        tail = [ln for ln in tee.buf.getvalue().replace("\r", "").splitlines() if ln.strip()]
+        tail = [ln for ln in tee.text.replace("\r", "").splitlines() if ln.strip()]
         last = tail[-1].strip() if tail else ""
         raise KconfigError(f"make oldconfig {_status(child)}" + (f": {last}" if last else "")
                            + f" (log: {kb.log})")
@@ -808,7 +773,7 @@ def _base(kb: Kbuild, base: str) -> dict[str, str]:
             atomic_write(kb.config, p.read_bytes())
         except OSError as exc:
             raise KconfigError(f"[kernel] base {display(p)}: cannot read: {exc.strerror}") from None
-        return {"file": display(p), "sha256": sha256(p)}
+        return {"file": display(p), "sha256": digest.of_file(p)}
     if not re.fullmatch(r"[A-Za-z0-9_.-]*config", base):
         raise KconfigError(f"[kernel] base {base!r} is neither a *config make target nor a file")
     kb.make(base)
@@ -928,10 +893,10 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
     record: dict[str, Any] = {
         "release": release,
         "base": base,
-        "fragments": [{"path": display(p), "sha256": sha256(p)} for p in kcfg.fragments],
+        "fragments": [{"path": display(p), "sha256": digest.of_file(p)} for p in kcfg.fragments],
         "symbols": [{"symbol": s.name, "requested": s.value, "final": final.get(s.name, "n"),
                      "forced": str(s) in forced} for s in requested],
-        "config": {"path": str(out), "sha256": sha256(out)},
+        "config": {"path": str(out), "sha256": digest.of_file(out)},
         "build_dir": str(kb.build),
         "warnings": warnings,
         "frontend": kcfg.frontend,
@@ -981,9 +946,9 @@ def outputs_present(cfg: Config, ws: Workspace) -> bool:
     """Is the .config doit config last made still in the build directory, as it made it?
     (A removed build directory, or a .config edited by hand, reruns doit config instead of
     failing the build with "run doit config first" while config says it is up to date.)"""
-    want = (ws.state("config").get("config") or {}).get("sha256")
+    want = (ws.state(Key.CONFIG).get("config") or {}).get("sha256")
     dotconfig = ws.out / BUILD_DIR / ".config"
-    return bool(want) and dotconfig.is_file() and sha256(dotconfig) == want
+    return bool(want) and dotconfig.is_file() and digest.of_file(dotconfig) == want
 
 
 def fingerprint(cfg: Config) -> dict[str, Any]:
@@ -994,13 +959,14 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     if Path(kcfg.base).is_absolute():
         p = Path(kcfg.base)
         base: dict[str, str] = {"file": display(p),
-                                "sha256": sha256(p) if p.is_file() else "missing"}
+                                "sha256": digest.of_file(p) if p.is_file() else "missing"}
     else:
         base = {"target": kcfg.base}
     return {
         "version": FINGERPRINT_VERSION,
         "base": base,
-        "fragments": [{"path": display(p), "sha256": sha256(p) if p.is_file() else "missing"}
+        "fragments": [{"path": display(p),
+                       "sha256": digest.of_file(p) if p.is_file() else "missing"}
                       for p in kcfg.fragments],
         "symbols": list(kcfg.symbols),
         "frontend": kcfg.frontend,

@@ -36,10 +36,10 @@ from pipeline.errors import ConfigError, XenpipeError
 from pipeline.files import atomic_write, read_json
 from pipeline.nightly import report as report_mod
 from pipeline.nightly.report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 DODO = config_mod.ROOT / "dodo.py"
-LAST_GOOD = "nightly-last-good"
+LAST_GOOD = Key.NIGHTLY_LAST_GOOD
 LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
 ERROR = "xenpipe: error:"

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -26,28 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline import digest, proc
 from pipeline import fetch as sources
-from pipeline import proc
 from pipeline.config import SourceCfg, display
 from pipeline.errors import PatchError
 from pipeline.files import atomic_write
-from pipeline.workspace import Workspace
+from pipeline.workspace import Key, Workspace
 
 SERIES = "series"
 SHORT = 12  # characters of a revision in messages
 _MISSING = object()
 
 
-def state_key(name: str) -> str:
-    return f"patch-{name}"
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _sha_or_none(data: bytes | None) -> str | None:
-    return None if data is None else sha256(data)
+    return None if data is None else digest.of_bytes(data)
 
 
 # -------------------------------------------------------------------------------- series
@@ -134,10 +124,11 @@ def fingerprint(src: SourceCfg) -> dict[str, Any]:
     for _, tokens in _series_lines(text.decode("utf-8", "replace")):
         name = tokens[0]
         try:
-            patches[name] = sha256((src.patches / name).read_bytes()) if _inside(name) else None
+            patches[name] = (digest.of_bytes((src.patches / name).read_bytes())
+                             if _inside(name) else None)
         except OSError:
             patches[name] = None
-    return {"series": sha256(text), "patches": patches}
+    return {"series": digest.of_bytes(text), "patches": patches}
 
 
 # --------------------------------------------------------------------------------- diffs
@@ -366,12 +357,12 @@ def load(entry: Entry) -> Patch:
     lines = text.splitlines(keepends=True)
     ended = [ln for ln in lines if ln.endswith(b"\n")]
     crlf = bool(ended) and all(ln.endswith(b"\r\n") for ln in ended)
-    return Patch(entry, shown, sha256(data), text, tuple(sections), crlf)
+    return Patch(entry, shown, digest.of_bytes(data), text, tuple(sections), crlf)
 
 
 def series_digest(patches: Iterable[Patch]) -> str:
     """Identity of the applied series: names, -pN and content, in order."""
-    return sha256(json.dumps([p.record() for p in patches], sort_keys=True).encode())
+    return digest.of_json([p.record() for p in patches])
 
 
 # ---------------------------------------------------------------------------- pristine
@@ -448,7 +439,7 @@ def _explain(p: Patch, out: str) -> Failure:
             return Failure(m[1], "is not a regular file")
     if first is not None:
         return first
-    return Failure(current, proc._last_line(out) or "GNU patch failed")
+    return Failure(current, proc.last_line(out) or "GNU patch failed")
 
 
 def _fuzz_warnings(p: Patch, out: str) -> list[str]:
@@ -544,7 +535,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     """Bring ``src/<name>`` to pristine + series; write only the files whose content changes."""
     name = src.name
     tree = ws.source_dir(name)
-    rev = ws.state(sources.state_key(name)).get("resolved")
+    rev = ws.state(Key.fetch(name)).get("resolved")
     vcs = sources.VCS[src.vcs]
     if not rev or not (tree / vcs.marker).is_dir():
         raise PatchError(f"src/{name} has not been fetched; run `doit fetch:{name}` first")
@@ -556,15 +547,15 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     label = f"{name}@{rev[:SHORT]}"
     patches = [load(e) for e in read_series(src)]
 
-    old = ws.state(state_key(name))
+    old = ws.state(Key.patch(name))
     old_files: dict[str, str | None] = old.get("files", {}) or {}
     # files an interrupted run was writing: {path: [sha256 or None it may hold now]}
     pending: dict[str, list[str | None]] = old.get("pending", {}) or {}
     old_modes: dict[str, int] = old.get("modes", {}) or {}
-    log = ws.log(state_key(name))
-    rejects = ws.logs / f"{state_key(name)}.rej"
+    log = ws.log(Key.patch(name))
+    rejects = ws.logs / f"{Key.patch(name)}.rej"
     shutil.rmtree(rejects, ignore_errors=True)
-    scratch = ws.dir / "tmp" / state_key(name)
+    scratch = ws.dir / "tmp" / Key.patch(name)
     shutil.rmtree(scratch, ignore_errors=True)
     work = scratch / "tree"
     work.mkdir(parents=True)
@@ -624,7 +615,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
             will = {k: list(v) for k, v in pending.items()}
             for path, want, _ in plan:
                 will.setdefault(path, []).append(_sha_or_none(want))
-            ws.save_state(state_key(name), {**old, "pending": will})
+            ws.save_state(Key.patch(name), {**old, "pending": will})
         for path, want, want_mode in plan:
             if want is None:
                 _remove(tree, path)
@@ -632,7 +623,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
                 os.chmod(tree / path, want_mode)
             else:
                 atomic_write(tree / path, want, want_mode)
-        ws.save_state(state_key(name), {**record, "files": files, "modes": modes})
+        ws.save_state(Key.patch(name), {**record, "files": files, "modes": modes})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for w in warnings:
