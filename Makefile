@@ -35,6 +35,7 @@ test-fast:
 
 lint:
 	$(BIN)/ruff check pipeline tests bench dodo.py
+	$(BIN)/lint-imports
 
 # The whole chain from Debian packages (configs/demo.toml): a small dom0 kernel from
 # linux-source-6.1 booted under Debian's Xen in QEMU, then a guest started by dom0's toolstack
