@@ -1,9 +1,18 @@
 """A small stand-in for the kernel's scripts/kconfig ``conf`` and ``mconf``.
 
+Why a second Kconfig implementation: pipeline.kernel forces symbols by driving the kernel's own
+interactive frontends (``make oldconfig`` answered prompt by prompt, ``make menuconfig`` read
+off a pyte-rendered screen), so its tests need a real program behind a real pty. The real
+tools need a Linux source tree, and the slow tests (tests/kernel_tree.py) unpack one; the fast
+tests instead run this script from tests/fake_kernel.py's kbuild look-alike (a Makefile and a
+small Kconfig), so every frontend path (answers, refusals, choices, help text, invisible
+symbols, a frontend that never draws) runs in seconds without a kernel. What matters is that
+its prompts and screens look like the real tools' where pipeline.kernel parses them, not that
+it is a complete Kconfig; the slow tests on real Linux 6.1 check that the two agree.
+
 It reads a subset of the Kconfig language (config/menu/choice/source, bool/tristate/string/
 int/hex, prompt, depends on, default, help; a type-less redefinition adds a prompt, as in real
-Kconfig) and speaks the same protocol as the real tools, so the fast tests drive
-pipeline.kconfig exactly as the real kernel is driven:
+Kconfig) and speaks the same protocol as the real tools:
 
 - oldconfig: ``Prompt (SYM) [M/n/y/?] (NEW) `` prompts, already-answered lines
   (``... [Y/n/?] y``), choices (`` > 1. Item (SYM) (NEW)`` + ``choice[1-N?]: ``) and ``?`` help

@@ -1,4 +1,4 @@
-"""pipeline.kconfig: fast tests on a fake kbuild tree, slow ones on the real Linux 6.1."""
+"""pipeline.kernel: fast tests on a fake kbuild tree, slow ones on the real Linux 6.1."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipeline import digest
 from pipeline import kernel as kconfig
 from pipeline.config import ROOT, Config
 from pipeline.errors import KconfigError
+from pipeline.kernel import frontend, menuconfig
 from pipeline.workspace import Workspace
 
 from .fake_kernel import RELEASE, load_config, make_tree
@@ -41,7 +42,7 @@ def tree(tmp_path: Path) -> Path:
 def fast_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fake menuconfig draws each screen in one write: no need to wait long for quiet."""
     need_pyte()
-    monkeypatch.setattr(kconfig, "SETTLE", 0.03)
+    monkeypatch.setattr(menuconfig, "SETTLE", 0.03)
 
 
 def fragment(tmp_path: Path, text: str, name: str = "frag.config") -> Path:
@@ -281,7 +282,7 @@ def test_menuconfig_invisible_symbol_is_not_touched(tmp_path: Path, tree: Path,
 
 def test_menuconfig_that_never_draws_fails_cleanly(tmp_path: Path, tree: Path, fast_screen: None,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kconfig, "INTERACTIVE_TIMEOUT", 2.0)
+    monkeypatch.setattr(frontend, "INTERACTIVE_TIMEOUT", 2.0)
     cfg = load_config(tmp_path, tree, frontend="menuconfig",
                       fragments=[fragment(tmp_path, XEN_ON)], make_args=["FAKE_HANG=1"])
     start = time.monotonic()

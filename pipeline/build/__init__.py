@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import digest
-from pipeline import kernel as kconfig
+from pipeline import kernel
 from pipeline import metadata
 from pipeline import proc
 from pipeline import fetch as sources
@@ -114,7 +114,7 @@ def changed_files(vcs: str, dest: Path) -> list[str]:
 
 def kernel_build_dir(ws: Workspace) -> Path:
     """Where doit config left the .config (make O=...)."""
-    return (ws.out / kconfig.BUILD_DIR).resolve()
+    return (ws.out / kernel.BUILD_DIR).resolve()
 
 
 def fingerprint_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
@@ -318,7 +318,7 @@ def kernel_arch(make_args: Sequence[str]) -> str:
 def kernel_targets(arch: str, dotconfig: Path) -> list[str]:
     """The image for the arch, plus modules when the config enables them."""
     targets = [IMAGES[arch]]
-    if kconfig.read_config(dotconfig).get("CONFIG_MODULES") == "y":
+    if kernel.read_config(dotconfig).get("CONFIG_MODULES") == "y":
         targets.append("modules")
     return targets
 
@@ -336,7 +336,7 @@ def build_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
     src = ws.source_dir(kcfg.source).resolve()
     build = kernel_build_dir(ws)
     log = fresh_log(ws, "build-kernel")
-    kb = kconfig.Kbuild(src, build, tuple(kcfg.make_args), log)
+    kb = kernel.Kbuild(src, build, tuple(kcfg.make_args), log)
     if not kb.config.is_file():
         raise BuildError(f"no .config in {build}: run doit config first")
     arch = kernel_arch(kcfg.make_args)
@@ -372,13 +372,13 @@ def build_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ config
 def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
-    """doit config, recorded: kconfig.configure inside a metadata stage; its record (release,
+    """doit config, recorded: kernel.configure inside a metadata stage; its record (release,
     config sha256, forced symbols) goes to state/config.json and metadata.json."""
     log = ws.log("config")
     start = log.stat().st_size if log.is_file() else 0
     with metadata.stage(cfg, ws, "config", log=log, error=KconfigError) as rec:
         try:
-            record = kconfig.configure(cfg, ws, src)
+            record = kernel.configure(cfg, ws, src)
         finally:
             rec.set(commands=logged_commands(log, start))
         ws.save_state(Key.CONFIG, record)
