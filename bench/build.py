@@ -46,7 +46,7 @@ from pipeline import build, proc  # noqa: E402
 from pipeline import kernel as kconfig  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
-from tests.realkernel import DEMO, cache_dir, demo_with_workspace, set_key  # noqa: E402
+from tests.support.realkernel import DEMO, cache_dir, demo_with_workspace, set_key  # noqa: E402
 
 PATCHED = "drivers/xen/xen-pciback/conf_space.c"  # built in; the demo series leaves it
 CC_LINE = re.compile(r"^\s+CC(?: \[M\])?\s+(\S+\.o)$", re.M)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load  # noqa: E402
-from tests.test_nightly import XEN_TREE  # noqa: E402  the tests' Xen-like tree
+from tests.support.upstreams import XEN_TREE  # noqa: E402  the tests' Xen-like tree
 
 ENV = {**os.environ, "HGPLAIN": "1", "HGUSER": "Bench <bench@example.org>", "LC_ALL": "C",
        "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.org",

@@ -28,15 +28,11 @@ from pipeline.errors import BootError, ConfigError, format_error
 from pipeline.files import write_json
 from pipeline.workspace import Workspace
 
-from .conftest import REPO, need, run_doit, write_config
-from .realkernel import (
-    RealKernel,
-    demo_with_workspace,
-    dom0_only,
-    real_rootfs,  # noqa: F401 - the shared Debian root (slow tests)
-)
+from .support.boot import DATA, private_boot, read
+from .support.doit import run_doit, write_config
+from .support.realkernel import RealKernel
+from .support.tools import REPO, need
 
-DATA = Path(__file__).parent / "data" / "boot"
 E1000 = pci.parse_bdf("00:03.0")
 E1000E = pci.parse_bdf("01:00.0")
 MISSING = pci.parse_bdf("00:1f.6")
@@ -69,12 +65,6 @@ timeout = 60
 
 def demo_cfg(tmp_path: Path, body: str = DEMO_BODY) -> config.Config:
     return config.load(write_config(tmp_path, body))
-
-
-def read(name: str) -> str:
-    """A recorded transcript, byte for byte (its \r\r\n line ends kept)."""
-    with open(DATA / name, newline="") as f:
-        return f.read()
 
 
 @pytest.fixture
@@ -519,25 +509,6 @@ MAINLINE = ('frontend = "oldconfig"\n', 'frontend = "oldconfig"\nflavour = "main
 PASSED = ["Xen banner", "Xen IOMMU", "dom0 construction", "Linux banner",
           "pciback seized 0000:00:03.0", "pciback seized 0000:01:00.0", "init started",
           "0000:00:03.0 under pciback", "0000:01:00.0 under pciback", "probe done", "power-off"]
-
-
-def private_boot(rk: RealKernel, tmp_path: Path, replace: dict[str, str]) -> config.Config:
-    """configs/demo.toml with *replace* applied, on a workspace of its own that borrows the
-    shared real kernel (read-only: symlinks) so a failing boot leaves the shared one alone.
-    dom0 alone: the demo's guest is test_real_build_and_boot's."""
-    ws = Workspace(tmp_path / "ws")
-    text = dom0_only(demo_with_workspace(ws.dir))
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "boot.toml"
-    path.write_text(text)
-    ws.out.mkdir(parents=True)
-    (ws.out / rk.vmlinuz.name).symlink_to(rk.vmlinuz)
-    ws.src.mkdir()
-    (ws.src / "linux").symlink_to(rk.ws.src / "linux")
-    ws.save_state("build-kernel", rk.ws.state("build-kernel"))
-    return config.load(path)
 
 
 GUEST_PASSED = ["Xen daemons started", "guest demo started", "guest demo listed its devices",

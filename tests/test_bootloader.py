@@ -17,8 +17,8 @@ from pipeline.install import bootloader
 from pipeline.install.bootloader import Entry
 from pipeline.workspace import Workspace
 
-from . import install_helpers as h
-from .conftest import need
+from .support import install as h
+from .support.tools import need
 
 ENTRY_2009 = Entry(
     name="xen-unstable-2009", xen_version="3.4-unstable", release="2.6.18.8-xen",

@@ -29,9 +29,11 @@ from pipeline.config import load
 from pipeline.errors import BuildError
 from pipeline.workspace import Workspace
 
-from . import fake_kernel
-from .conftest import REPO, HgUpstream, default_sigint, hg, need, run_doit, write_config
-from .realkernel import RealKernel
+from .support import fake_kernel
+from .support.doit import default_sigint, run_doit, write_config
+from .support.realkernel import RealKernel
+from .support.tools import REPO, need
+from .support.upstreams import HgUpstream, hg
 
 RELEASE = fake_kernel.RELEASE
 

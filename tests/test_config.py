@@ -11,7 +11,9 @@ import pytest
 from pipeline import config
 from pipeline.errors import ConfigError
 
-from .conftest import REPO, GitUpstream, run_doit, write_config
+from .support.doit import run_doit, write_config
+from .support.tools import REPO
+from .support.upstreams import GitUpstream
 
 GOOD = """
 [sources.linux]
@@ -259,7 +261,7 @@ def test_doit_list_shows_contract_tasks(tmp_path: Path) -> None:
 
 def test_doit_devices_on_a_recorded_q35(tmp_path: Path) -> None:
     """A recorded sysfs tree stands in for real PCI hardware (XENPIPE_SYSFS/XENPIPE_PROC)."""
-    from . import sysfs_trees
+    from .support import sysfs_trees
 
     tree = sysfs_trees.q35(tmp_path / "sys")
     proc = tmp_path / "proc"

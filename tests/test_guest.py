@@ -30,8 +30,8 @@ from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.install import guestcfg as guests
 from pipeline.workspace import Workspace
 
-from .conftest import need, run_doit, write_config
-from .realkernel import real_rootfs  # noqa: F401 - the shared Debian root (slow tests)
+from .support.doit import run_doit, write_config
+from .support.tools import need
 
 DATA = Path(__file__).parent / "data" / "guest"
 E1000, E1000E, ICH9 = (pci.parse_bdf(b) for b in ("00:03.0", "01:00.0", "00:1f.2"))
@@ -590,7 +590,7 @@ def guest_ws(real_kernel: object, real_rootfs: Path,  # noqa: F811
     """A workspace that boots the shared real kernel without building it: its artifacts, build
     directory, source tree and build record linked in (all used read-only), and the shared
     Debian root (realkernel.real_rootfs). Tasks run with ``doit -s`` (no build dependencies)."""
-    from .realkernel import RealKernel
+    from .support.realkernel import RealKernel
 
     assert isinstance(real_kernel, RealKernel)
     need("qemu-system-x86_64")

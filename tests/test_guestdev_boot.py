@@ -21,9 +21,10 @@ from pipeline.boot import probe
 from pipeline.errors import BootError, format_error
 from pipeline.workspace import Workspace
 
-from .conftest import REPO, need, write_config
-from .realkernel import RealKernel
-from .test_boot import private_boot, read
+from .support.boot import private_boot, read
+from .support.doit import write_config
+from .support.realkernel import RealKernel
+from .support.tools import REPO, need
 
 BRIDGE = "PNP0A08:0-1c.0"  # the PCIe root port: reserves the e1000e behind it
 NOWHERE = "PNP0A08:0-1f.6"  # q35 has no 00:1f.6

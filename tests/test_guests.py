@@ -13,9 +13,9 @@ from pipeline.config import GuestCfg
 from pipeline.errors import ConfigError, InstallError
 from pipeline.install import guestcfg as guests
 
-from . import install_helpers as h
-from . import sysfs_trees as trees
-from .conftest import write_config
+from .support import install as h
+from .support import sysfs_trees as trees
+from .support.doit import write_config
 
 XM = GuestCfg("GUEST", "/etc/xen/GUEST.hvm", "xm", ("00:19.0", "01:01.0"))
 XL = GuestCfg("web", "/etc/xen/web.cfg", "xl", ("00:19.0",))

@@ -24,9 +24,10 @@ from pipeline.config import load
 from pipeline.errors import DeviceError, InstallError, XenpipeError, format_error
 from pipeline.workspace import Workspace
 
-from . import install_helpers as h
-from .conftest import REPO, need, run_doit, write_config
-from .realkernel import RealKernel, cache_dir, real_kernel  # noqa: F401 - the fixture
+from .support import install as h
+from .support.doit import run_doit, write_config
+from .support.realkernel import RealKernel, cache_dir
+from .support.tools import REPO, need
 
 R2009 = "2.6.18.8-xen"
 R_NEW = "6.1.119"

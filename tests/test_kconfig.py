@@ -16,8 +16,7 @@ from pipeline.errors import KconfigError
 from pipeline.kernel import frontend, menuconfig
 from pipeline.workspace import Workspace
 
-from .fake_kernel import RELEASE, load_config, make_tree
-from .kernel_tree import kernel_tree  # noqa: F401  (fixture)
+from .support.fake_kernel import RELEASE, load_config, make_tree
 
 DOM0 = ROOT / "configs" / "kernel" / "xen-dom0.config"
 XEN_ON = "CONFIG_XEN=y\nCONFIG_PCI=y\nCONFIG_XEN_BACKEND=y\n"

@@ -21,19 +21,11 @@ import pytest
 from pipeline import nightly as nightly_mod
 from pipeline.config import load
 from pipeline.nightly import report as report_mod
-from tests.conftest import (
-    REPO,
-    GitUpstream,
-    HgUpstream,
-    free_port,
-    need,
-    run_doit,
-    write_config,
-)
-from tests.realkernel import (
-    RealKernel,
-    real_rootfs,  # noqa: F401 - the shared Debian root (slow tests)
-)
+
+from .support.doit import run_doit, write_config
+from .support.realkernel import RealKernel
+from .support.tools import REPO, free_port, need
+from .support.upstreams import XEN_TREE, GitUpstream, HgUpstream
 
 # ------------------------------------------------------------------ JUnit structural check
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")
@@ -116,16 +108,6 @@ def git_config(tmp_path: Path, up: GitUpstream, name: str = "site", extra: str =
     text = (f'[workspace]\ndir = "{ws or tmp_path / name}"\n{extra}\n'
             f'[sources.xen]\nvcs = "git"\nurl = "{up.url}"\nrev = "main"\n{body}')
     return write_config(tmp_path, text, f"{name}.toml")
-
-
-# A Xen-like tree as build.py expects one: `make build-xen` leaves xen/xen.gz and xen/xen-syms.
-XEN_TREE = {
-    "Makefile": "build-xen:\n\t$(MAKE) -C xen\n",
-    "xen/Makefile": ("xen.gz: xen-syms\n\tgzip -9nc xen-syms > xen.gz\n"
-                     "xen-syms: main.o\n\t$(CC) -o xen-syms main.o\n"
-                     "main.o: main.c\n\t$(CC) -c -o main.o main.c\n"),
-    "xen/main.c": "int main(void) { return 0; }\n",
-}
 
 
 def xen_upstream(up: GitUpstream) -> str:

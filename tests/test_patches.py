@@ -21,8 +21,8 @@ from pipeline.config import SourceCfg, display
 from pipeline.errors import PatchError
 from pipeline.workspace import Key, Workspace
 
-from .conftest import GitUpstream, HgUpstream, make_tarball, need, run_doit, write_config
-from .patches_helpers import (
+from .support.doit import run_doit, write_config
+from .support.patches import (
     GitAuthor,
     HgAuthor,
     kbuild_sources,
@@ -30,6 +30,8 @@ from .patches_helpers import (
     snapshot,
     write_series,
 )
+from .support.tools import need
+from .support.upstreams import GitUpstream, HgUpstream, make_tarball
 
 KCONFIG = "".join(f"config XEN_OPT{i}\n\tbool \"option {i}\"\n\n" for i in range(40))
 

@@ -18,8 +18,9 @@ from pipeline import config, pci
 from pipeline.errors import DeviceError
 from pipeline.pci import Bdf, DevicePath, Hop
 
-from . import sysfs_trees as trees
-from .conftest import REPO, write_config
+from .support import sysfs_trees as trees
+from .support.doit import write_config
+from .support.tools import REPO
 
 # The 2009 grub.conf module line from REFERENCE.md, after the kernel image.
 GRUB_2009 = ("ro root=LABEL=/ reassigndev=0000:00:19.0,0000:01:01.0 "

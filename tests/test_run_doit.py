@@ -1,4 +1,4 @@
-"""conftest.run_doit: the forked doit that fast tests use behaves as the real command does,
+"""support.doit.run_doit: the forked doit that fast tests use behaves as the real command does,
 and leaves the test process as it found it."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GitUpstream, run_doit, write_config
+from .support.doit import run_doit, write_config
+from .support.upstreams import GitUpstream
 
 
 def outcome(res: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:

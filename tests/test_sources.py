@@ -25,7 +25,9 @@ from pipeline.config import SourceCfg
 from pipeline.errors import SourceError
 from pipeline.workspace import Workspace
 
-from .conftest import GitUpstream, HgUpstream, free_port, hg, make_tarball, run_doit, write_config
+from .support.doit import run_doit, write_config
+from .support.tools import free_port
+from .support.upstreams import GitUpstream, HgUpstream, hg, make_tarball
 
 
 def state(tmp_path: Path, name: str) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, default_sigint, make_tarball, run_doit, write_config
+from .support.doit import default_sigint, run_doit, write_config
+from .support.tools import REPO
+from .support.upstreams import make_tarball
 
 
 def tarball_source(tmp_path: Path, name: str = "pkg") -> str:

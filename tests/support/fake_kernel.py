@@ -1,5 +1,5 @@
 """A tiny kbuild look-alike: a real Makefile (``make -C tree O=dir target``) whose config
-targets run tests/fake_kconfig.py, and a Kconfig shaped like the parts of Linux the
+targets run tests/support/fake_kconfig.py, and a Kconfig shaped like the parts of Linux the
 pipeline touches (MODULES, a choice, string/int symbols, the Xen backend menu)."""
 
 from __future__ import annotations

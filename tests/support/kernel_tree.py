@@ -11,10 +11,7 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 
@@ -44,11 +41,6 @@ def unpack(tarball: Path, cache: Path) -> Path:
     return tree
 
 
-@pytest.fixture(scope="session")
-def kernel_tree() -> Iterator[Path]:
-    """The path of an unpacked linux-source-6.1 tree (use it with O=<build dir> only)."""
-    if not TARBALL.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{TARBALL} is missing; CI must install linux-source-6.1")
-        pytest.skip(f"{TARBALL} is not installed (apt-get install linux-source-6.1)")
-    yield unpack(TARBALL, cache_dir())
+def unpacked_tree() -> Path:
+    """The shared linux-source-6.1 tree of the cache, unpacked on first use."""
+    return unpack(TARBALL, cache_dir())

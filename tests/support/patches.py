@@ -9,7 +9,7 @@ from pathlib import Path
 
 import git
 
-from .conftest import GitUpstream, HgUpstream, hg
+from .upstreams import GitUpstream, HgUpstream, hg
 
 Change = dict[str, "str | bytes | None"]  # path -> new content, None deletes
 

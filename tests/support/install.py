@@ -22,7 +22,7 @@ from pipeline.config import Config, load
 from pipeline.workspace import Workspace
 
 from . import sysfs_trees as trees
-from .conftest import REPO, need
+from .tools import REPO, need
 
 KBUILD_MAKEFILE = """\
 # kbuild-like stand-in: the variables and targets `doit install` uses, as kbuild has them

@@ -44,8 +44,9 @@ import pytest
 from pipeline.config import Config, load
 from pipeline.workspace import Workspace
 
-# conftest imports this module for the fixture, so conftest's helpers are imported on use
-REPO = Path(__file__).resolve().parent.parent
+from .doit import run_doit
+from .tools import REPO
+
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 DEMO = REPO / "configs" / "demo.toml"
 BUILD_TIMEOUT = 4 * 3600.0
@@ -131,8 +132,6 @@ def demo_with_workspace(workspace: Path, demo: Path = DEMO) -> str:
 
 def build_real_kernel(cache: Path | None = None) -> RealKernel:
     """Build (or find up to date) the shared real kernel; pytest.fail on a failed build."""
-    from .conftest import run_doit
-
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     ws = Workspace(cache / "real-ws")
@@ -155,35 +154,3 @@ def build_real_kernel(cache: Path | None = None) -> RealKernel:
 def dom0_only(text: str) -> str:
     """A copy of the demo config (TOML *text*) that boots dom0 alone: no guest, no Debian root."""
     return set_key(text, "boot", "guest", "false")
-
-
-@pytest.fixture(scope="session")
-def real_kernel() -> RealKernel:
-    """The real dom0 kernel built through ``doit build`` (see the module docstring)."""
-    from .conftest import IN_CI, need
-
-    if not TARBALL.is_file():
-        if IN_CI:
-            pytest.fail(f"{TARBALL} is missing; .ci/run must install linux-source-6.1")
-        pytest.skip(f"{TARBALL} is missing (apt-get install linux-source-6.1)")
-    for tool in ("make", "gcc", "ccache", "flex", "bison", "bc", "xz"):
-        need(tool)
-    return build_real_kernel()
-
-
-@pytest.fixture(scope="session")
-def real_rootfs() -> Path:
-    """The Debian dom0 root of guest boots, built once per cache (debootstrap: root and the
-    Debian mirror; minutes) in the shared workspace's ``rootfs/``; returns that directory."""
-    from pipeline.boot import rootfs
-
-    from .conftest import IN_CI, need
-
-    need("debootstrap")
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("debootstrap needs root: .ci/run must run the slow tests as root")
-        pytest.skip("building the Debian root (debootstrap) needs root")
-    ws = Workspace(cache_dir() / "real-ws")
-    rootfs.build(ws)  # rootfs.build locks its directory: concurrent sessions wait, then find it
-    return rootfs.cache_dir(ws)
