@@ -108,7 +108,8 @@ def devices_report(cfg: Config, ws: Workspace) -> str:
     """``doit devices``: pci.report's table and warnings, then the dom0 command line the
     bootloader entry would get on this machine (unless there is no [kernel]), and a note for
     each bridge a guestdev= path hands to pciback with the devices behind it."""
-    text = pci.report(cfg)
+    text = pci.report(cfg.passthrough.devices, xen_cmdline=cfg.install.xen_cmdline,
+                      allow_system_devices=cfg.install.allow_system_devices)
     if cfg.kernel is None:
         return text
     topo = pci.scan()

@@ -526,7 +526,7 @@ def test_real_build_and_boot(real_kernel: RealKernel, real_rootfs: Path):  # noq
     need("qemu-system-x86_64")
     need("busybox")
     rk = real_kernel
-    assert rk.cfg.raw["boot"]["guest"] is True  # real.toml is the demo's config
+    assert rk.cfg.boot.guest is True  # real.toml is the demo's config
     with rk.lock():
         run_doit("forget", "boot", config=rk.config, env=rk.env)  # boot for real this time
         res = run_doit("boot", config=rk.config, env=rk.env, timeout=1800)

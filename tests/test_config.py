@@ -275,3 +275,21 @@ def test_doit_devices_on_a_recorded_q35(tmp_path: Path) -> None:
     assert "0000:01:00.0" in res.stdout
     assert "warning: passthrough.devices: 00:1f.6 is not present" in res.stdout
     assert "0000:00:1f.2 holds the root filesystem (/dev/sda1 on /)" in res.stdout
+
+
+def test_schema_and_dataclasses_cannot_drift() -> None:
+    """Every declared key has a dataclass field and every field a key (checked at import too)."""
+    assert config.schema_drift() == []
+    extra = {**config.SCHEMA, "boot": {**config.SCHEMA["boot"], "serial": config.Key(str)}}
+    assert config.schema_drift(extra) == ["[boot]: BootCfg has no field serial for its key"]
+    fewer = {**config.SCHEMA, "build": {"jobs": config.SCHEMA["build"]["jobs"]}}
+    assert config.schema_drift(fewer) == ["[build]: BuildCfg.ccache has no schema key"]
+
+
+def test_unset_keys_are_fields_not_raw_toml(tmp_path: Path) -> None:
+    """[boot] guest unset is None (doit nightly decides), not false; retention is a field."""
+    cfg = load(tmp_path, GOOD)
+    assert (cfg.boot.guest, cfg.retention) == (None, 10)
+    cfg = load(tmp_path, GOOD + "[boot]\nguest = false\n[workspace]\nretention = 3\n")
+    assert (cfg.boot.guest, cfg.retention) == (False, 3)
+    assert not hasattr(cfg, "raw")

@@ -27,13 +27,6 @@ GRUB_2009 = ("ro root=LABEL=/ reassigndev=0000:00:19.0,0000:01:01.0 "
              "pciback.hide=(0000:00:19.0)(0000:01:01.0)")
 
 
-def cfg(tmp_path: Path, devices: list[str], reassign: bool = False,
-        allow: bool = False) -> config.Config:
-    body = (f"[passthrough]\ndevices = {devices!r}\nreassign = {str(reassign).lower()}\n"
-            f"[install]\nallow_system_devices = {str(allow).lower()}\n").replace("'", '"')
-    return config.load(write_config(tmp_path, body))
-
-
 class Machines:
     """The recorded trees, each built once per module: tests only read them."""
 
@@ -293,22 +286,22 @@ def test_root_device_is_traced_through_dm_and_names(tmp_path: Path,
 def test_passthrough_of_the_root_disk_is_refused(machines: Machines, tmp_path: Path) -> None:
     topo = machines.topo(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
-    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:19.0", "00:1f.2"]), topo, proc)
+    msg = error(pci.check_passthrough, ["00:19.0", "00:1f.2"], topo, proc)
     assert msg == (
         "passthrough.devices: 0000:00:1f.2 holds the root filesystem (/dev/sda2 on /), so dom0 "
         "needs it; remove it from passthrough.devices or set install.allow_system_devices = true"
     )
-    allowed = cfg(tmp_path, ["00:19.0", "00:1f.2"], allow=True)
-    assert [str(b) for b in pci.check_passthrough(allowed, topo, proc)] == [
+    allowed = pci.check_passthrough(["00:19.0", "00:1f.2"], topo, proc, allow_system_devices=True)
+    assert [str(b) for b in allowed] == [
         "0000:00:19.0", "0000:00:1f.2"]
 
 
 def test_bridge_in_front_of_the_root_disk_is_refused(machines: Machines, tmp_path: Path) -> None:
     topo = machines.topo(trees.q35)
     proc = trees.proc_tree(tmp_path / "proc", [("259:1", "/", "ext4", "/dev/nvme0n1p1")])
-    msg = error(pci.check_passthrough, cfg(tmp_path, ["PNP0A08:0-1c.1"]), topo, proc)
+    msg = error(pci.check_passthrough, ["PNP0A08:0-1c.1"], topo, proc)
     assert "0000:04:00.0 holds the root filesystem (/dev/nvme0n1p1 on /)" in msg
-    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:1c.1"]), topo, proc)
+    msg = error(pci.check_passthrough, ["00:1c.1"], topo, proc)
     assert "0000:00:1c.1 is the bridge to 0000:04:00.0, which holds the root filesystem" in msg
 
 
@@ -316,10 +309,10 @@ def test_check_passthrough_resolves_paths_and_refuses_absent(machines: Machines,
                                                              tmp_path: Path) -> None:
     topo = machines.topo(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
-    good = cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0", "0000:01:01.0"])
+    good = ["00:19.0", "PNP0A08:0-1e.0", "0000:01:01.0"]
     assert [str(b) for b in pci.check_passthrough(good, topo, proc)] == [
         "0000:00:19.0", "0000:01:01.0"]
-    msg = error(pci.check_passthrough, cfg(tmp_path, ["00:07.0"]), topo, proc)
+    msg = error(pci.check_passthrough, ["00:07.0"], topo, proc)
     assert msg.startswith("passthrough.devices: 00:07.0 is not present on this machine")
 
 
@@ -327,7 +320,7 @@ def test_check_passthrough_resolves_paths_and_refuses_absent(machines: Machines,
 def test_report_2009_machine(machines: Machines, tmp_path: Path) -> None:
     sysfs = machines.sysfs(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
-    out = pci.report(cfg(tmp_path, ["00:19.0", "PNP0A08:0-1e.0"]), sysfs, proc)
+    out = pci.report(["00:19.0", "PNP0A08:0-1e.0"], sysfs=sysfs, proc=proc)
     lines = out.splitlines()
     assert lines[0].split() == ["BDF", "DEVICE", "PATH", "CLASS", "VENDOR:DEV", "DRIVER",
                                 "PASSTHROUGH", "NOTES"]
@@ -344,7 +337,7 @@ def test_report_2009_machine(machines: Machines, tmp_path: Path) -> None:
 def test_report_marks_what_a_hidden_bridge_takes_along(machines: Machines, tmp_path: Path) -> None:
     sysfs = machines.sysfs(trees.ref2009)
     proc = trees.proc_tree(tmp_path / "proc", [("8:2", "/", "ext4", "/dev/sda2")])
-    out = pci.report(cfg(tmp_path, ["00:1e.0"]), sysfs, proc)
+    out = pci.report(["00:1e.0"], sysfs=sysfs, proc=proc)
     marked = [line.split()[0] for line in out.splitlines() if " yes" in line]
     assert marked == ["0000:00:1e.0", "0000:01:01.0"]  # pciback seizes what is behind it
 
@@ -353,7 +346,7 @@ def test_report_warnings(machines: Machines, tmp_path: Path) -> None:
     sysfs = machines.sysfs(trees.same_root_twice)
     proc = trees.proc_tree(tmp_path / "proc", [("0:40", "/", "overlay", "overlay")])
     entries = ["00:07.0", "PNP0A08:0-1c.1-0.0", "PNP0A03-03.0"]  # a typo is a config error
-    warnings = [line for line in pci.report(cfg(tmp_path, entries), sysfs, proc).splitlines()
+    warnings = [line for line in pci.report(entries, sysfs=sysfs, proc=proc).splitlines()
                 if line.startswith("warning:")]
     assert warnings[0] == ("warning: passthrough.devices: 00:07.0 is not present on this "
                            f"machine ({sysfs})")
@@ -370,7 +363,7 @@ def test_report_warns_about_the_root_disk_and_a_missing_iommu(machines: Machines
                                                               tmp_path: Path) -> None:
     sysfs = machines.sysfs(trees.pc)
     proc = trees.proc_tree(tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])
-    out = pci.report(cfg(tmp_path, ["PNP0A03:0-01.1"]), sysfs, proc)
+    out = pci.report(["PNP0A03:0-01.1"], sysfs=sysfs, proc=proc)
     assert ("warning: passthrough.devices: 0000:00:01.1 holds the root filesystem "
             "(/dev/sda1 on /), so dom0 needs it") in out
     assert "this machine reports no IOMMU" in out and "HVM guests will not work" in out
@@ -379,8 +372,9 @@ def test_report_warns_about_the_root_disk_and_a_missing_iommu(machines: Machines
 def test_report_warns_when_xen_cmdline_turns_the_iommu_off(machines: Machines,
                                                            tmp_path: Path) -> None:
     body = '[install]\nxen_cmdline = "dom0_mem=1G iommu=verbose,off"\n'
-    out = pci.report(config.load(write_config(tmp_path, body)), machines.sysfs(trees.ref2009),
-                     tmp_path)
+    c = config.load(write_config(tmp_path, body))
+    out = pci.report(c.passthrough.devices, xen_cmdline=c.install.xen_cmdline,
+                     sysfs=machines.sysfs(trees.ref2009), proc=tmp_path)
     assert out.splitlines()[-2:] == [
         f"warning: cannot read {tmp_path}/self/mountinfo or {tmp_path}/mounts, so the device "
         "holding / is unknown; check by hand before passing storage controllers through",

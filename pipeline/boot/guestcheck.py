@@ -130,7 +130,7 @@ busybox poweroff -f
 # ---------------------------------------------------------------------------------- plan
 def enabled(cfg: Config) -> bool:
     """``[boot] guest`` when set; unset, on in ``doit nightly`` when ``[[guests]]`` exist."""
-    explicit = (cfg.raw.get("boot") or {}).get("guest")
+    explicit = cfg.boot.guest
     if explicit is not None:
         return bool(explicit)
     return bool(cfg.guests) and os.environ.get(NIGHTLY_ENV) == "1"

@@ -590,7 +590,8 @@ def devices(cfg: Config, plan: Plan) -> pci.Topology | None:
         plan.note(f"device check skipped: {exc}")
         return None
     if plan.live:
-        pci.check_passthrough(cfg, topo)
+        pci.check_passthrough(cfg.passthrough.devices, topo,
+                              allow_system_devices=cfg.install.allow_system_devices)
         return topo
     needs = pci.system_devices(topo)
     for entry, bdfs in pci.resolve_devices(cfg.passthrough.devices, topo).items():

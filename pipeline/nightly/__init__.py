@@ -55,12 +55,6 @@ class Variant:
     ws: Workspace
 
 
-def setting(cfg: Config, table: str, key: str) -> Any:
-    """A validated optional key the frozen dataclasses do not carry (its SCHEMA default)."""
-    value = (cfg.raw.get(table) or {}).get(key)
-    return config_mod.SCHEMA[table][key].default if value is None else value
-
-
 def variants(cfgs: Sequence[Config]) -> list[Variant]:
     """One variant per config, named by file stem; each must have its own workspace."""
     stems = [c.path.stem for c in cfgs]
@@ -204,7 +198,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     report_mod.write(run_dir, document([result], run_id, started, duration))
     for name in ("report.json", "junit.xml"):
         atomic_write(ws.reports / name, (run_dir / name).read_bytes())
-    prune(ws, int(setting(cfg, "workspace", "retention")))
+    prune(ws, cfg.retention)
     return result
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from pipeline.pci import main
+from pipeline.pci.cli import main
 
 sys.exit(main())
