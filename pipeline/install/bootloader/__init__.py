@@ -22,7 +22,7 @@ from pipeline.errors import InstallError
 from pipeline.install.initramfs import which
 
 if TYPE_CHECKING:
-    from pipeline.install import Plan
+    from pipeline.install.plan import Plan
 
 BEGIN = "### BEGIN xenpipe {} ###"
 END = "### END xenpipe ###"
