@@ -11,7 +11,7 @@ import pytest
 from pipeline import pci
 from pipeline.config import GuestCfg
 from pipeline.errors import ConfigError, InstallError
-from pipeline.install import guestcfg as guests
+from pipeline.install import guestcfg
 
 from .support import install as h
 from .support import sysfs_trees as trees
@@ -23,7 +23,7 @@ NIC, IDE = pci.parse_bdf("00:19.0"), pci.parse_bdf("01:01.0")
 
 
 def span_text(text: str) -> str | None:
-    span = guests.find_pci(text)
+    span = guestcfg.find_pci(text)
     return None if span is None else text[span[0]:span[1]]
 
 
@@ -44,44 +44,44 @@ def test_find_pci(text: str, found: str | None) -> None:
 
 def test_entries_as_written() -> None:
     text = "pci = [ '0000:00:19.0@4,permissive=1',\n  \"01:01.0\" ]  # two\n"
-    assert guests.entries(text) == ["0000:00:19.0@4,permissive=1", "01:01.0"]
-    assert guests.entries("pci = []\n") == []
-    assert guests.entries("memory = 1\n") is None
+    assert guestcfg.entries(text) == ["0000:00:19.0@4,permissive=1", "01:01.0"]
+    assert guestcfg.entries("pci = []\n") == []
+    assert guestcfg.entries("memory = 1\n") is None
 
 
 def test_update_replaces_only_the_pci_list() -> None:
     text = h.USER_XM_GUEST + "pci = [ '00:19.0' ]   # by hand\non_crash = 'restart'\n"
-    new = guests.update(text, XM, [NIC, IDE], "site.toml")
+    new = guestcfg.update(text, XM, [NIC, IDE], "site.toml")
     assert new == text.replace("pci = [ '00:19.0' ]", "pci = ['00:19.0', '01:01.0']")
 
 
 def test_update_keeps_the_users_spelling_and_options() -> None:
     same = "pci = [ '0000:00:19.0','01:01.0' ]\n"
-    assert guests.update(same, XM, [NIC, IDE], "s") == same  # same devices: untouched
+    assert guestcfg.update(same, XM, [NIC, IDE], "s") == same  # same devices: untouched
     opts = "pci = ['00:19.0@3,permissive=1', 'bdf=0000:02:00.0,msitranslate=1']\n"
-    assert guests.update(opts, XM, [NIC, IDE], "s") == \
+    assert guestcfg.update(opts, XM, [NIC, IDE], "s") == \
         "pci = ['00:19.0@3,permissive=1', '01:01.0']\n"
-    assert guests.entry_bdf("bdf=0000:02:00.0,msitranslate=1") == pci.parse_bdf("02:00.0")
-    assert guests.entry_bdf("rdm_policy=strict") is None
+    assert guestcfg.entry_bdf("bdf=0000:02:00.0,msitranslate=1") == pci.parse_bdf("02:00.0")
+    assert guestcfg.entry_bdf("rdm_policy=strict") is None
 
 
 def test_update_appends_when_there_is_no_pci_list() -> None:
     text = "name = 'web'\nmemory = 256"  # no newline at the end
-    new = guests.update(text, XL, [NIC], "configs/site.toml")
+    new = guestcfg.update(text, XL, [NIC], "configs/site.toml")
     assert new.startswith(text + "\n# xenpipe: the PCI devices passed through to web")
     assert new.endswith("\npci = ['00:19.0']\n")
-    assert guests.update(new, XL, [NIC], "configs/site.toml") == new
+    assert guestcfg.update(new, XL, [NIC], "configs/site.toml") == new
 
 
 def test_a_missing_config_is_created_with_what_xenpipe_knows() -> None:
     for g, tool in ((XM, "xm"), (XL, "xl")):
-        text = guests.update(None, g, [NIC], "configs/x.toml")
+        text = guestcfg.update(None, g, [NIC], "configs/x.toml")
         lines = text.splitlines()
         assert all(ln.startswith("#") for ln in lines[:-2])
         assert f"`{tool} create {g.config}`" in text
         assert lines[-2:] == [f'name = "{g.name}"', "pci = ['00:19.0']"]
     other_domain = pci.parse_bdf("0001:00:02.0")
-    assert guests.render([other_domain]) == "pci = ['0001:00:02.0']"
+    assert guestcfg.render([other_domain]) == "pci = ['0001:00:02.0']"
 
 
 def _cfg(tmp: Path, passthrough: str, guest_devices: str):
@@ -101,10 +101,10 @@ devices = {guest_devices}
 
 def test_guest_devices_compare_as_bdfs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, '["0000:00:19.0", "01:01.0"]', '["00:19.0", "0000:01:01.0"]')
-    assert guests.check(cfg, None) == {"g1": [NIC, IDE]}
+    assert guestcfg.check(cfg, None) == {"g1": [NIC, IDE]}
     cfg = _cfg(tmp_path, '["0000:00:19.0"]', '["00:19.0", "00:1f.2"]')
     with pytest.raises(InstallError) as exc:
-        guests.check(cfg, None)
+        guestcfg.check(cfg, None)
     assert str(exc.value).startswith("[[guests]] g1: 00:1f.2 not in passthrough.devices "
                                      "(0000:00:19.0)")
 
@@ -113,10 +113,10 @@ def test_guest_devices_behind_a_device_path(tmp_path: Path) -> None:
     """A bridge's device path in passthrough.devices covers what is behind it (pci.py)."""
     topo = pci.scan(trees.q35(tmp_path / "sysfs").sysfs)
     cfg = _cfg(tmp_path, '["PNP0A08:0-1c.1"]', '["04:00.0"]')
-    assert guests.check(cfg, topo) == {"g1": [pci.parse_bdf("04:00.0")]}
+    assert guestcfg.check(cfg, topo) == {"g1": [pci.parse_bdf("04:00.0")]}
     cfg = _cfg(tmp_path, '["00:01.0"]', '["PNP0A08:0-1c.0-0.0"]')
     with pytest.raises(InstallError, match=r"^\[\[guests\]\] g1: PNP0A08:0-1c.0-0.0 not in"):
-        guests.check(cfg, topo)
+        guestcfg.check(cfg, topo)
     with pytest.raises(ConfigError, match=r"site.toml:11: \[\[guests\]\] devices: bad PCI "
                        r'address "00:1.0"'):  # a typo is refused when the config is loaded
         _cfg(tmp_path, '["00:01.0"]', '["00:1.0"]')

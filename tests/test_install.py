@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import install, pci
-from pipeline import passthrough as cmdline
+from pipeline import install, passthrough, pci
 from pipeline.config import load
 from pipeline.errors import DeviceError, InstallError, XenpipeError, format_error
 from pipeline.workspace import Workspace
@@ -519,7 +518,7 @@ def test_real_kernel_doit_install(real_kernel: RealKernel, tmp_path: Path,  # no
     # the dom0 options for the kernel's flavour: the demo kernel carries the guestdev= patch
     topo = pci.scan(Path(machine["XENPIPE_SYSFS"]))
     cfg = load(config)
-    dom0 = cmdline.dom0_cmdline(cfg, cmdline.flavour(cfg, rk.ws), topo)
+    dom0 = passthrough.dom0_cmdline(cfg, passthrough.flavour(cfg, rk.ws), topo)
     assert dom0.endswith(" xen-pciback.hide=(0000:00:03.0) guestdev=PNP0A08:0-1c.0-0.0")
     if loader == "grub2":
         cfg_text = (root / "boot/grub/grub.cfg").read_text()

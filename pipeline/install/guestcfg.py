@@ -18,7 +18,7 @@ from pipeline.config import Config, GuestCfg
 from pipeline.errors import InstallError, XenpipeError
 
 if TYPE_CHECKING:
-    from pipeline.install import Plan
+    from pipeline.install.plan import Plan
 
 _ASSIGN = re.compile(r"[ \t]*pci[ \t]*=")
 _STRING = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")

@@ -27,8 +27,13 @@ def which(tool: str) -> str | None:
 
 @dataclass(frozen=True)
 class Tool:
+    """An initramfs tool as data: its image's name in /boot and the command that builds it.
+    In the argv templates ``{image}`` is ``/boot/<image>`` and ``{r}`` the kernel release."""
+
     name: str
     pattern: str  # the image's name in /boot, {r} = kernel release
+    create: tuple[str, ...]  # the command when there is no image yet
+    update: tuple[str, ...]  # the command when the image exists
 
     def image(self, release: str) -> str:
         return self.pattern.format(r=release)
@@ -36,18 +41,17 @@ class Tool:
     def argv(self, release: str, exists: bool) -> list[str]:
         """The command that builds the image for *release* on the running system."""
         image = f"/boot/{self.image(release)}"
-        if self.name == "dracut":
-            return ["dracut", "--force", image, release]
-        if self.name == "update-initramfs":
-            return ["update-initramfs", "-u" if exists else "-c", "-k", release]
-        return ["mkinitrd", "-f", image, release]
+        return [a.format(image=image, r=release) for a in (self.update if exists else self.create)]
 
 
-TOOLS = {
-    "dracut": Tool("dracut", "initramfs-{r}.img"),
-    "update-initramfs": Tool("update-initramfs", "initrd.img-{r}"),
-    "mkinitrd": Tool("mkinitrd", "initrd-{r}.img"),
-}
+_DRACUT = ("dracut", "--force", "{image}", "{r}")
+_MKINITRD = ("mkinitrd", "-f", "{image}", "{r}")
+TOOLS = {t.name: t for t in (
+    Tool("dracut", "initramfs-{r}.img", create=_DRACUT, update=_DRACUT),
+    Tool("update-initramfs", "initrd.img-{r}", create=("update-initramfs", "-c", "-k", "{r}"),
+         update=("update-initramfs", "-u", "-k", "{r}")),
+    Tool("mkinitrd", "initrd-{r}.img", create=_MKINITRD, update=_MKINITRD),
+)}
 
 
 def present(tool: str, root: Path, live: bool) -> bool:
