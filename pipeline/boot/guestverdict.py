@@ -16,11 +16,11 @@ from typing import Any
 from pipeline import pci
 from pipeline.boot import probe
 from pipeline.boot.guestcheck import DOM0, GUEST, GUEST_TIMEOUT, GuestPlan
-from pipeline.boot.milestone import Milestone
+from pipeline.boot.milestone import Milestone, Milestones
 
 
 # ----------------------------------------------------------------------------- milestones
-def milestones(plans: Sequence[GuestPlan]) -> list[list[Milestone]]:
+def milestones(plans: Sequence[GuestPlan]) -> Milestones:
     """The guest part of a boot's milestones, after the probe's and before the power-off."""
     steps = [[Milestone("Xen daemons started", re.escape(f"{DOM0} xen started"),
                         "the Xen daemons did not start in dom0",

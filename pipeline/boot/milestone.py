@@ -32,6 +32,9 @@ class Milestone:
         return re.compile(self.pattern + _NL)
 
 
+Milestones = list[list[Milestone]]  # a boot's ordered steps; one step's may come in any order
+
+
 FAILURES = (
     ("Xen panicked", r"Panic on CPU \d+"),
     ("Xen reports dom0 crashed", r"Dom0 crashed"),
@@ -55,7 +58,7 @@ def listed_milestone(bdf: pci.Bdf) -> Milestone:
         f"{bdf} is not bound to pciback", "pciback seized it but did not bind it; see the log")
 
 
-def milestones(seize: Sequence[pci.Bdf]) -> list[list[Milestone]]:
+def milestones(seize: Sequence[pci.Bdf]) -> Milestones:
     """The ordered steps of a boot; the devices of one step may come in any order."""
     steps = [
         [Milestone("Xen banner", r"\(XEN\) Xen version \S+", "Xen did not start",

@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline import passthrough, pci
 from pipeline.boot.checks import expected_bdfs
 from pipeline.boot.guestboot import GuestBoot
-from pipeline.boot.milestone import Milestone, milestones
+from pipeline.boot.milestone import Milestones, milestones
 from pipeline.boot.qemu import Images, images, kvm_usable, qemu_argv
 from pipeline.config import Config
 from pipeline.errors import BootError, DeviceError
@@ -68,7 +68,7 @@ class BootPlan:
     guests: GuestBoot | None  # [boot] guest: start [[guests]] under dom0 too
     qemu: Config  # the config QEMU's machine is rendered from (guests need more memory)
     images: Images
-    steps: list[list[Milestone]]
+    steps: Milestones
 
     @classmethod
     def resolve(cls, machine: Machine, ws: Workspace,
@@ -80,7 +80,7 @@ class BootPlan:
         try:
             dom0_cmd = passthrough.dom0_cmdline(cfg, machine.flavour, topo, DOM0_CONSOLE)
             if guests is not None:
-                guests.prepare(topo)
+                guests = guests.planned(topo)
         except DeviceError:
             if topo is not None:
                 raise
