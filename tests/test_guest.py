@@ -24,8 +24,8 @@ import pexpect
 import pytest
 
 from pipeline import boot, config, pci
+from pipeline.boot import guestboot, guestverdict, probe, rootfs
 from pipeline.boot import guestcheck as guest
-from pipeline.boot import probe, rootfs
 from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.install import guestcfg as guests
 from pipeline.workspace import Workspace
@@ -326,7 +326,7 @@ def console(name: str, upto: str | None = None, then: str = "") -> str:
 
 
 def test_a_guest_that_sees_its_devices_passes() -> None:
-    v = guest.verdict(console("pass.log"), PLANS)
+    v = guestverdict.verdict(console("pass.log"), PLANS)
     assert v.problem is None
     assert [(r["name"], r["status"], r["detail"]) for r in v.records] == [
         ("guest demo sees 0000:00:03.0", "passed", "as 0000:00:00.0 [8086:100e] class 020000"),
@@ -339,13 +339,13 @@ def test_a_guest_that_sees_its_devices_passes() -> None:
         "Controller [8086:100e] (rev 03)",
         "00:01.0 Ethernet controller [0200]: Intel Corporation 82574L Gigabit Network "
         "Connection [8086:10d3]"]
-    lines = guest.summary_lines({"guests": v.guests})
+    lines = guestverdict.summary_lines({"guests": v.guests})
     assert lines[0] == "guest demo: PASS: pci from test"
     assert lines[1].startswith("guest demo: lspci 00:00.0 Ethernet controller [0200]")
 
 
 def test_transcript_parsing() -> None:
-    t = guest.parse(console("pass.log"))
+    t = guestverdict.parse(console("pass.log"))
     assert t.xen_started and t.done and t.assignable == ["0000:01:00.0", "0000:00:03.0"]
     run = t.guests["demo"]
     assert (run.created, run.started, run.done, run.rc, run.errors) == (True, True, True, 0, [])
@@ -366,7 +366,7 @@ def test_transcript_parsing() -> None:
      "in the guest (it sees 0000:00:00.0 [8086:100e] class 020000)"),
 ])
 def test_each_failure_has_its_own_one_line_verdict(log: str, problem: str) -> None:
-    v = guest.verdict(console(log), PLANS)
+    v = guestverdict.verdict(console(log), PLANS)
     assert v.problem == problem
     assert "\n" not in problem
     assert v.guests["demo"]["verdict"] == "fail"
@@ -378,29 +378,29 @@ def test_a_guest_that_never_started_and_other_xl_failures() -> None:
     text = console("not-hidden.log").replace("is not assignable", "is in use").replace(
         "assignable 0000:00:03.0", "assignable 0000:00:03.0\r\r\nxenpipe-dom0: assignable "
         "0000:01:00.0")
-    assert guest.verdict(text, PLANS).problem == (
+    assert guestverdict.verdict(text, PLANS).problem == (
         "guest demo: xl create failed with exit status 3: libxl: error: libxl_domain.c:1064:"
         "domain_destroy_cb: Domain 1:Destruction of domain failed")
     # no "not assignable" line, but a failed xl create and the device missing from
     # xl pci-assignable-list
     text = console("not-hidden.log").replace("is not assignable", "is busy")
-    assert guest.verdict(text, PLANS).problem == (
+    assert guestverdict.verdict(text, PLANS).problem == (
         "guest demo: device not hidden: xl refused to assign 0000:01:00.0 (not in xl "
         "pci-assignable-list); dom0 hides only [passthrough] devices at boot")
     # the boot timed out while xl create waited: no exit line at all
     cut = console("pass.log", upto="Parsing config from", then="")
-    assert guest.verdict(cut, PLANS).problem.startswith(
+    assert guestverdict.verdict(cut, PLANS).problem.startswith(
         "guest demo: timeout: its /init did not start within")
 
 
 def test_no_guest_verdict_before_dom0_got_there() -> None:
     """A boot that failed before the toolstack started: boot.py's milestones say why."""
-    v = guest.verdict(console("pass.log", upto="Starting Xen daemons"), PLANS)
+    v = guestverdict.verdict(console("pass.log", upto="Starting Xen daemons"), PLANS)
     assert (v.problem, v.records, v.guests["demo"]["verdict"]) == (None, [], "fail")
     # /etc/init.d/xen start failing (a real transcript cut there, the failure line added)
     failed = console("pass.log", upto="xenpipe-dom0: xen started",
                      then="xenpipe-dom0: xen failed rc=1\r\r\nxenpipe-dom0: done\r\r\n")
-    assert guest.verdict(failed, PLANS).problem == (
+    assert guestverdict.verdict(failed, PLANS).problem == (
         "dom0: the Xen daemons did not start (/etc/init.d/xen start: exit 1)")
 
 
@@ -410,7 +410,7 @@ def replay(name: str) -> pexpect.spawn:
 
 
 def test_guest_milestones_in_the_boot_watch(tmp_path: Path) -> None:
-    gb = guest.GuestBoot(load(tmp_path), Workspace(tmp_path / "ws"), PLANS)
+    gb = guestboot.GuestBoot(load(tmp_path), Workspace(tmp_path / "ws"), PLANS)
     steps = gb.steps(boot.milestones(SEIZE))
     assert [m.name for m in steps[-1]] == ["power-off"]
     w = boot.watch(replay("pass.log"), steps, 30)
@@ -434,7 +434,7 @@ def test_guest_milestones_in_the_boot_watch(tmp_path: Path) -> None:
 ])
 def test_failing_guests_miss_a_guest_milestone(tmp_path: Path, log: str, missed: str,
                                                reason: str) -> None:
-    gb = guest.GuestBoot(load(tmp_path), Workspace(tmp_path / "ws"), PLANS)
+    gb = guestboot.GuestBoot(load(tmp_path), Workspace(tmp_path / "ws"), PLANS)
     seize = [E1000] if log == "not-hidden.log" else SEIZE  # dom0 hid only 00:03.0 there
     w = boot.watch(replay(log), gb.steps(boot.milestones(seize)), 30)
     assert w.missed is not None and w.missed.name == missed
@@ -445,7 +445,7 @@ def test_failing_guests_miss_a_guest_milestone(tmp_path: Path, log: str, missed:
 
 def test_a_guest_boot_gets_enough_memory(tmp_path: Path) -> None:
     cfg = load(tmp_path)
-    gb = guest.GuestBoot(cfg, Workspace(tmp_path / "ws"))
+    gb = guestboot.GuestBoot(cfg, Workspace(tmp_path / "ws"))
     assert cfg.boot.memory == 2048 and gb.machine(cfg).boot.memory == guest.BOOT_MEMORY
     more = load(tmp_path, BODY.replace("guest = true", "guest = true\nmemory = 4096"))
     assert gb.machine(more) is more

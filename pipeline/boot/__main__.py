@@ -2,6 +2,6 @@
 
 import sys
 
-from pipeline.boot import main
+from pipeline.boot.cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ pages, locales and apt's caches are pruned (~170 MB unpacked, ~50 MB compressed)
 The archive is built once: its name carries a digest of what it is made of (the package list,
 the apt sources, the architecture and :data:`RECIPE`), and a later boot finds it in
 ``<workspace>/rootfs/``. Per-boot files (``/init``, guest configs, kernel modules) go into a
-second, small archive that ``guest.py`` appends: the kernel unpacks concatenated archives.
+second, small archive that ``guestcheck.py`` appends: the kernel unpacks concatenated archives.
 
 Building needs root (debootstrap, chroot, mknod) and network access to the mirror.
 """
