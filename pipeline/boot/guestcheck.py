@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import build as build_mod
-from pipeline import digest, pci, proc
+from pipeline import build, digest, pci, proc
 from pipeline.boot import probe, rootfs
+from pipeline.build import modules
 from pipeline.config import Config, GuestCfg, display
 from pipeline.errors import BootError, DeviceError
 from pipeline.files import atomic_write
@@ -230,21 +230,20 @@ def guest_initramfs(tools: Path) -> bytes:
 def _modules(cfg: Config, ws: Workspace, stage: Path, log: Path) -> None:
     """The dom0 kernel's loadable modules, if it has any, into *stage*'s /usr/lib/modules
     (/lib is a link to usr/lib in the Debian root)."""
-    from pipeline.build import modules as build_modules  # lead: hoist to the imports
 
     assert cfg.kernel is not None
-    kbuild = build_mod.kernel_build_dir(ws)
+    kbuild = build.kernel_build_dir(ws)
     order = kbuild / "modules.order"
     if not order.is_file() or not order.read_text().split():
         return
     src = ws.source_dir(cfg.kernel.source).resolve()
     base = stage / "usr"
-    proc.run(build_modules.modules_install_argv(cfg, src, kbuild.resolve(), base), log=log,
+    proc.run(modules.modules_install_argv(cfg, src, kbuild.resolve(), base), log=log,
              error=BootError, what="make modules_install (dom0 initramfs)")
     release = ws.state(Key.build("kernel")).get("release")
     system_map = ws.out / f"System.map-{release}"
     if release and system_map.is_file():
-        proc.run(build_modules.depmod_argv(base, system_map, release), log=log, error=BootError,
+        proc.run(modules.depmod_argv(base, system_map, release), log=log, error=BootError,
                  what="depmod (dom0 initramfs)")
 
 
