@@ -60,7 +60,7 @@ def make_patch(tree_file: bytes, path: str, tag: str, variant: int) -> bytes:
 
 
 def write_series(cfg_dir: Path, pdir: Path, ws: Workspace, rev: str, variant: int) -> None:
-    git = sources.VCS["tarball"]
+    git = sources.vcs_for("tarball")
     tree = ws.source_dir("linux")
     names = []
     for k, (path, tag) in enumerate(TARGETS, 1):

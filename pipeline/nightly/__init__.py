@@ -357,16 +357,9 @@ def source_section(cfg: Config, ws: Workspace, before: dict[str, str | None],
 def new_revisions(src_vcs: str, dest: Path, old: str | None, new: str | None
                   ) -> list[str]:
     """``<short> <summary>`` of the revisions in *new* that *old* lacks (newest first)."""
-    if not old or not new or old == new or src_vcs == "tarball":
+    if not old or not new or old == new:
         return []
-    if src_vcs == "hg":
-        argv = ["hg", "-R", str(dest), "log", "-r", f"only({new}, {old})", "--limit",
-                str(MAX_COMMITS + 1), "--template", "{node|short} {desc|firstline}\\n"]
-    else:
-        argv = ["git", "-C", str(dest), "log", f"--max-count={MAX_COMMITS + 1}",
-                "--format=%h %s", f"{old}..{new}"]
-    res = proc.run(argv, capture=True, check=False)
-    return res.stdout.splitlines() if res.returncode == 0 else []
+    return sources.vcs_for(src_vcs).log_between(dest, old, new, MAX_COMMITS + 1)
 
 
 def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[str, Any]

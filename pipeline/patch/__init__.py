@@ -369,7 +369,7 @@ def series_digest(patches: Iterable[Patch]) -> str:
 def pristine(src: SourceCfg, tree: Path, rev: str,
              paths: Iterable[str]) -> dict[str, bytes | None]:
     """Each path's content at *rev* (None when absent), from the VCS, never the working tree."""
-    return sources.VCS[src.vcs].cat(tree, rev, paths)
+    return sources.vcs_for(src.vcs).cat(tree, rev, paths)
 
 
 # ------------------------------------------------------------------------------ applying
@@ -536,7 +536,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     name = src.name
     tree = ws.source_dir(name)
     rev = ws.state(Key.fetch(name)).get("resolved")
-    vcs = sources.VCS[src.vcs]
+    vcs = sources.vcs_for(src.vcs)
     if not rev or not (tree / vcs.marker).is_dir():
         raise PatchError(f"src/{name} has not been fetched; run `doit fetch:{name}` first")
     if vcs.current(tree) != rev:
@@ -602,8 +602,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
         if edits:
             shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3
                                             else "")
-            revert = {"hg": "hg revert --no-backup", "git": "git checkout --",
-                      "tarball": "git checkout --"}[src.vcs]
+            revert = vcs.revert_command
             raise PatchError(f"src/{name} has changes that are not from {series} ({shown}); "
                              f"add them to the series as a patch, or drop them with `{revert} "
                              f"<file>` in {tree}, then rerun")
