@@ -4,6 +4,7 @@ nothing, rewriting only the files whose content changes."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 import subprocess
@@ -30,6 +31,8 @@ from .patches_helpers import (
     snapshot,
     write_series,
 )
+
+APPLY = importlib.import_module("pipeline.patch.apply")  # the module: patches.apply is the function
 
 KCONFIG = "".join(f"config XEN_OPT{i}\n\tbool \"option {i}\"\n\n" for i in range(40))
 
@@ -369,10 +372,10 @@ def test_interrupted_runs_are_repaired_by_the_next(linux: Setup,
                     raise KeyboardInterrupt
             real(path, data, mode)
 
-        monkeypatch.setattr(patches, "atomic_write", flaky)
+        monkeypatch.setattr(APPLY, "atomic_write", flaky)
         with pytest.raises(KeyboardInterrupt):
             linux.apply()
-        monkeypatch.setattr(patches, "atomic_write", real)
+        monkeypatch.setattr(APPLY, "atomic_write", real)
 
     def version(x: str, y: str) -> None:
         (linux.pdir / "2.patch").write_bytes(p2.replace(b"+x", b"+" + x.encode())
