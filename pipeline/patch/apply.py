@@ -15,7 +15,7 @@ from typing import Any
 from pipeline import digest, proc
 from pipeline import fetch as sources
 from pipeline.config import SourceCfg, display
-from pipeline.errors import PatchError
+from pipeline.errors import PatchError, PatchMergedError
 from pipeline.files import atomic_write
 from pipeline.patch.diff import Patch, load, series_digest
 from pipeline.patch.series import SERIES, read_series
@@ -131,7 +131,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _apply_one(p: Patch, work: Path, scratch: Path, log: Path, rejects: Path,
-               label: str, series: str) -> list[str]:
+               source: str, rev: str, series: str) -> list[str]:
     """Apply *p* to the scratch copy; on failure raise with the hunk and keep its rejects."""
     text = scratch / "patches" / f"{p.entry.line:05d}.patch"
     text.parent.mkdir(parents=True, exist_ok=True)
@@ -153,11 +153,10 @@ def _apply_one(p: Patch, work: Path, scratch: Path, log: Path, rejects: Path,
         elif (work / t).is_file():
             (work / t).unlink()
     if _gnu_patch(p, text, work, log, "-R", "--dry-run", "--force").returncode == 0:
-        raise PatchError(f"patch {p.shown} is already in {label}; drop it from the series "
-                         f"({series} line {p.entry.line})")
+        raise PatchMergedError(p.shown, source, rev[:SHORT], f"{series} line {p.entry.line}")
     saved = f"; rejected hunks in {display(rejects)}" if rejects.exists() else ""
-    raise PatchError(f"{p.shown} does not apply to {label}: {failure.target} {failure.detail} "
-                     f"({series} line {p.entry.line}{saved})")
+    raise PatchError(f"{p.shown} does not apply to {source}@{rev[:SHORT]}: {failure.target} "
+                     f"{failure.detail} ({series} line {p.entry.line}{saved})")
 
 
 def _check_target(tree: Path, path: str, name: str) -> None:
@@ -197,7 +196,23 @@ def _remove(tree: Path, path: str) -> None:
 
 
 def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
-    """Bring ``src/<name>`` to pristine + series; write only the files whose content changes."""
+    """Bring ``src/<name>`` to pristine + series; write only the files whose content changes.
+
+    A patch already upstream leaves ``merged`` ({patch, source, rev}) in the state for
+    nightly's triage; any other outcome leaves none.
+    """
+    try:
+        return _apply(src, ws)
+    except PatchError as exc:
+        state = ws.state(Key.patch(src.name))
+        merged = exc.record() if isinstance(exc, PatchMergedError) else None
+        if merged is not None or "merged" in state:
+            state.pop("merged", None)
+            ws.save_state(Key.patch(src.name), {**state, **({"merged": merged} if merged else {})})
+        raise
+
+
+def _apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     name = src.name
     tree = ws.source_dir(name)
     rev = ws.state(Key.fetch(name)).get("resolved")
@@ -212,7 +227,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     label = f"{name}@{rev[:SHORT]}"
     patches = [load(e) for e in read_series(src)]
 
-    old = ws.state(Key.patch(name))
+    old = {k: v for k, v in ws.state(Key.patch(name)).items() if k != "merged"}
     old_files: dict[str, str | None] = old.get("files", {}) or {}
     # files an interrupted run was writing: {path: [sha256 or None it may hold now]}
     pending: dict[str, list[str | None]] = old.get("pending", {}) or {}
@@ -237,7 +252,7 @@ def apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
                 _put(work / path, data, base_mode[path])
         warnings: list[str] = []
         for p in patches:
-            warnings += _apply_one(p, work, scratch, log, rejects, label, series)
+            warnings += _apply_one(p, work, scratch, log, rejects, name, rev, series)
 
         extra = {str(f.relative_to(work)) for f in work.rglob("*") if f.is_file()} - universe
         if extra:  # created under names the headers did not predict
