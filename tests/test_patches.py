@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -19,7 +20,7 @@ from pipeline import fetch as sources
 from pipeline import files
 from pipeline import patch as patches
 from pipeline.config import SourceCfg, display
-from pipeline.errors import PatchError
+from pipeline.errors import PatchError, PatchMergedError
 from pipeline.workspace import Key, Workspace
 
 from .conftest import GitUpstream, HgUpstream, make_tarball, need, run_doit, write_config
@@ -250,8 +251,15 @@ def test_patch_already_upstream(linux: Setup) -> None:
                             f"linux@{linux.rev[:12]}; drop it from the series "
                             f"({display(linux.pdir / 'series')} line 2)")
     assert snapshot(linux.tree) == before
+    # the error's data crosses to nightly (another process) in the stage's state record
+    assert linux.ws.state(Key.patch("linux"))["merged"] == {
+        "patch": display(linux.pdir / "0001-merged.patch"), "source": "linux",
+        "rev": linux.rev[:12]}
+    err = PatchMergedError("p", "s", "r", "w")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
     linux.series({"0002-new.patch": p2})
     linux.apply()
+    assert "merged" not in linux.ws.state(Key.patch("linux"))
     linux.up.commit("drivers/xen/guestdev.c", "int guestdev;\n", "upstream merge 2")
     linux.fetch()
     assert "0002-new.patch is already in linux@" in linux.fail()
