@@ -11,8 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline import fetch as sources
-from pipeline import proc
+from pipeline import fetch, proc
 from pipeline.config import Config
 from pipeline.files import read_json
 from pipeline.nightly.report import FAILED, NOTRUN, PASSED, SKIPPED
@@ -41,7 +40,7 @@ def merged_upstream(stages: list[dict[str, Any]], ws: Workspace) -> list[dict[st
 
 # ----------------------------------------------------------------------- sources, triage
 def revisions(cfg: Config, ws: Workspace) -> dict[str, str | None]:
-    return {name: sources.resolved(cfg, ws, name) for name in cfg.sources}
+    return {name: fetch.resolved(cfg, ws, name) for name in cfg.sources}
 
 
 def source_section(cfg: Config, ws: Workspace, before: dict[str, str | None],
@@ -62,7 +61,7 @@ def new_revisions(src_vcs: str, dest: Path, old: str | None, new: str | None
     """``<short> <summary>`` of the revisions in *new* that *old* lacks (newest first)."""
     if not old or not new or old == new:
         return []
-    return sources.vcs_for(src_vcs).log_between(dest, old, new, MAX_COMMITS + 1)
+    return fetch.vcs_for(src_vcs).log_between(dest, old, new, MAX_COMMITS + 1)
 
 
 def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[str, Any]

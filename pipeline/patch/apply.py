@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline import digest, proc
-from pipeline import fetch as sources
+from pipeline import digest, fetch, proc
 from pipeline.config import SourceCfg, display
 from pipeline.errors import PatchError, PatchMergedError
 from pipeline.files import atomic_write
@@ -34,7 +33,7 @@ def _sha_or_none(data: bytes | None) -> str | None:
 def pristine(src: SourceCfg, tree: Path, rev: str,
              paths: Iterable[str]) -> dict[str, bytes | None]:
     """Each path's content at *rev* (None when absent), from the VCS, never the working tree."""
-    return sources.vcs_for(src.vcs).cat(tree, rev, paths)
+    return fetch.vcs_for(src.vcs).cat(tree, rev, paths)
 
 
 # ------------------------------------------------------------------------------ applying
@@ -216,7 +215,7 @@ def _apply(src: SourceCfg, ws: Workspace) -> dict[str, Any]:
     name = src.name
     tree = ws.source_dir(name)
     rev = ws.state(Key.fetch(name)).get("resolved")
-    vcs = sources.vcs_for(src.vcs)
+    vcs = fetch.vcs_for(src.vcs)
     if not rev or not (tree / vcs.marker).is_dir():
         raise PatchError(f"src/{name} has not been fetched; run `doit fetch:{name}` first")
     if vcs.current(tree) != rev:
