@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import git
 
 
-def _git() -> ModuleType:
+def gitpython() -> ModuleType:
     """GitPython, imported on first use: the no-op path (`doit fetch` up to date) never pays
     for it."""
     import git
@@ -49,21 +49,21 @@ class Git(Vcs):
 
     def clone(self, url: str, dest: Path, log: Path) -> None:
         try:
-            _git().Repo.clone_from(url, dest, no_checkout=True, env=proc.BASE_ENV)
-        except _git().GitCommandError as exc:
+            gitpython().Repo.clone_from(url, dest, no_checkout=True, env=proc.BASE_ENV)
+        except gitpython().GitCommandError as exc:
             raise SourceError(f"git clone {proc.redact(url)}: {_git_error(exc)}") from None
 
     def pull(self, dest: Path, url: str, log: Path) -> None:
-        repo = _git().Repo(dest)
+        repo = gitpython().Repo(dest)
         try:
             repo.git.fetch("--tags", "--force", "--prune", url,
                            "+refs/heads/*:refs/remotes/origin/*", env=proc.BASE_ENV)
-        except _git().GitCommandError as exc:
+        except gitpython().GitCommandError as exc:
             raise SourceError(f"git fetch {proc.redact(url)}: {_git_error(exc)}") from None
         repo.git.remote("set-url", "origin", url)
 
     def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
-        repo = _git().Repo(dest)
+        repo = gitpython().Repo(dest)
         rev = rev or "HEAD"
         pinned = [f"refs/tags/{rev}"]
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
@@ -74,13 +74,13 @@ class Git(Vcs):
         for cand in pinned + floating:
             try:
                 sha = repo.git.rev_parse("--verify", "--quiet", f"{cand}^{{commit}}")
-            except _git().GitCommandError:
+            except gitpython().GitCommandError:
                 continue
             return sha, cand in pinned
         return None, False
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
-        _git().Repo(dest).git.checkout("--force", "--detach", resolved)
+        gitpython().Repo(dest).git.checkout("--force", "--detach", resolved)
 
     def current(self, dest: Path) -> str | None:
         try:
@@ -103,7 +103,7 @@ class Git(Vcs):
         return res.stdout.splitlines() if res.returncode == 0 else []
 
     def cat(self, dest: Path, resolved: str, paths: Iterable[str]) -> dict[str, bytes | None]:
-        tree = _git().Repo(dest).commit(resolved).tree
+        tree = gitpython().Repo(dest).commit(resolved).tree
         result: dict[str, bytes | None] = {}
         for path in paths:
             try:

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline import proc
 from pipeline.errors import SourceError
-from pipeline.fetch.git import Git, _git
+from pipeline.fetch.git import Git, gitpython
 
 
 class Tarball(Git):
@@ -38,7 +38,7 @@ class Tarball(Git):
         who = {"NAME": "xenpipe", "EMAIL": "xenpipe@localhost", "DATE": "1970-01-01T00:00:00Z"}
         env = {**proc.BASE_ENV, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
                                    for k, v in who.items()}}
-        repo = _git().Repo.init(dest)
+        repo = gitpython().Repo.init(dest)
         with repo.config_writer() as cw:  # a kernel tarball is ~80k files: favour speed
             cw.set_value("core", "looseCompression", "1")
             cw.set_value("core", "compression", "1")
