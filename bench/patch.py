@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from pipeline import fetch as sources  # noqa: E402
 from pipeline import patch as patches  # noqa: E402
 from pipeline.config import load  # noqa: E402
-from pipeline.workspace import Workspace  # noqa: E402
+from pipeline.workspace import Key, Workspace  # noqa: E402
 
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 TARGETS = (  # one small edit in each of three files
@@ -60,7 +60,7 @@ def make_patch(tree_file: bytes, path: str, tag: str, variant: int) -> bytes:
 
 
 def write_series(cfg_dir: Path, pdir: Path, ws: Workspace, rev: str, variant: int) -> None:
-    git = sources.VCS["tarball"]
+    git = sources.vcs_for("tarball")
     tree = ws.source_dir("linux")
     names = []
     for k, (path, tag) in enumerate(TARGETS, 1):
@@ -91,7 +91,7 @@ def main() -> None:
 
     took, _ = doit(cfg, "fetch")
     results["fetch (first run unpacks and commits the tarball)"] = round(took, 2)
-    rev = ws.state(sources.state_key("linux"))["resolved"]
+    rev = ws.state(Key.fetch("linux"))["resolved"]
     tracked = subprocess.run(["git", "-C", str(ws.source_dir("linux")), "ls-files", "-z"],
                              check=True, capture_output=True).stdout.count(b"\0")
     results["files in the tree"] = tracked

@@ -25,6 +25,25 @@ class PatchError(XenpipeError):
     """A patch series does not apply."""
 
 
+class PatchMergedError(PatchError):
+    """A patch of the series is already in the fetched revision: it must leave the series.
+
+    Carries *patch* (the file as the user names it), *source* and *rev* (the short revision)
+    as data; the patch stage records them (``merged`` in its state) for nightly's triage.
+    """
+
+    def __init__(self, patch: str, source: str, rev: str, where: str) -> None:
+        super().__init__(f"patch {patch} is already in {source}@{rev}; drop it from the series "
+                         f"({where})")
+        self.patch, self.source, self.rev, self.where = patch, source, rev, where
+
+    def __reduce__(self) -> tuple[type[PatchMergedError], tuple[str, str, str, str]]:
+        return type(self), (self.patch, self.source, self.rev, self.where)
+
+    def record(self) -> dict[str, str]:
+        return {"patch": self.patch, "source": self.source, "rev": self.rev}
+
+
 class KconfigError(XenpipeError):
     """A requested kernel symbol could not be set."""
 

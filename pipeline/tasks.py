@@ -19,8 +19,19 @@ from doit import get_var
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
-from pipeline import boot, build, config, digest, fetch, install, nightly, passthrough, patch, proc
-from pipeline import kernel as kconfig
+from pipeline import (
+    boot,
+    build,
+    config,
+    digest,
+    fetch,
+    install,
+    kernel,
+    nightly,
+    passthrough,
+    patch,
+    proc,
+)
 from pipeline.config import display
 from pipeline.errors import XenpipeError, format_error
 from pipeline.metadata import signal_name
@@ -227,22 +238,22 @@ def task_patch() -> Any:
 
 def task_config() -> Any:
     """Make the dom0 kernel .config and force CONFIG_XEN_PCIDEV_BACKEND=y with its own tool."""
-    kernel = CFG.kernel
-    if kernel is None:
+    kcfg = CFG.kernel
+    if kcfg is None:
         return {"actions": None, "doc": "Make the dom0 kernel .config (no [kernel] configured)."}
     return {
-        # build.configure runs kconfig.configure and records its result (metadata.json)
-        "actions": [stage(build.configure, CFG, WS, WS.source_dir(kernel.source))],
-        "task_dep": ready(kernel.source),
+        # build.configure runs kernel.configure and records its result (metadata.json)
+        "actions": [stage(build.configure, CFG, WS, WS.source_dir(kcfg.source))],
+        "task_dep": ready(kcfg.source),
         # the tree's revision and the Kconfig inputs its patches wrote, not the series digest:
         # a patch to a .c file reruns the build, not the configuration
         "uptodate": [unchanged(lambda: {
-            "kconfig": kconfig.fingerprint(CFG),
-            "rev": fetch.resolved(CFG, WS, kernel.source),
-            "patched": kconfig.tree_inputs(
-                WS.state(Key.patch(kernel.source)).get("files")
-                if CFG.sources[kernel.source].patches else None),
-        }), checked(lambda: kconfig.outputs_present(CFG, WS))],
+            "kconfig": kernel.fingerprint(CFG),
+            "rev": fetch.resolved(CFG, WS, kcfg.source),
+            "patched": kernel.tree_inputs(
+                WS.state(Key.patch(kcfg.source)).get("files")
+                if CFG.sources[kcfg.source].patches else None),
+        }), checked(lambda: kernel.outputs_present(CFG, WS))],
     }
 
 

@@ -53,7 +53,8 @@ class Workspace:
         return self.logs / f"{stage.replace(':', '-')}.log"
 
     def state(self, stage: str) -> dict[str, Any]:
-        """The record a stage left last time it succeeded (empty when none)."""
+        """The record a stage left at its last run (its last success; the patch stage also
+        records a patch found merged upstream there): empty when none."""
         return read_json(self.state_dir / f"{stage.replace(':', '-')}.json", {}) or {}
 
     def save_state(self, stage: str, data: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ checked against the structure of the common JUnit XSD."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -524,7 +525,7 @@ def test_interrupted_stage_when_the_child_doit_wrote_no_report(tmp_path: Path) -
     assert stages[2]["error"] == "xenpipe: error: build:kernel: interrupted by SIGINT"
     v = {"name": "v", "status": "interrupted", "interrupted": {"signal": "SIGINT",
                                                                "stage": "build:kernel"}}
-    doc = nightly_mod.document([v], "r", nightly_mod.dt.datetime.now(nightly_mod.dt.UTC), 1.0,
+    doc = nightly_mod.document([v], "r", dt.datetime.now(dt.UTC), 1.0,
                                ["w"])
     assert doc["status"] == "interrupted" and doc["interrupted"] == {
         "signal": "SIGINT", "stage": "build:kernel", "variant": "v", "variants_not_run": ["w"]}

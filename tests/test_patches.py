@@ -4,7 +4,9 @@ nothing, rewriting only the files whose content changes."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -18,7 +20,7 @@ from pipeline import fetch as sources
 from pipeline import files
 from pipeline import patch as patches
 from pipeline.config import SourceCfg, display
-from pipeline.errors import PatchError
+from pipeline.errors import PatchError, PatchMergedError
 from pipeline.workspace import Key, Workspace
 
 from .support.doit import run_doit, write_config
@@ -32,6 +34,8 @@ from .support.patches import (
 )
 from .support.tools import need
 from .support.upstreams import GitUpstream, HgUpstream, make_tarball
+
+APPLY = importlib.import_module("pipeline.patch.applier")  # the module
 
 KCONFIG = "".join(f"config XEN_OPT{i}\n\tbool \"option {i}\"\n\n" for i in range(40))
 
@@ -249,8 +253,15 @@ def test_patch_already_upstream(linux: Setup) -> None:
                             f"linux@{linux.rev[:12]}; drop it from the series "
                             f"({display(linux.pdir / 'series')} line 2)")
     assert snapshot(linux.tree) == before
+    # the error's data crosses to nightly (another process) in the stage's state record
+    assert linux.ws.state(Key.patch("linux"))["merged"] == {
+        "patch": display(linux.pdir / "0001-merged.patch"), "source": "linux",
+        "rev": linux.rev[:12]}
+    err = PatchMergedError("p", "s", "r", "w")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
     linux.series({"0002-new.patch": p2})
     linux.apply()
+    assert "merged" not in linux.ws.state(Key.patch("linux"))
     linux.up.commit("drivers/xen/guestdev.c", "int guestdev;\n", "upstream merge 2")
     linux.fetch()
     assert "0002-new.patch is already in linux@" in linux.fail()
@@ -371,10 +382,10 @@ def test_interrupted_runs_are_repaired_by_the_next(linux: Setup,
                     raise KeyboardInterrupt
             real(path, data, mode)
 
-        monkeypatch.setattr(patches, "atomic_write", flaky)
+        monkeypatch.setattr(APPLY, "atomic_write", flaky)
         with pytest.raises(KeyboardInterrupt):
             linux.apply()
-        monkeypatch.setattr(patches, "atomic_write", real)
+        monkeypatch.setattr(APPLY, "atomic_write", real)
 
     def version(x: str, y: str) -> None:
         (linux.pdir / "2.patch").write_bytes(p2.replace(b"+x", b"+" + x.encode())

@@ -29,7 +29,7 @@ from pipeline import digest
 from pipeline import kernel
 from pipeline import metadata
 from pipeline import proc
-from pipeline import fetch as sources
+from pipeline import fetch
 from pipeline.config import Config
 from pipeline.errors import BuildError, KconfigError
 from pipeline.files import atomic_write
@@ -84,10 +84,10 @@ def tree_state(cfg: Config, ws: Workspace, name: str) -> dict[str, Any]:
     The VCS's own stat cache keeps this fast on big trees."""
     src = cfg.sources[name]
     dest = ws.source_dir(name)
-    vcs = sources.VCS[src.vcs]
+    vcs = fetch.vcs_for(src.vcs)
     edits: list[list[Any]] = []
     if (dest / vcs.marker).is_dir():
-        for rel in sorted(changed_files(src.vcs, dest)):
+        for rel in sorted(vcs.changes(dest, error=BuildError)):
             try:
                 st = os.lstat(dest / rel)
                 edits.append([rel, st.st_size, st.st_mtime_ns])
@@ -95,21 +95,7 @@ def tree_state(cfg: Config, ws: Workspace, name: str) -> dict[str, Any]:
                 edits.append([rel, None, None])
     # no series digest: the patches' effect is in *edits*, and a series that writes the same
     # files (a patch reworded, an empty series added) must not rerun make
-    return {"rev": sources.resolved(cfg, ws, name), "edits": edits}
-
-
-def changed_files(vcs: str, dest: Path) -> list[str]:
-    """Tracked files of *dest* that differ from its checked-out revision.
-
-    Git trees ask plain ``git status`` rather than sources.Git.changes: importing GitPython
-    would cost more than the rest of a no-op ``doit build``.
-    """
-    if vcs not in ("git", "tarball"):
-        return sources.VCS[vcs].changes(dest)
-    out = proc.run(["git", "-C", str(dest), "status", "--porcelain", "-z",
-                    "--untracked-files=no", "--no-renames"], capture=True,
-                   error=BuildError).stdout
-    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+    return {"rev": fetch.resolved(cfg, ws, name), "edits": edits}
 
 
 def kernel_build_dir(ws: Workspace) -> Path:

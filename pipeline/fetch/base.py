@@ -1,0 +1,243 @@
+"""The Vcs interface, the registry of its implementations, and the one fetch algorithm.
+
+Every source ends up as a VCS working copy under ``<workspace>/src/<name>`` checked out at a
+resolved, full revision, so that later stages can reset, diff and fingerprint any source the
+same way. The algorithm here (clone into place, refuse to overwrite local edits, share a
+mirror, record what was fetched) only calls a Vcs's primitive steps; ``hg``, ``git`` and
+``tarball`` supply them, and callers outside this package ask ``vcs_for(src.vcs)`` rather
+than testing the VCS's name.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import digest, proc
+from pipeline.config import Config, SourceCfg
+from pipeline.errors import SourceError, XenpipeError
+from pipeline.workspace import Key, Workspace
+
+HEX40 = re.compile(r"[0-9a-f]{40}")
+
+class Vcs:
+    """The primitive steps of a version control system; the algorithm is in ``fetch``."""
+
+    name = ""
+    marker = ""  # the metadata directory that makes a tree one of ours
+    diff_command = ""  # how the user saves local changes as a patch (in messages)
+    revert_command = ""  # how the user drops a local change to a file (in messages)
+    mirrored = True  # clones through the shared mirror when one is configured
+    replaced_on_new_url = False  # a new URL is a new tree, not a new revision of this one
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Each VCS with a name registers itself: ``vcs_for`` finds it, nobody tests names."""
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            VCS[cls.name] = cls()
+
+    def clone(self, url: str, dest: Path, log: Path) -> None:
+        raise NotImplementedError
+
+    def pull(self, dest: Path, url: str, log: Path) -> None:
+        raise NotImplementedError
+
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
+        """The full revision *rev* names in the local repository (None: unknown), and whether
+        it is pinned: a full hash or a tag, which cannot move upstream, so no pull is needed."""
+        raise NotImplementedError
+
+    def floating(self, rev: str | None) -> bool:
+        """Whether *rev* moves by its very name (hg's ``tip``): then ``identify`` before a pull
+        could only say "not pinned", and is not asked."""
+        return False
+
+    def checkout(self, dest: Path, resolved: str, log: Path) -> None:
+        raise NotImplementedError
+
+    def current(self, dest: Path) -> str | None:
+        """The checked-out revision, read without running anything (it is on the no-op path)."""
+        raise NotImplementedError
+
+    def changes(self, dest: Path, error: type[XenpipeError] = SourceError) -> list[str]:
+        """Tracked files with uncommitted changes (modified, added, removed, missing); a
+        failure raises *error* (the caller's stage)."""
+        raise NotImplementedError
+
+    def log_between(self, dest: Path, old: str, new: str, limit: int) -> list[str]:
+        """``<short> <summary>`` of at most *limit* revisions in *new* that *old* lacks
+        (newest first); empty when the VCS cannot tell."""
+        raise NotImplementedError
+
+    def cat(self, dest: Path, resolved: str, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """Each file's exact bytes at *resolved* (None when it does not exist there)."""
+        raise NotImplementedError
+
+
+
+VCS: dict[str, Vcs] = {}  # name -> the one instance of its class (filled by __init_subclass__)
+
+
+def vcs_for(name: str) -> Vcs:
+    """The Vcs of a ``[sources.*] vcs`` value (config has validated it)."""
+    return VCS[name]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    name: str
+    vcs: str
+    url: str
+    rev: str | None
+    resolved: str
+    pinned: bool  # the rev cannot move upstream: the next fetch need not ask
+
+    def record(self) -> dict[str, str | bool | None]:
+        return {"vcs": self.vcs, "url": proc.redact(self.url), "rev": self.rev,
+                "resolved": self.resolved, "pinned": self.pinned}
+
+
+def mirror_path(mirror: Path, src: SourceCfg) -> Path:
+    """One shared download per repository URL, whichever workspace asks for it (named after
+    the URL with its password hidden: a directory name shows in logs and to every user)."""
+    url = proc.redact(src.url)
+    tag = digest.of_text(url)[:16]
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:40]
+    return mirror / f"{base}-{tag}"
+
+
+def _upstream(src: SourceCfg, mirror: Path | None, log: Path) -> str:
+    """The URL to clone and pull from: the shared mirror (brought up to date) or upstream."""
+    vcs = vcs_for(src.vcs)
+    if mirror is None or not vcs.mirrored:
+        return src.url
+    mp = mirror_path(mirror, src)
+    if not (mp / vcs.marker).is_dir():
+        _clone_into_place(vcs, src.url, mp, log)
+    else:
+        vcs.pull(mp, src.url, log)
+    return str(mp)
+
+
+def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path) -> None:
+    """Clone into a temporary sibling, then rename: a failed clone leaves nothing behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
+    try:
+        tmp.rmdir()
+        vcs.clone(url, tmp, log)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def owned_changes(ws: Workspace, name: str) -> dict[str, str | None]:
+    """Files the patch stage wrote into this tree, with the sha256 it wrote (None: deleted)."""
+    files = ws.state(Key.patch(name)).get("files", {})
+    return files if isinstance(files, dict) else {}
+
+
+def local_edits(vcs: Vcs, dest: Path, owned: dict[str, str | None]) -> list[str]:
+    """Uncommitted changes that xenpipe did not make itself (those are the user's)."""
+    edits = []
+    for path in vcs.changes(dest):
+        if path in owned:
+            f = dest / path
+            now = digest.of_file(f) if f.is_file() else None
+            if now == owned[path]:
+                continue
+        edits.append(path)
+    return edits
+
+
+def _refuse_edits(src: SourceCfg, dest: Path, edits: Iterable[str]) -> None:
+    edits = list(edits)
+    if not edits:
+        return
+    shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
+    diff = vcs_for(src.vcs).diff_command
+    raise SourceError(
+        f"src/{src.name} has local changes ({shown}); to keep them: `{diff} > "
+        f"patches/{src.name}/local.patch` in {dest} and add it to the series; to drop them: "
+        f"rerun with `doit fetch force=1`"
+    )
+
+
+def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
+          force: bool = False) -> Fetched:
+    """Bring ``src/<name>`` to the revision *src* pins; network only when it must."""
+    vcs = vcs_for(src.vcs)
+    dest = ws.source_dir(src.name)
+    log = ws.log(f"fetch-{src.name}")
+    prev = ws.state(Key.fetch(src.name))
+    ours = (dest / vcs.marker).is_dir()
+    if dest.exists() and not ours:
+        raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
+
+    if ours and vcs.replaced_on_new_url and prev.get("url") not in (None, proc.redact(src.url)):
+        if not force:
+            _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
+        fresh = dest.with_name(f".{dest.name}.new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        _clone_into_place(vcs, src.url, fresh, log)
+        old = dest.with_name(f".{dest.name}.old")
+        dest.rename(old)
+        fresh.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+        ours = True
+        prev = {}
+
+    if not ours:
+        _clone_into_place(vcs, _upstream(src, mirror, log), dest, log)
+        resolved, pinned = vcs.identify(dest, src.rev)
+        if resolved is None:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise _unknown_rev(src)
+        vcs.checkout(dest, resolved, log)
+    else:
+        resolved, pinned = (None, False) if vcs.floating(src.rev) else \
+            vcs.identify(dest, src.rev)
+        if not pinned:  # a branch, tip, or a rev not here yet: ask upstream
+            vcs.pull(dest, _upstream(src, mirror, log), log)
+            resolved, pinned = vcs.identify(dest, src.rev)
+            if resolved is None:
+                raise _unknown_rev(src)
+        if vcs.current(dest) != resolved:
+            if not force:
+                _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
+            vcs.checkout(dest, resolved, log)
+
+    done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
+    ws.save_state(Key.fetch(src.name), done.record())
+    return done
+
+
+def _unknown_rev(src: SourceCfg) -> SourceError:
+    return SourceError(
+        f"[sources.{src.name}] rev: {src.rev!r} is not a revision, tag or branch of "
+        f"{proc.redact(src.url)}"
+    )
+
+
+def fingerprint(src: SourceCfg) -> dict[str, str | None]:
+    return {"vcs": src.vcs, "url": src.url, "rev": src.rev}
+
+
+def resolved(cfg: Config, ws: Workspace, name: str) -> str | None:
+    """The revision the last successful fetch recorded for *name*."""
+    return ws.state(Key.fetch(name)).get("resolved")
+
+
+def in_place(src: SourceCfg, ws: Workspace) -> bool:
+    """Cheap (no subprocess, no network): is the tree there, pinned, at what fetch recorded?"""
+    rec = ws.state(Key.fetch(src.name))
+    vcs = vcs_for(src.vcs)
+    dest = ws.source_dir(src.name)
+    return bool(rec.get("resolved")) and vcs.current(dest) == rec["resolved"] and \
+        rec.get("url") == proc.redact(src.url) and rec.get("rev") == src.rev and \
+        rec.get("pinned") is True

@@ -1,0 +1,82 @@
+"""Mercurial's primitive steps, through the real ``hg`` CLI (HGPLAIN=1 comes from
+proc.BASE_ENV); the fetch algorithm that uses them is in ``base``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline import proc
+from pipeline.errors import SourceError, XenpipeError
+from pipeline.fetch.base import HEX40, Vcs
+
+
+class Hg(Vcs):
+    """Mercurial through the real ``hg`` CLI (HGPLAIN=1 comes from proc.BASE_ENV)."""
+
+    name = "hg"
+    marker = ".hg"
+    diff_command = "hg diff"
+    revert_command = "hg revert --no-backup"
+
+    def _hg(self, dest: Path | None, *args: str, log: Path | None = None, what: str | None = None,
+            check: bool = True, error: type[XenpipeError] = SourceError) -> proc.Result:
+        argv = ["hg", *(["-R", str(dest)] if dest else []), *args]
+        return proc.run(argv, capture=True, log=log, check=check, error=error, what=what)
+
+    def clone(self, url: str, dest: Path, log: Path) -> None:
+        self._hg(None, "clone", "--noupdate", "--", url, str(dest), log=log,
+                 what=f"hg clone {proc.redact(url)}")
+
+    def pull(self, dest: Path, url: str, log: Path) -> None:
+        self._hg(dest, "pull", "--", url, log=log, what=f"hg pull {proc.redact(url)}")
+
+    def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
+        rev = rev or "tip"
+        res = self._hg(dest, "log", "-r", rev, "--template", "{node}\n{join(tags, '\n')}\n",
+                       check=False)
+        node, *tags = res.stdout.splitlines() or [""]
+        if res.returncode != 0 or not HEX40.fullmatch(node):
+            return None, False
+        return node, bool(HEX40.fullmatch(rev)) or (rev in tags and rev != "tip")
+
+    def floating(self, rev: str | None) -> bool:
+        return rev in (None, "tip")  # identify never calls tip pinned
+
+    def checkout(self, dest: Path, resolved: str, log: Path) -> None:
+        self._hg(dest, "update", "--clean", "--rev", resolved, log=log)
+
+    def current(self, dest: Path) -> str | None:
+        try:
+            with open(dest / ".hg" / "dirstate", "rb") as f:
+                node = f.read(20).hex()
+        except OSError:
+            return None
+        return None if node == "0" * 40 else node
+
+    def changes(self, dest: Path, error: type[XenpipeError] = SourceError) -> list[str]:
+        res = self._hg(dest, "status", "--modified", "--added", "--removed", "--deleted",
+                       "--no-status", error=error)
+        return res.stdout.splitlines()
+
+    def log_between(self, dest: Path, old: str, new: str, limit: int) -> list[str]:
+        res = self._hg(dest, "log", "-r", f"only({new}, {old})", "--limit", str(limit),
+                       "--template", "{node|short} {desc|firstline}\\n", check=False)
+        return res.stdout.splitlines() if res.returncode == 0 else []
+
+    def cat(self, dest: Path, resolved: str, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """One ``hg cat -o`` per 200 files, through files so that bytes stay bytes (each hg
+        call costs a Python start-up)."""
+        paths = sorted(set(paths))
+        out = Path(tempfile.mkdtemp(prefix=".cat-", dir=dest.parent))
+        try:
+            for i in range(0, len(paths), 200):
+                self._hg(dest, "cat", "-r", resolved, "-o", f"{out}/%p", "--",
+                         *(f"path:{p}" for p in paths[i:i + 200]), check=False)
+            return {p: (out / p).read_bytes() if (out / p).is_file() and
+                    not (out / p).is_symlink() else None for p in paths}
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
