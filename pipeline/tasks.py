@@ -341,3 +341,14 @@ def task_nightly() -> Any:
     """Update sources, build and boot; write reports/report.json and junit.xml."""
     return {"actions": [stage(nightly.nightly, VARIANTS, variants=True)],
             "uptodate": [lambda: False]}
+
+
+def task_report() -> Any:
+    """Write reports/index.html: the nightly history of every variant given (grid, plots)."""
+
+    def page() -> None:
+        path = nightly.write_page(WS.reports, [Workspace(v.workspace).reports
+                                               for v in VARIANTS])
+        print(f"report page: {path}", flush=True)
+
+    return {"actions": [stage(page, variants=True)], "uptodate": [lambda: False]}

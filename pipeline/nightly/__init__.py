@@ -14,9 +14,10 @@ never deleted.
 
 Modules: ``run`` (the child doit per variant, its stages, the run's report), ``triage``
 (revisions, merged patches, boot, ccache, logs and artifacts kept), ``report`` (report.json
-and junit.xml).
+and junit.xml), ``html`` (reports/index.html: the history of the runs kept, with plots).
 """
 
+from pipeline.nightly.html import write as write_page
 from pipeline.nightly.run import (
     Variant,
     collect_stages,
@@ -31,4 +32,4 @@ from pipeline.nightly.triage import milestones, new_revisions, prune, triage
 
 __all__ = ["Variant", "collect_stages", "document", "expected_stages", "interrupted_stage",
            "milestones", "new_revisions", "nightly", "prune", "run_variant", "triage",
-           "variants"]
+           "variants", "write_page"]

@@ -17,6 +17,7 @@ from pipeline import metadata, proc
 from pipeline.config import Config
 from pipeline.errors import ConfigError, XenpipeError
 from pipeline.files import atomic_write, read_json
+from pipeline.nightly import html
 from pipeline.nightly import report as report_mod
 from pipeline.nightly.report import FAILED, NOTRUN, OK, PASSED, SKIPPED, UPTODATE
 from pipeline.nightly.triage import (
@@ -100,9 +101,10 @@ def nightly(cfgs: Sequence[Config]) -> dict[str, Any]:
     report = document(results, run_id, started, time.monotonic() - t0,
                       [v.name for v in vs[len(results):]])
     json_path, junit_path = report_mod.write(vs[0].ws.reports, report)
+    page = html.write(vs[0].ws.reports, [v.ws.reports for v in vs])
     for r in results:
         print(f"nightly {r['name']}: {r['summary']}")
-    print(f"report: {json_path}\njunit:  {junit_path}")
+    print(f"report: {json_path}\njunit:  {junit_path}\npage:   {page}")
     if report["status"] == INTERRUPTED:
         r = results[-1]
         raise XenpipeError(f"nightly {r['name']}: {r['summary']} (report: {json_path})")

@@ -1,0 +1,119 @@
+"""The nightly history page (``doit report``, pipeline/nightly/html.py) rendered from
+recorded runs (tests/support/history.py writes them with nightly's own writers), read back
+with the standard library's HTML parser; a slow test opens it in a real Chromium."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from pipeline.nightly import html
+from tests.support.doit import run_doit, write_config
+from tests.support.history import RUNS, record
+
+
+class Page(HTMLParser):
+    """The elements of the page the tests look at: every tag with its attributes, the
+    links, and the text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def all(self, tag: str, **want: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag and all(
+            re.search(v, a.get(k.rstrip("_").replace("_", "-"), "")) for k, v in want.items())]
+
+    @property
+    def words(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def links_resolve(page: Path, hrefs: list[str]) -> list[str]:
+    """The hrefs that do not name an existing file relative to *page*."""
+    return [h for h in hrefs if not (page.parent / h).is_file()]
+
+
+def test_page_shows_grid_plots_boot_and_per_run_facts(tmp_path: Path) -> None:
+    dirs = record(tmp_path)
+    path = html.write(dirs[0], dirs)
+    assert path == dirs[0] / "index.html"
+    text = path.read_text()
+    page = Page(text)
+
+    cells = page.all("td", class_="cell")
+    assert len(cells) == 2 * len(RUNS)
+    status = {(c["data-variant"], c["data-run"]): c["class"].split("status-")[1] for c in cells}
+    assert status[("tip", RUNS[1])] == "failed" and status[("tip", RUNS[0])] == "passed"
+    assert {status[("stable", r)] for r in RUNS} == {"passed"}
+    # colour is not the only signal: the status word and a symbol are in the cell's text
+    assert "✗ failed" in page.words and "✓ passed" in page.words
+
+    hrefs = [a["href"] for a in page.all("a")]
+    assert hrefs and not links_resolve(path, hrefs)
+    assert f"runs/{RUNS[1]}/logs/build-xen.log" in hrefs  # the failed cell links its stage log
+    assert "../../stable/reports/runs/20260101T020000Z/report.json" in hrefs
+
+    # plots: inline SVG with axis titles and units, no script or stylesheet from elsewhere
+    assert len(page.all("svg")) == 4  # durations of 2 variants, the latest boot of each
+    for title in ("duration (seconds)", "run (UTC start time)",
+                  "time since QEMU started (seconds)"):
+        assert title in page.words
+    assert not page.all("script", src=".") and not page.all("link", href=".")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
+    for stage in ("fetch", "build:xen", "build:kernel", "boot"):
+        assert stage in page.words
+
+    # tip's latest boot stopped at the pciback milestone: marked, later ones not reached
+    assert "pciback seized 0000:00:04.0 ✗ MISSED: boot stopped here 36.0" in page.words
+    assert "guest started – not reached" in page.words
+    assert "MISSED (boot stopped here)" in page.words  # the plot's legend
+
+    # per run: moved revisions, merged patch, ccache hit rate
+    arts = page.all("article", class_="run")
+    assert [(a["data-run"], a["data-variant"]) for a in arts][:2] == [(RUNS[2], "tip"),
+                                                                      (RUNS[2], "stable")]
+    assert "xen 02eeeeeeeeee → 03eeeeeeeeee" in page.words
+    assert "patches/xen/0001-fix.patch is in xen@cccccccccccc: drop it from the series" \
+        in page.words
+    assert "90% (90 hits, 10 misses)" in page.words
+
+
+def test_empty_history_says_no_runs_yet(tmp_path: Path) -> None:
+    page = Page(html.write(tmp_path / "reports", [tmp_path / "reports"]).read_text())
+    assert page.all("p", id="no-runs") and "No runs yet" in page.words
+    assert not page.all("svg") and not page.all("table")
+
+
+def test_an_unreadable_run_is_left_out(tmp_path: Path) -> None:
+    """A run whose report.json is missing or cut short (still going, or a crash) is not in
+    the page; the others are."""
+    dirs = record(tmp_path)
+    (dirs[0] / "runs" / RUNS[2] / "report.json").write_text('{"format": 1, "vari')
+    (dirs[0] / "runs" / "20260104T020000Z").mkdir()
+    page = Page(html.write(dirs[0], dirs).read_text())
+    runs = {c["data-run"] for c in page.all("td", class_="cell", data_variant="tip")
+            if "status-none" not in c["class"]}
+    assert runs == set(RUNS[:2])
+
+
+def test_doit_report_writes_the_page_of_every_variant(tmp_path: Path) -> None:
+    dirs = record(tmp_path)
+    cfgs = [write_config(tmp_path, f'[workspace]\ndir = "{d.parent}"\n', f"{d.parent.name}.toml")
+            for d in dirs]
+    res = run_doit("report", f"config={cfgs[0]},{cfgs[1]}")
+    assert res.returncode == 0, res.stderr
+    assert f"report page: {dirs[0] / 'index.html'}" in res.stdout
+    page = Page((dirs[0] / "index.html").read_text())
+    assert {c["data-variant"] for c in page.all("td", class_="cell")} == {"tip", "stable"}
+
+
