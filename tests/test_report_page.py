@@ -4,13 +4,18 @@ with the standard library's HTML parser; a slow test opens it in a real Chromium
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+
+import pytest
 
 from pipeline.nightly import html
 from tests.support.doit import run_doit, write_config
 from tests.support.history import RUNS, record
+from tests.support.tools import need
 
 
 class Page(HTMLParser):
@@ -117,3 +122,39 @@ def test_doit_report_writes_the_page_of_every_variant(tmp_path: Path) -> None:
     assert {c["data-variant"] for c in page.all("td", class_="cell")} == {"tip", "stable"}
 
 
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's chromium, headless, with a profile of its own (no sandbox: we are root)."""
+    exe = need("chromium")
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+                           *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HOME": str(tmp_path)})
+
+
+@pytest.mark.slow
+def test_page_in_chromium(tmp_path: Path) -> None:
+    """The page as a real browser loads it from disk: Chromium's DOM after loading has the
+    grid's cells, the four plots drawn as SVG with their axes, and only links that name
+    existing files; its screenshot (screenshot.png under the test's tmp dir) is not blank."""
+    dirs = record(tmp_path / "history")
+    path = html.write(dirs[0], dirs)
+    url = path.resolve().as_uri()
+    res = chromium(tmp_path, "--dump-dom", url)
+    assert res.returncode == 0, res.stderr
+    dom = Page(res.stdout)
+    cells = dom.all("td", class_="cell")
+    assert len(cells) == 2 * len(RUNS)
+    assert sum("status-failed" in c["class"] for c in cells) == 2  # tip's 2nd and 3rd runs
+    svgs = dom.all("svg")
+    assert len(svgs) == 4 and len(dom.all("g", class_="axis")) >= 8  # x and y of each plot
+    assert len(dom.all("figure", class_="plot")) == 4
+    hrefs = [a["href"] for a in dom.all("a")]
+    assert len(hrefs) > 2 * len(RUNS) and not links_resolve(path, hrefs)
+
+    shot = tmp_path / "screenshot.png"
+    res = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1900", url)
+    assert res.returncode == 0, res.stderr
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a blank page is ~5 kB
