@@ -47,10 +47,12 @@ lint:
 # The whole chain from Debian packages (configs/demo.toml): a small dom0 kernel from
 # linux-source-6.1 booted under Debian's Xen in QEMU, then a guest started by dom0's toolstack
 # (its Debian root debootstrap'ed once from apt's mirror); ends with the verdict and the
-# guest's lspci -nn lines.
+# guest's lspci -nn lines, and names the nightly history page (reports/index.html: the runs of
+# `doit nightly config=configs/demo.toml`, or "no runs yet").
 demo: setup
 	$(BIN)/python -m doit boot config=configs/demo.toml
 	@$(BIN)/python -m pipeline.boot configs/demo.toml
+	@$(BIN)/python -m doit report config=configs/demo.toml
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ from pipeline.nightly import html
 from tests.support.doit import run_doit, write_config
 from tests.support.history import RUNS, record
 from tests.support.tools import need
+from tests.support.upstreams import GitUpstream
 
 
 class Page(HTMLParser):
@@ -105,6 +106,9 @@ def test_an_unreadable_run_is_left_out(tmp_path: Path) -> None:
     dirs = record(tmp_path)
     (dirs[0] / "runs" / RUNS[2] / "report.json").write_text('{"format": 1, "vari')
     (dirs[0] / "runs" / "20260104T020000Z").mkdir()
+    odd = dirs[0] / "runs" / "20260105T020000Z"
+    odd.mkdir()
+    (odd / "report.json").write_text('{"variants": [{"name": "tip", "stages": [1]}, 7]}')
     page = Page(html.write(dirs[0], dirs).read_text())
     runs = {c["data-run"] for c in page.all("td", class_="cell", data_variant="tip")
             if "status-none" not in c["class"]}
@@ -122,6 +126,25 @@ def test_doit_report_writes_the_page_of_every_variant(tmp_path: Path) -> None:
     assert {c["data-variant"] for c in page.all("td", class_="cell")} == {"tip", "stable"}
 
 
+
+
+def test_every_nightly_rewrites_the_page(tmp_path: Path, git_upstream: GitUpstream) -> None:
+    """`doit nightly` (a real one, of a git source only) ends by writing the page, which
+    then holds each run: the second run's revision moved."""
+    cfg = write_config(tmp_path, f'[workspace]\ndir = "{tmp_path / "site"}"\n\n[sources.xen]\n'
+                                 f'vcs = "git"\nurl = "{git_upstream.url}"\nrev = "main"\n')
+    index = tmp_path / "site" / "reports" / "index.html"
+    for n in range(2):
+        if n:
+            git_upstream.commit("NEWS", "moved\n", "news")
+        res = run_doit("nightly", config=cfg)
+        assert res.returncode == 0, res.stderr
+        assert f"page:   {index}" in res.stdout
+    page = Page(index.read_text())
+    runs = [c["data-run"] for c in page.all("td", class_="cell", data_variant="site")]
+    assert len(runs) == 2 and all("status-passed" in c["class"]
+                                  for c in page.all("td", class_="cell"))
+    assert re.search(r"revisions moved xen [0-9a-f]{12} → [0-9a-f]{12}", page.words)
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

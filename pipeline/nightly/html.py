@@ -77,7 +77,7 @@ def collect(reports_dirs: Sequence[Path], page_dir: Path) -> History:
             if not isinstance(doc, dict):
                 continue  # a run still going, or one a crash cut short
             for v in doc.get("variants") or []:
-                if not isinstance(v, dict) or "name" not in v:
+                if not usable(v):
                     continue
                 logs = sorted((run_dir / "logs").glob("*.log")) if (run_dir / "logs").is_dir() \
                     else []
@@ -88,6 +88,22 @@ def collect(reports_dirs: Sequence[Path], page_dir: Path) -> History:
                     names.append(v["name"])
     runs = sorted({r for _, r in cells})
     return History(runs, names, cells)
+
+
+def usable(v: Any) -> bool:
+    """Whether a report's variant has the shape nightly writes (a hand-edited or foreign
+    report.json is left out of the page, not a traceback)."""
+    def dicts(xs: Any, *keys: str) -> bool:
+        return isinstance(xs, list) and all(
+            isinstance(x, dict) and all(isinstance(x.get(k), str) for k in keys) for x in xs)
+
+    boot = v.get("boot") if isinstance(v, dict) else None
+    return (isinstance(v, dict) and isinstance(v.get("name"), str)
+            and isinstance(v.get("status"), str) and dicts(v.get("stages"), "name", "status")
+            and dicts(v.get("sources") or [], "name")
+            and dicts(v.get("merged_upstream") or [], "patch", "source", "rev")
+            and (boot is None or isinstance(boot, dict)
+                 and dicts(boot.get("milestones") or [], "name", "status")))
 
 
 def rel(path: Path, start: Path) -> str:
@@ -154,13 +170,13 @@ def boot_svg(variant: str, cell: Cell) -> str:
 def details(cell: Cell) -> dict[str, Any]:
     """What the page says of one run of one variant below the grid."""
     v = cell.variant
-    cc = v.get("ccache") or None
-    rate = None
-    if isinstance(cc, dict) and (cc.get("hits", 0) + cc.get("misses", 0)) > 0:
-        rate = 100.0 * cc["hits"] / (cc["hits"] + cc["misses"])
+    cc = v.get("ccache") if isinstance(v.get("ccache"), dict) else None
+    hits, misses = (int(cc.get(k) or 0) for k in ("hits", "misses")) if cc else (0, 0)
+    rate = 100.0 * hits / (hits + misses) if hits + misses else None
     moved = [s for s in v.get("sources") or [] if s.get("changed")]
     return {"cell": cell, "moved": moved, "merged": v.get("merged_upstream") or [],
-            "ccache": cc, "rate": rate, "summary": v.get("summary") or ""}
+            "ccache": cc, "rate": rate, "hits": hits,
+            "misses": misses, "summary": v.get("summary") or ""}
 
 
 def render(reports_dirs: Sequence[Path], page_dir: Path) -> str:
