@@ -94,9 +94,9 @@ def test_jenkinsfile_brackets_balance() -> None:
 
 # ------------------------------------------------------------------------ gitlab-ci-local
 FIXTURE = """\
-# The CI test's fixture variant: a Xen-like make tree from a tarball, no kernel (so no boot).
+# A CI test's fixture variant: a Xen-like make tree from a tarball, no kernel (so no boot).
 [workspace]
-dir = "build/fixture"
+dir = "build/{name}"
 
 [sources.xen]
 vcs = "tarball"
@@ -107,7 +107,7 @@ source = "xen"
 """
 
 # The project's .gitlab-ci.yml, as ci/gitlab-ci.yml says to write it, plus two overrides:
-# the matrix runs the fixture variant, and before_script is empty because `make setup`
+# the matrix runs the fixture variants, and before_script is empty because `make setup`
 # (apt-get, a fresh venv, pip) has already been done on this machine: .venv/bin/doit is
 # this interpreter's doit, run in the project copy.
 PROJECT_CI = """\
@@ -118,7 +118,7 @@ nightly:
   before_script: []
   parallel:
     matrix:
-      - VARIANT: [fixture]
+      - VARIANT: [fixture, broken]
 """
 
 
@@ -132,19 +132,32 @@ def project_copy(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
+def artifacts(proj: Path, variant: str) -> Path:
+    """The reports/ a job of *variant* exported (gitlab-ci-local names the directory after
+    an encoding of the job's name, ``nightly: [VARIANT]``)."""
+    dirs = [d for d in (proj / ".gitlab-ci-local" / "artifacts").iterdir() if variant in d.name]
+    assert len(dirs) == 1, dirs
+    return dirs[0] / "build" / variant / "reports"
+
+
 @pytest.mark.slow
 def test_gitlab_template_runs_under_gitlab_ci_local(tmp_path: Path) -> None:
-    """ci/gitlab-ci.yml's nightly job, run by gitlab-ci-local as a pipeline schedule would:
-    it runs `doit nightly` of the fixture variant, passes, and exports junit.xml and
-    reports/ (with index.html) as the job's artifacts."""
+    """ci/gitlab-ci.yml's nightly job, run by gitlab-ci-local as a pipeline schedule would,
+    one job per variant: `doit nightly` of a fixture variant passes and of one whose Xen does
+    not compile fails; both jobs export junit.xml and reports/ (with index.html), the failed
+    one too (``when: always``), with its failure and log."""
     gcl = npm_tool(".bin/gitlab-ci-local")
     need("git")
     need("make")
     need("gcc")
     proj = tmp_path / "project"
     project_copy(proj)
-    tarball = make_tarball(tmp_path / "xen-1.0.tar.gz", XEN_TREE, top="xen-1.0")
-    (proj / "configs" / "fixture.toml").write_text(FIXTURE.format(tarball=tarball))
+    trees = {"fixture": XEN_TREE,
+             "broken": {**XEN_TREE, "xen/main.c": "int main(void) { return 0 }\n"}}
+    for name, tree in trees.items():
+        tarball = make_tarball(tmp_path / f"{name}-1.0.tar.gz", tree, top="xen-1.0")
+        (proj / "configs" / f"{name}.toml").write_text(FIXTURE.format(name=name,
+                                                                      tarball=tarball))
     (proj / ".gitlab-ci.yml").write_text(PROJECT_CI)
     doit = proj / ".venv" / "bin" / "doit"
     doit.parent.mkdir(parents=True)
@@ -160,19 +173,23 @@ def test_gitlab_template_runs_under_gitlab_ci_local(tmp_path: Path) -> None:
         cwd=proj, capture_output=True, text=True, timeout=1800,
         env={**os.environ, "HOME": str(tmp_path / "home"), "NO_COLOR": "1"})
     out = res.stdout + res.stderr
-    assert res.returncode == 0, out
-    assert "PASS  nightly: [fixture]" in out, out
-    assert "nightly fixture: passed" in out, out
+    assert res.returncode != 0, out  # a failed job fails the pipeline
+    assert "PASS  nightly: [fixture]" in out and "FAIL  nightly: [broken]" in out, out
+    assert "nightly fixture: passed" in out and "nightly broken: build:xen failed" in out, out
 
-    # what the template publishes: build/**/reports/ and the junit report
-    art = next((proj / ".gitlab-ci-local" / "artifacts").iterdir()) / "build" / "fixture"
-    reports = art / "reports"
-    suites = ET.parse(reports / "junit.xml").getroot()
-    assert suites.get("failures") == "0" and int(suites.get("tests") or 0) >= 3
-    names = {c.get("name") for c in suites.iter("testcase")}
-    assert {"fetch:xen", "build:xen", "boot: not available"} <= names
-    runs = list((reports / "runs").iterdir())
-    assert len(runs) == 1 and (runs[0] / "logs" / "build-xen.log").is_file()
-    assert (runs[0] / "out" / "xen.gz").is_file()  # a good run's artifacts
-    page = (reports / "index.html").read_text()
-    assert f'data-run="{runs[0].name}"' in page and "status-passed" in page
+    # what the template publishes: build/**/reports/ and the junit report, for both jobs
+    for name, failures in (("fixture", "0"), ("broken", "1")):
+        reports = artifacts(proj, name)
+        suites = ET.parse(reports / "junit.xml").getroot()
+        assert suites.get("failures") == failures, name
+        names = {c.get("name") for c in suites.iter("testcase")}
+        assert {"fetch:xen", "build:xen", "boot: not available"} <= names
+        runs = list((reports / "runs").iterdir())
+        assert len(runs) == 1 and (runs[0] / "logs" / "build-xen.log").is_file()
+        page = (reports / "index.html").read_text()
+        assert f'data-run="{runs[0].name}"' in page
+        good = name == "fixture"
+        assert (runs[0] / "out" / "xen.gz").is_file() == good  # a good run's artifacts
+        assert ("status-passed" if good else "status-failed") in page
+    failure = next(ET.parse(artifacts(proj, "broken") / "junit.xml").getroot().iter("failure"))
+    assert "main.c" in (failure.text or "")  # the compiler's error, from the log's tail
