@@ -28,7 +28,7 @@ setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	npm install --no-audit --no-fund --silent --prefix .tools/npm $(NPM_PACKAGES)
+	npm install --no-audit --no-fund --silent --save-exact --prefix .tools/npm $(NPM_PACKAGES)
 	@echo "ready: . $(VENV)/bin/activate && doit list"
 
 # The fast tests run on every CPU (pytest-xdist); the slow ones after them in one process, as
