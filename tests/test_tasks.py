@@ -50,18 +50,21 @@ def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) ->
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_while_doit_checks_a_task_is_one_line(tmp_path: Path,
                                                            sig: signal.Signals) -> None:
-    """Ctrl-C or SIGTERM inside an uptodate check (here the patch series' fingerprint, blocked
-    reading a FIFO the series names) fails that task in the same one line as an interrupt
-    during its action: exit 1, no traceback, no later task, and the tasks that finished are
-    kept."""
-    patches = tmp_path / "patches"
-    patches.mkdir()
-    (patches / "series").write_text("0001-fix.patch\n")
-    fifo = patches / "0001-fix.patch"
+    """Ctrl-C or SIGTERM inside an uptodate check (here build:xen's ``git status``, blocked in
+    the tree's fsmonitor hook reading a FIFO) fails that task in the same one line as an
+    interrupt during its action: exit 1, no traceback, no later task, and the tasks that
+    finished are kept."""
+    cfg = write_config(tmp_path, tarball_source(tmp_path, "xen") + '[xen]\nsource = "xen"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    fifo = tmp_path / "fsmonitor.fifo"
     os.mkfifo(fifo)
-    cfg = write_config(tmp_path, tarball_source(tmp_path) + f'patches = "{patches}"\n')
+    hook = tmp_path / "fsmonitor-hook"
+    hook.write_text(f"#!/bin/sh\nexec cat {fifo}\n")
+    hook.chmod(0o755)
+    tree = tmp_path / "ws" / "src" / "xen"
+    subprocess.run(["git", "-C", str(tree), "config", "core.fsmonitor", str(hook)], check=True)
     doit = subprocess.Popen(
-        [sys.executable, "-m", "doit", "patch", f"config={cfg}"], cwd=REPO, text=True,
+        [sys.executable, "-m", "doit", "build", f"config={cfg}"], cwd=REPO, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         preexec_fn=default_sigint)
     try:
@@ -74,12 +77,30 @@ def test_an_interrupt_while_doit_checks_a_task_is_one_line(tmp_path: Path,
             doit.wait()
     assert doit.returncode == 1 and "Traceback" not in err, err
     assert err.splitlines() == [f"xenpipe: error: interrupted by {sig.name}"]
-    assert out.splitlines() == [".  fetch:pkg", ".  patch:pkg"]
-    fifo.unlink()
-    (patches / "series").write_text("")
-    again = run_doit("patch", config=cfg)
+    assert out.splitlines() == ["-- fetch:xen", ".  build:xen"]
+    subprocess.run(["git", "-C", str(tree), "config", "--unset", "core.fsmonitor"], check=True)
+    again = run_doit("fetch", config=cfg)
     assert again.returncode == 0 and again.stderr == "", again.stderr
-    assert again.stdout.startswith("-- fetch:pkg\n.  patch:pkg\n")  # fetch:pkg was kept
+    assert again.stdout.startswith("-- fetch:xen\n")  # fetch:xen was kept
+
+
+@pytest.mark.parametrize("what", ["patch", "series"])
+def test_a_fifo_in_the_patches_directory_is_refused_up_front(tmp_path: Path, what: str) -> None:
+    """A FIFO named by the series, or the series itself a FIFO, would block `doit patch`
+    forever in its read: refused in one line naming it, before any patch is applied."""
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    fifo = patches / ("0001-fix.patch" if what == "patch" else "series")
+    if what == "patch":
+        (patches / "series").write_text("0001-fix.patch\n")
+    os.mkfifo(fifo)
+    cfg = write_config(tmp_path, tarball_source(tmp_path) + f'patches = "{patches}"\n')
+    res = run_doit("patch", config=cfg, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    [line] = res.stderr.splitlines()
+    named = f"{patches / 'series'}:1: 0001-fix.patch" if what == "patch" else str(fifo)
+    assert line.startswith(f"xenpipe: error: {named} is a FIFO, not a regular file"), line
+    assert (tmp_path / "ws" / "src" / "pkg" / "Makefile").read_text() == "all:\n\ttrue\n"
 
 
 def test_a_check_that_fails_is_the_tasks_one_line_error(tmp_path: Path) -> None:
