@@ -230,6 +230,57 @@ def test_fragment_typo_and_dropped_symbol_are_warnings(tmp_path: Path, tree: Pat
         run(cfg, tree)
 
 
+def test_dom0_symbols_of_a_fragment_are_requirements(tmp_path: Path, tree: Path) -> None:
+    """A fragment that turns ACPI off leaves CONFIG_XEN_DOM0=y unsatisfied: a kernel that
+    cannot be dom0 fails doit config in one line naming the unmet dependency (it was a
+    warning), while a typo in the same fragment stays a warning."""
+    frag = fragment(tmp_path, XEN_ON + "CONFIG_XEN_DOM0=y\n# CONFIG_ACPI is not set\n"
+                    "CONFIG_NO_SUCH=y\n")
+    cfg = load_config(tmp_path, tree, fragments=[frag])
+    with pytest.raises(KconfigError) as exc:
+        run(cfg, tree)
+    assert str(exc.value) == (f"{frag}:4: CONFIG_XEN_DOM0=y did not survive: depends on "
+                              "XEN [=y] && ACPI [=n] && PCI [=y] (a dom0 for PCI passthrough "
+                              "needs it)")
+    assert not list(Workspace(cfg.workspace).out.glob("config-*"))
+    frag.write_text(XEN_ON + "CONFIG_XEN_DOM0=y\nCONFIG_ACPI=y\nCONFIG_NO_SUCH=y\n")
+    rec, final, _ = run(load_config(tmp_path, tree, fragments=[frag]), tree)
+    assert final["CONFIG_XEN_DOM0"] == "y"
+    assert rec["warnings"] == [f"{frag}:6: CONFIG_NO_SUCH is not defined by this kernel (typo?)"]
+
+
+def test_strict_makes_every_fragment_line_a_requirement(tmp_path: Path, tree: Path) -> None:
+    frag = fragment(tmp_path, XEN_ON + "CONFIG_NO_SUCH=y\n")
+    cfg = load_config(tmp_path, tree, fragments=[frag], extra="strict = true\n")
+    assert cfg.kernel is not None and cfg.kernel.strict
+    assert kconfig.fingerprint(cfg) != kconfig.fingerprint(load_config(tmp_path, tree,
+                                                                       fragments=[frag]))
+    with pytest.raises(KconfigError, match=rf"^{frag}:4: CONFIG_NO_SUCH is not defined by this "
+                       r"kernel \(\[kernel\] strict = true\)$"):
+        run(cfg, tree)
+
+
+def test_passthrough_and_the_guest_check_imply_requirements(tmp_path: Path, tree: Path) -> None:
+    """[passthrough] devices need a dom0 (XEN_DOM0, unasked), [boot] guest = true a PCI
+    frontend in the same kernel: a fragment line turning it off is refused before any make."""
+    frag = fragment(tmp_path, XEN_ON + "# CONFIG_XEN_PCIDEV_FRONTEND is not set\n")
+    boot = "\n[boot]\nguest = true\n"
+    cfg = load_config(tmp_path, tree, fragments=[frag], extra=boot)
+    with pytest.raises(KconfigError) as exc:
+        run(cfg, tree)
+    assert str(exc.value) == (f"{frag}:4: CONFIG_XEN_PCIDEV_FRONTEND=n conflicts with [boot] "
+                              "guest = true, which the guest check (this kernel booted as the PV "
+                              "guest) needs: drop the line or change [boot] guest = true")
+    frag.write_text(XEN_ON + "CONFIG_XEN_PCIDEV_FRONTEND=y\n")
+    _, final, _ = run(load_config(tmp_path, tree, fragments=[frag], extra=boot), tree)
+    assert final["CONFIG_XEN_PCIDEV_FRONTEND"] == "y"
+    frag.write_text(XEN_ON + "# CONFIG_ACPI is not set\n")
+    devices = '\n[passthrough]\ndevices = ["0000:00:19.0"]\n'
+    with pytest.raises(KconfigError, match=r"^\[passthrough\] devices: CONFIG_XEN_DOM0=y did not "
+                       r"survive: depends on .*ACPI \[=n\]"):
+        run(load_config(tmp_path, tree, fragments=[frag], extra=devices), tree)
+
+
 def test_unknown_requested_symbol(tmp_path: Path, tree: Path) -> None:
     cfg = load_config(tmp_path, tree, fragments=[fragment(tmp_path, XEN_ON)],
                       symbols=["CONFIG_XEN_PCIDEV_BAKCEND=y"])
