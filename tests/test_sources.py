@@ -10,6 +10,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -25,8 +28,8 @@ from pipeline.config import SourceCfg
 from pipeline.errors import SourceError
 from pipeline.workspace import Workspace
 
-from .support.doit import run_doit, write_config
-from .support.tools import free_port
+from .support.doit import default_sigint, held_reader, run_doit, write_config
+from .support.tools import REPO, free_port
 from .support.upstreams import GitUpstream, HgUpstream, hg, make_tarball
 
 
@@ -376,3 +379,55 @@ def test_hg_missing_from_path(tmp_path: Path) -> None:
 def test_redact() -> None:
     assert proc.redact("https://u:p@h/x and http://h/y") == "https://u:***@h/x and http://h/y"
     assert proc.redact("ssh://git@host/x") == "ssh://git@host/x"
+
+
+# ------------------------------------------------------------------ interrupted first fetch
+@pytest.mark.parametrize("vcs", ["hg", "git", "tarball"])
+def test_an_interrupted_first_fetch_leaves_no_tree_under_src(
+        tmp_path: Path, vcs: str, request: pytest.FixtureRequest) -> None:
+    """Ctrl-C while the first fetch checks the tree out (held there by a real hg preupdate or
+    git post-checkout hook reading a FIFO): src/<name> must not exist yet, nor after the
+    interrupt (a half-checked-out tree would look like the user's edits to the next run),
+    and the next doit fetch simply fetches."""
+    fifo = tmp_path / "hook.fifo"
+    os.mkfifo(fifo)
+    if vcs == "hg":
+        up: HgUpstream | GitUpstream = request.getfixturevalue("hg_upstream")
+        url = up.url
+        hgrc = tmp_path / "hgrc"
+        hgrc.write_text(f"[hooks]\npreupdate = cat {fifo}\n")
+        env = {"HGRCPATH": str(hgrc)}
+    else:
+        if vcs == "git":
+            url = request.getfixturevalue("git_upstream").url
+        else:
+            url = str(make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n\ttrue\n"}))
+        hooks = tmp_path / "hooks"
+        hooks.mkdir()
+        (hooks / "post-checkout").write_text(f"#!/bin/sh\nexec cat {fifo}\n")
+        (hooks / "post-checkout").chmod(0o755)
+        env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath",
+               "GIT_CONFIG_VALUE_0": str(hooks)}
+    cfg = write_config(tmp_path, f'[sources.pkg]\nvcs = "{vcs}"\nurl = "{url}"\n')
+    tree = tmp_path / "ws" / "src" / "pkg"
+    doit = subprocess.Popen(
+        [sys.executable, "-m", "doit", "fetch", f"config={cfg}"], cwd=REPO, text=True,
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, preexec_fn=default_sigint)
+    try:
+        with held_reader(fifo, doit):
+            assert not tree.exists(), "the tree appeared under src/ before its checkout ended"
+            doit.send_signal(signal.SIGINT)
+            out, err = doit.communicate(timeout=60)
+    finally:
+        if doit.poll() is None:
+            os.killpg(doit.pid, signal.SIGKILL)
+            doit.wait()
+    assert doit.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines() == ["xenpipe: error: interrupted by SIGINT"]
+    assert not tree.exists()
+    again = run_doit("fetch", config=cfg)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert (tree / "README").is_file() or (tree / "Makefile").is_file()
+    kind = sources.vcs_for(vcs)
+    assert kind.current(tree) == state(tmp_path, "pkg")["resolved"] and kind.changes(tree) == []

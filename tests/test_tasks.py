@@ -4,19 +4,15 @@ says."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .support.doit import default_sigint, run_doit, write_config
+from .support.doit import default_sigint, held_reader, run_doit, write_config
 from .support.tools import REPO
 from .support.upstreams import make_tarball
 
@@ -24,27 +20,6 @@ from .support.upstreams import make_tarball
 def tarball_source(tmp_path: Path, name: str = "pkg") -> str:
     tar = make_tarball(tmp_path / f"{name}.tar.gz", {"Makefile": "all:\n\ttrue\n"})
     return f'[sources.{name}]\nvcs = "tarball"\nurl = "{tar}"\n'
-
-
-@contextlib.contextmanager
-def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) -> Iterator[None]:
-    """Wait until *proc* opens *fifo* for reading, then hold its write end open (writing
-    nothing): the reader stays blocked in its read until the write end closes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as exc:  # ENXIO: no reader yet
-            if exc.errno != errno.ENXIO:
-                raise
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "doit never read the FIFO"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,14 +123,21 @@ def _upstream(src: SourceCfg, mirror: Path | None, log: Path) -> str:
     return str(mp)
 
 
-def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path) -> None:
-    """Clone into a temporary sibling, then rename: a failed clone leaves nothing behind."""
+def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
+                      settle: Callable[[Path], tuple[str, bool]] | None = None
+                      ) -> tuple[str, bool] | None:
+    """Clone into a temporary sibling, *settle* it there (check out the pinned revision), then
+    rename: a failed or interrupted clone or checkout leaves nothing behind, so only a
+    finished tree ever appears at *dest* (a half-checked-out one would look like the user's
+    edits to the next fetch). Returns what *settle* returned."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
     try:
         tmp.rmdir()
         vcs.clone(url, tmp, log)
+        settled = settle(tmp) if settle else None
         tmp.rename(dest)
+        return settled
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -179,26 +186,30 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     if dest.exists() and not ours:
         raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
 
+    def settle(tree: Path) -> tuple[str, bool]:
+        """The pinned revision, checked out in the tree still out of place."""
+        found, is_pinned = vcs.identify(tree, src.rev)
+        if found is None:
+            raise _unknown_rev(src)
+        vcs.checkout(tree, found, log)
+        return found, is_pinned
+
     if ours and vcs.replaced_on_new_url and prev.get("url") not in (None, proc.redact(src.url)):
         if not force:
             _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
         fresh = dest.with_name(f".{dest.name}.new")
         shutil.rmtree(fresh, ignore_errors=True)
-        _clone_into_place(vcs, src.url, fresh, log)
+        settled = _clone_into_place(vcs, src.url, fresh, log, settle)
         old = dest.with_name(f".{dest.name}.old")
         dest.rename(old)
         fresh.rename(dest)
         shutil.rmtree(old, ignore_errors=True)
-        ours = True
-        prev = {}
-
-    if not ours:
-        _clone_into_place(vcs, _upstream(src, mirror, log), dest, log)
-        resolved, pinned = vcs.identify(dest, src.rev)
-        if resolved is None:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise _unknown_rev(src)
-        vcs.checkout(dest, resolved, log)
+        assert settled is not None
+        resolved, pinned = settled
+    elif not ours:
+        settled = _clone_into_place(vcs, _upstream(src, mirror, log), dest, log, settle)
+        assert settled is not None
+        resolved, pinned = settled
     else:
         resolved, pinned = (None, False) if vcs.floating(src.rev) else \
             vcs.identify(dest, src.rev)
