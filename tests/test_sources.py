@@ -431,3 +431,59 @@ def test_an_interrupted_first_fetch_leaves_no_tree_under_src(
     assert (tree / "README").is_file() or (tree / "Makefile").is_file()
     kind = sources.vcs_for(vcs)
     assert kind.current(tree) == state(tmp_path, "pkg")["resolved"] and kind.changes(tree) == []
+
+
+# ------------------------------------------------------------------ a url to another project
+def other_project(tmp_path: Path, vcs: str) -> str:
+    """A repository unrelated to the fixtures' (its own first commit), as a local path."""
+    path = tmp_path / f"other.{vcs}"
+    path.mkdir()
+    (path / "OTHER").write_text("another project\n")
+    if vcs == "hg":
+        hg("init", cwd=path)
+        hg("commit", "--addremove", "-m", "other", cwd=path)
+    else:
+        repo = git.Repo.init(path, initial_branch="main")
+        repo.index.add(["OTHER"])
+        repo.index.commit("other")
+    return str(path)
+
+
+@pytest.mark.parametrize("vcs", ["hg", "git"])
+def test_a_url_changed_to_an_unrelated_repository(tmp_path: Path, vcs: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    """No local edits: the new repository is fetched afresh (hg said `repository is
+    unrelated`). With edits: refused with the keep/drop instructions, naming both URLs, the
+    tree untouched. A related URL (a clone of the same project) is a pull, not a re-clone."""
+    up = request.getfixturevalue(f"{vcs}_upstream")
+    ws = Workspace(tmp_path / "ws")
+    tree = ws.source_dir("pkg")
+    sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws)
+    marker = tree / (".hg" if vcs == "hg" else ".git") / "xenpipe-was-here"
+    marker.write_text("")
+    other = other_project(tmp_path, vcs)
+    got = sources.fetch(SourceCfg("pkg", vcs, other, None, None), ws)
+    assert (tree / "OTHER").read_text() == "another project\n" and not (tree / "README").exists()
+    assert not marker.exists()  # a fresh clone, not the old one pulled into
+    assert got.url == other and sources.vcs_for(vcs).current(tree) == got.resolved
+
+    (tree / "OTHER").write_text("my edit\n")
+    with pytest.raises(SourceError) as exc:
+        sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws)
+    assert str(exc.value) == (
+        f"src/pkg has local changes (OTHER) and [sources.pkg] url changed from {other} to "
+        f"{up.url}, an unrelated repository; to keep them: `{vcs} diff > patches/pkg/"
+        f"local.patch` in {tree} and add it to the series; to drop them: rerun with "
+        "`doit fetch force=1`")
+    assert (tree / "OTHER").read_text() == "my edit\n"
+    sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws, force=True)
+    assert (tree / "README").is_file() and not (tree / "OTHER").exists()
+
+    clone = tmp_path / "clone"
+    if vcs == "hg":
+        hg("clone", "--noupdate", up.url, str(clone))
+    else:
+        git.Repo.clone_from(up.url, clone)
+    marker.write_text("")
+    sources.fetch(SourceCfg("pkg", vcs, str(clone), None, None), ws)
+    assert marker.exists()  # related: pulled into the same tree
