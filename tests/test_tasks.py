@@ -117,3 +117,22 @@ def test_build_of_a_config_without_xen_or_kernel_fetches_patches_and_says_so(
     assert (res.returncode, res.stdout, res.stderr) == (0, f".  build\nbuild: nothing to build: "
                                                            f"{bare} has no [xen] or [kernel] "
                                                            "table (no [sources.*] either)\n", "")
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["biuld"], "no task or command 'biuld' (did you mean build?); `doit list` shows the tasks"),
+    (["run", "fecth"], "no task or command 'fecth' (did you mean fetch?); `doit list` shows "
+                       "the tasks"),
+    (["install", "--dryrun"], "task option --dryrun not recognized (did you mean --dry-run?)"),
+    (["--verbosty", "2", "fetch"], "command option --verbosty not recognized (did you mean "
+                                   "--verbosity?)"),
+], ids=["task", "run-task", "task-option", "doit-option"])
+def test_doit_command_line_errors_are_one_line(tmp_path: Path, argv: list[str],
+                                               line: str) -> None:
+    """A typo on doit's own command line is a user error like any other: one line with a
+    did-you-mean and exit 1 (doit says it in four lines and exits 3); nothing runs."""
+    cfg = write_config(tmp_path, tarball_source(tmp_path))
+    res = run_doit(*argv, config=cfg, cli=True)
+    assert (res.returncode, res.stderr.splitlines(), res.stdout) == (1, [f"xenpipe: error: {line}"],
+                                                                     "")
+    assert not (tmp_path / "ws" / "src").exists()
