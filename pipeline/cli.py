@@ -6,12 +6,18 @@ This is doit's ``run`` command (what ``doit TASK`` runs) registered again under 
 by ``[tool.doit.plugins.command]`` in pyproject.toml; only its error handling differs. It
 imports doit only: doit loads it before dodo.py, and the tasks (and the config) are not
 loaded until the command runs.
+
+It also makes Ctrl-C or SIGTERM during start-up (doit loading dodo.py: GitPython, the
+stages, the config) one line instead of a traceback: from here on SIGTERM raises
+KeyboardInterrupt as it does once the task layer runs (tasks.py installs the same), and the
+command turns one that escapes doit into ``xenpipe: error: interrupted by SIG...``.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +27,13 @@ from doit.cmdparse import CmdParseError
 from doit.exceptions import InvalidCommand, InvalidTask
 
 from pipeline.errors import format_error
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+signal.signal(signal.SIGTERM, _sigterm)  # doit loads plugins in its main thread
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
@@ -47,6 +60,10 @@ class XenpipeRun(Run):
             return self._fail(self._unknown(err))
         except (CmdParseError, InvalidTask) as err:
             return self._fail(self._bad_option(str(err)))
+        except KeyboardInterrupt as exc:  # during start-up: inside a task, stage() has it
+            from pipeline.metadata import signal_name  # loaded by then: dodo.py imports it
+
+            return self._fail(f"interrupted by {signal_name(exc)}")
 
     def _fail(self, text: str) -> int:
         sys.stdout.flush()

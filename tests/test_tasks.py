@@ -136,3 +136,26 @@ def test_doit_command_line_errors_are_one_line(tmp_path: Path, argv: list[str],
     assert (res.returncode, res.stderr.splitlines(), res.stdout) == (1, [f"xenpipe: error: {line}"],
                                                                      "")
     assert not (tmp_path / "ws" / "src").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_during_start_up_is_one_line(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM while doit still loads dodo.py (here held reading a config that is a
+    FIFO, after GitPython and the stages were imported): one line, no traceback, nothing
+    run."""
+    fifo = tmp_path / "site.toml"
+    os.mkfifo(fifo)
+    doit = subprocess.Popen(
+        [sys.executable, "-m", "doit", "fetch", f"config={fifo}"], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=default_sigint)
+    try:
+        with held_reader(fifo, doit):
+            doit.send_signal(sig)
+            out, err = doit.communicate(timeout=60)
+    finally:
+        if doit.poll() is None:
+            os.killpg(doit.pid, signal.SIGKILL)
+            doit.wait()
+    assert (doit.returncode, err.splitlines(), out) == (
+        1, [f"xenpipe: error: interrupted by {sig.name}"], ""), err
