@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import signal
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -27,13 +26,9 @@ from doit.cmdparse import CmdParseError
 from doit.exceptions import InvalidCommand, InvalidTask
 
 from pipeline.errors import format_error
+from pipeline.startup import raise_on_sigterm, signal_name
 
-
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt("SIGTERM")
-
-
-signal.signal(signal.SIGTERM, _sigterm)  # doit loads plugins in its main thread
+raise_on_sigterm()  # doit loads plugins in its main thread
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
@@ -61,8 +56,6 @@ class XenpipeRun(Run):
         except (CmdParseError, InvalidTask) as err:
             return self._fail(self._bad_option(str(err)))
         except KeyboardInterrupt as exc:  # during start-up: inside a task, stage() has it
-            from pipeline.metadata import signal_name  # loaded by then: dodo.py imports it
-
             return self._fail(f"interrupted by {signal_name(exc)}")
 
     def _fail(self, text: str) -> int:
