@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .support.doit import default_sigint, held_reader, run_doit, write_config
-from .support.tools import REPO
+from .support.tools import REPO, free_port
 from .support.upstreams import make_tarball
 
 
@@ -186,3 +186,21 @@ def test_random_interrupts_in_the_first_moments_are_one_line(tmp_path: Path) -> 
                 doit.wait()
         assert "Traceback" not in err and err.splitlines() in (
             [], [f"xenpipe: error: interrupted by {sig.name}"]), err
+
+
+def test_install_dry_run_with_nothing_built_fetches_and_builds_nothing(tmp_path: Path) -> None:
+    """`doit install --dry-run` changes nothing: no fetch (the kernel's URL is a closed port:
+    any attempt would fail the run), no build; it names the stages a real install would run
+    first, then the plan from what is known and the artifacts that do not exist yet."""
+    cfg = write_config(tmp_path, tarball_source(tmp_path, "xen") + '[xen]\nsource = "xen"\n'
+                       f'[sources.linux]\nvcs = "git"\nurl = "http://127.0.0.1:{free_port()}/'
+                       'linux.git"\nrev = "v6.1"\n[kernel]\nsource = "linux"\n')
+    res = run_doit("install", "--dry-run", config=cfg)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:2] == [".  install", "install: dry run: would build first: fetch:xen, "
+                         "fetch:linux, config, build:xen, build:kernel"], res.stdout
+    out = tmp_path / "ws" / "out"
+    assert f"  not built yet: {out}/xen.gz, {out}/vmlinuz-<release>, {out}/System.map-<release>, " \
+           f"{out}/config-<release>" in lines
+    assert not (tmp_path / "ws" / "src").exists() and not out.exists()
