@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import io
 import json
 import os
@@ -33,7 +32,7 @@ from pipeline.workspace import Workspace
 from .support import fake_kernel
 from .support.doit import default_sigint, run_doit, write_config
 from .support.realkernel import RealKernel
-from .support.tools import REPO, need
+from .support.tools import REPO, need, sha256_of
 from .support.upstreams import HgUpstream, hg
 
 RELEASE = fake_kernel.RELEASE
@@ -118,12 +117,6 @@ CONFIG_XEN_BACKEND=y
 CONFIG_XEN_BLKDEV_BACKEND=m
 """
 
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 a user gets from sha256sum: independent of pipeline.digest, which the
-    code under test uses."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 def kernel_tree(root: Path) -> Path:
     """tests/fake_kernel.py's config-only tree plus build targets and C sources."""

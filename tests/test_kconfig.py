@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -17,16 +16,11 @@ from pipeline.kernel import frontend, menuconfig
 from pipeline.workspace import Workspace
 
 from .support.fake_kernel import RELEASE, load_config, make_tree
+from .support.tools import sha256_of
 
 DOM0 = ROOT / "configs" / "kernel" / "xen-dom0.config"
 XEN_ON = "CONFIG_XEN=y\nCONFIG_PCI=y\nCONFIG_XEN_BACKEND=y\n"
 
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 a user gets from sha256sum: independent of pipeline.digest, which the
-    code under test uses."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 def need_pyte() -> None:
     """menuconfig needs pyte: skip without it, except under CI=true (a missing dependency)."""
