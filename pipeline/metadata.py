@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from pipeline import digest, proc
 from pipeline.config import Config
 from pipeline.errors import BuildError, XenpipeError, format_error
 from pipeline.files import read_json, write_json
+from pipeline.startup import signal_name
 from pipeline.workspace import Key, Workspace
 
 FORMAT = 1
@@ -202,12 +202,6 @@ class StageRecord:
                 for name, p in artifacts.items()
             }
         self.update(**top)
-
-
-def signal_name(exc: KeyboardInterrupt) -> str:
-    """The signal behind a KeyboardInterrupt: SIGINT, or what tasks.py's handler says."""
-    text = str(exc)
-    return text if re.fullmatch(r"SIG[A-Z]+", text) else "SIGINT"
 
 
 def outcome(exc: BaseException) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from doit import get_var
 from doit.exceptions import TaskFailed
+from doit.globals import Globals
 from doit.reporter import ConsoleReporter
 
 from pipeline import (
@@ -154,6 +155,37 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+# task name -> (its fingerprint, its "outputs still there" check): what `doit install
+# --dry-run` asks to say which stages a real install would run first (see stale_stages)
+CHECKS: dict[str, tuple[Callable[[], Any] | None, Callable[[], bool] | None]] = {}
+
+
+def uptodate(name: str, fingerprint: Callable[[], Any] | None = None,
+             present: Callable[[], bool] | None = None) -> list[Callable[..., Any]]:
+    """A task's doit ``uptodate`` list: its fingerprint unchanged (see unchanged) and its
+    outputs present; registered in CHECKS under the task's full name."""
+    CHECKS[name] = (fingerprint, present)
+    return [*([unchanged(fingerprint)] if fingerprint else []),
+            *([checked(present)] if present else [])]
+
+
+def stale_stages() -> list[str]:
+    """The stage tasks doit would run now (their checks as doit makes them, against the
+    values doit saved), in task order; read-only, for the dry run."""
+    dep = Globals.dep_manager
+    stale = []
+    for name, (fingerprint, present) in CHECKS.items():
+        try:
+            saved = dep.get_values(name) if dep is not None else {}
+            if (fingerprint is not None
+                    and saved.get("fingerprint") != digest.of_json(fingerprint())) \
+                    or (present is not None and not present()):
+                stale.append(name)
+        except USER_ERRORS:
+            stale.append(name)
+    return stale
+
+
 def unchanged(compute: Callable[[], Any]) -> Callable[[Any, dict[str, Any]], bool]:
     """A doit ``uptodate`` callable (see checked): compare a fingerprint computed when the task
     is checked (after its dependencies ran) with the one saved at its last success."""
@@ -212,7 +244,8 @@ def task_fetch() -> Any:
             "name": name,
             "doc": f"{src.vcs} {proc.redact(src.url)} @ {src.rev or 'default'}",
             "actions": [stage(fetch.fetch, src, WS, CFG.mirror, force)],
-            "uptodate": [checked(lambda src=src: not force and fetch.in_place(src, WS))],
+            "uptodate": uptodate(f"fetch:{name}", present=lambda src=src: not force and
+                                 fetch.in_place(src, WS)),
         }
 
 
@@ -229,10 +262,10 @@ def task_patch() -> Any:
             "doc": f"{src.patches}/series on src/{name}",
             "actions": [stage(patch.apply, src, WS)],
             "task_dep": [f"fetch:{name}"],
-            "uptodate": [unchanged(lambda name=name, src=src: {
+            "uptodate": uptodate(f"patch:{name}", lambda name=name, src=src: {
                 "rev": fetch.resolved(CFG, WS, name),
                 "series": patch.fingerprint(src),
-            })],
+            }),
         }
 
 
@@ -247,13 +280,13 @@ def task_config() -> Any:
         "task_dep": ready(kcfg.source),
         # the tree's revision and the Kconfig inputs its patches wrote, not the series digest:
         # a patch to a .c file reruns the build, not the configuration
-        "uptodate": [unchanged(lambda: {
+        "uptodate": uptodate("config", lambda: {
             "kconfig": kernel.fingerprint(CFG),
             "rev": fetch.resolved(CFG, WS, kcfg.source),
             "patched": kernel.tree_inputs(
                 WS.state(Key.patch(kcfg.source)).get("files")
                 if CFG.sources[kcfg.source].patches else None),
-        }), checked(lambda: kernel.outputs_present(CFG, WS))],
+        }, lambda: kernel.outputs_present(CFG, WS)),
     }
 
 
@@ -290,8 +323,8 @@ def build_tasks() -> Any:
             "doc": "make the hypervisor",
             "actions": [stage(build.build_xen, CFG, WS)],
             "task_dep": ready(CFG.xen.source),
-            "uptodate": [unchanged(lambda: build.fingerprint_xen(CFG, WS)),
-                         checked(lambda: build.xen_outputs_present(CFG, WS))],
+            "uptodate": uptodate("build:xen", lambda: build.fingerprint_xen(CFG, WS),
+                                 lambda: build.xen_outputs_present(CFG, WS)),
         }
     if CFG.kernel is not None:
         yield {
@@ -299,22 +332,32 @@ def build_tasks() -> Any:
             "doc": "make the dom0 kernel and modules",
             "actions": [stage(build.build_kernel, CFG, WS)],
             "task_dep": ["config"],
-            "uptodate": [unchanged(lambda: build.fingerprint_kernel(CFG, WS)),
-                         checked(lambda: build.kernel_outputs_present(CFG, WS))],
+            "uptodate": uptodate("build:kernel", lambda: build.fingerprint_kernel(CFG, WS),
+                                 lambda: build.kernel_outputs_present(CFG, WS)),
         }
+
+
+def dry_install(argv: list[str]) -> bool:
+    """`doit install --dry-run`: a dry run must change nothing, so it must not depend on
+    the build (doit would fetch and build first). Task parameters reach only the action,
+    and doit fixes a task's dependencies before, so the command line is read here."""
+    return "install" in argv and "--dry-run" in argv[argv.index("install"):]
 
 
 def task_install() -> Any:
     """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan)."""
+    dry = dry_install(sys.argv[1:])
 
     def run(dry_run: bool) -> Any:
-        return stage(install.install, CFG, WS, dry_run=dry_run)()
+        if dry_run:
+            return stage(lambda: install.dry_run(CFG, WS, stale_stages()))()
+        return stage(install.install, CFG, WS, dry_run=False)()
 
     return {
         "actions": [run],
         "params": [{"name": "dry_run", "long": "dry-run", "type": bool, "default": False,
                     "help": "print the plan (files with diffs, commands) and change nothing"}],
-        "task_dep": ["build"],
+        "task_dep": [] if dry else ["build"],
         "uptodate": [lambda: False],
     }
 

@@ -317,7 +317,8 @@ def test_qemu_exiting_early_is_reported(replay):
     child = replay("pass.log", upto="Linux version")
     w = boot.watch(child, boot.milestones([]), timeout=20)
     assert w.missed.name == "Linux banner"
-    assert w.reason == "QEMU exited after 0 s: about to get started..."
+    # the seconds depend on the machine's load: the order and the message are the guard
+    assert re.fullmatch(r"QEMU exited after \d+ s: about to get started\.\.\.", w.reason), w.reason
 
 
 def test_qemu_errors_end_the_boot_with_qemus_message(tmp_path):
@@ -326,7 +327,7 @@ def test_qemu_errors_end_the_boot_with_qemus_message(tmp_path):
     s = boot.run_qemu([qemu, "-nodefaults", "-nographic", "-device", "no-such-nic"], log,
                       boot.milestones([]), timeout=30)
     assert s.watch.missed.name == "Xen banner"
-    assert s.watch.reason.startswith("QEMU exited after 0 s: ")
+    assert re.match(r"QEMU exited after \d+ s: ", s.watch.reason), s.watch.reason
     assert "'no-such-nic' is not a valid device model name" in s.watch.reason
     assert log.read_text().startswith(f"$ {qemu} -nodefaults -nographic -device no-such-nic\n")
     with pytest.raises(BootError, match="no-such-qemu: cannot start: .*qemu-system-x86"):

@@ -293,7 +293,7 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
     assert script.startswith(dump)
     order = ["mount -t xenfs xenfs /proc/xen", "/etc/init.d/xen start", "xl info",
              "xl pci-assignable-list", "for name in demo; do",
-             f'timeout {guest.GUEST_TIMEOUT} xl create -c "/etc/xen/xenpipe/$name.cfg"',
+             'timeout 120 xl create -c "/etc/xen/xenpipe/$name.cfg"',  # README: 120 s
              "busybox poweroff -f"]
     at = [script.index(s) for s in order]
     assert at == sorted(at)
@@ -361,7 +361,7 @@ def test_transcript_parsing() -> None:
      "passing init= option to kernel. See Linux Documentation/admin-guide/init.rst for "
      "guidance."),
     ("timeout.log", "guest demo: timeout: it started but did not list its devices within "
-     f"{guest.GUEST_TIMEOUT} s (last line: xenpipe-guest: demo init started)"),
+     "120 s (last line: xenpipe-guest: demo init started)"),  # README's 120 s
     ("missing.log", "guest demo started but 0000:01:00.0 [8086:10d3] class 020000 is missing "
      "in the guest (it sees 0000:00:00.0 [8086:100e] class 020000)"),
 ])
@@ -446,7 +446,8 @@ def test_failing_guests_miss_a_guest_milestone(tmp_path: Path, log: str, missed:
 def test_a_guest_boot_gets_enough_memory(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     gb = guestboot.GuestBoot(cfg, Workspace(tmp_path / "ws"))
-    assert cfg.boot.memory == 2048 and gb.machine(cfg).boot.memory == guest.BOOT_MEMORY
+    # README: "The QEMU machine gets at least 3072 MiB"
+    assert cfg.boot.memory == 2048 and gb.machine(cfg).boot.memory == 3072
     more = load(tmp_path, BODY.replace("guest = true", "guest = true\nmemory = 4096"))
     assert gb.machine(more) is more
 

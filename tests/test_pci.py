@@ -159,8 +159,18 @@ def test_scan_without_a_pci_bus_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_scan_follows_xenpipe_sysfs(machines: Machines, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree's IDE function 00:01.1 is found, and this machine's own devices are not:
+    both hold only if the scan read XENPIPE_SYSFS (00:01.1 is absent from the real /sys of
+    the QEMU machines tests run on; the check says so if it ever is not)."""
+    real = {p.name for p in Path("/sys/bus/pci/devices").iterdir()} \
+        if Path("/sys/bus/pci/devices").is_dir() else set()
+    assert "0000:00:01.1" not in real, "pick a device this machine lacks"
     monkeypatch.setenv("XENPIPE_SYSFS", str(machines.sysfs(trees.pc)))
-    assert pci.scan().get(pci.parse_bdf("00:03.0")) is not None
+    topo = pci.scan()
+    assert topo.get(pci.parse_bdf("00:01.1")) is not None
+    fake = {f"0000:{b}" for b in ("00:00.0", "00:01.0", "00:01.1", "00:01.3", "00:02.0",
+                                  "00:03.0")}
+    assert all(topo.get(pci.parse_bdf(name)) is None for name in real - fake)
 
 
 @pytest.mark.parametrize("machine, bdf, path", [

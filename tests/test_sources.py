@@ -10,9 +10,11 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,8 +27,8 @@ from pipeline.config import SourceCfg
 from pipeline.errors import SourceError
 from pipeline.workspace import Workspace
 
-from .support.doit import run_doit, write_config
-from .support.tools import free_port
+from .support.doit import default_sigint, held_reader, run_doit, write_config
+from .support.tools import REPO, free_port
 from .support.upstreams import GitUpstream, HgUpstream, hg, make_tarball
 
 
@@ -39,14 +41,15 @@ def hg_parent(tree: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------- hg
-def hg_calls(tmp_path: Path) -> tuple[dict[str, str], Callable[[], list[str]]]:
-    """An environment whose ``hg`` notes each command it runs, and a function that returns
-    (and forgets) the commands run so far."""
-    log = tmp_path / "hg-calls"
-    shim = tmp_path / "bin" / "hg"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\n[ "$1" = -R ] && echo "$3" >> {log} || echo "$1" >> {log}\n'
-                    f'exec {shutil.which("hg")} "$@"\n')
+def hg_calls(tmp_path: Path, tool: str = "hg"
+             ) -> tuple[dict[str, str], Callable[[], list[str]]]:
+    """An environment whose ``hg`` (or *tool*) notes each command it runs, and a function
+    that returns (and forgets) the commands run so far."""
+    log = tmp_path / f"{tool}-calls"
+    shim = tmp_path / "bin" / tool
+    shim.parent.mkdir(exist_ok=True)
+    shim.write_text(f'#!/bin/sh\n[ "$1" = -R -o "$1" = -C ] && echo "$3" >> {log} || '
+                    f'echo "$1" >> {log}\nexec {shutil.which(tool)} "$@"\n')
     shim.chmod(0o755)
 
     def calls() -> list[str]:
@@ -85,18 +88,25 @@ def test_hg_clone_noop_and_pull(tmp_path: Path, hg_upstream: HgUpstream) -> None
 
 
 def test_hg_pinned_tag_needs_no_network(tmp_path: Path, hg_upstream: HgUpstream) -> None:
+    """A pinned tag already fetched: the next fetch starts no hg at all (the shim counts
+    them) and works with the repository no longer served (moved away from behind hg serve:
+    a network call would fail the run)."""
     tagged = hg_upstream.node("3.4.0-rc1")
+    env, calls = hg_calls(tmp_path)
     cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
                                  'rev = "3.4.0-rc1"\n')
-    assert run_doit("fetch", config=cfg).returncode == 0
+    assert run_doit("fetch", config=cfg, env=env).returncode == 0
+    assert calls() == ["clone", "log", "update"]
     tree = tmp_path / "ws" / "src" / "xen"
     assert hg_parent(tree) == tagged
-    # hg serve is still up, but a pinned rev must not even ask: point the URL at a closed
-    # port by hand in the recorded state would change the fingerprint, so instead stop
-    # nothing and check doit reports the task up to date (no action ran).
-    res = run_doit("fetch", config=cfg)
-    assert res.returncode == 0
-    assert "-- fetch:xen" in res.stdout
+    away = hg_upstream.path.with_name("moved-away")
+    hg_upstream.path.rename(away)  # no longer served
+    try:
+        res = run_doit("fetch", config=cfg, env=env)
+    finally:
+        away.rename(hg_upstream.path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "-- fetch:xen\n" and calls() == []
 
 
 def test_hg_full_hash_after_upstream_is_gone(tmp_path: Path, hg_upstream: HgUpstream) -> None:
@@ -157,15 +167,20 @@ def test_git_clone_tag_noop_and_branch(tmp_path: Path, git_upstream: GitUpstream
     tagged = git_upstream.repo.tags["v1.0"].commit.hexsha
     body = f'[sources.linux]\nvcs = "git"\nurl = "{git_upstream.url}"\nrev = "v1.0"\n'
     cfg = write_config(tmp_path, body)
-    assert run_doit("fetch", config=cfg).returncode == 0
+    env, calls = hg_calls(tmp_path, "git")
+    assert run_doit("fetch", config=cfg, env=env).returncode == 0
+    assert "clone" in calls()
     tree = git.Repo(tmp_path / "ws" / "src" / "linux")
     assert tree.head.is_detached and tree.head.commit.hexsha == tagged
     assert state(tmp_path, "linux")["resolved"] == tagged
 
-    # pinned: up to date, nothing runs
-    start = time.monotonic()
-    res = run_doit("fetch", config=cfg)
-    assert res.returncode == 0 and "-- fetch:linux" in res.stdout
+    # pinned: up to date, no git runs, and the upstream may be gone
+    away = git_upstream.path.with_name("moved-away")
+    git_upstream.path.rename(away)
+    res = run_doit("fetch", config=cfg, env=env)
+    assert res.returncode == 0 and res.stdout == "-- fetch:linux\n", res.stderr
+    assert calls() == []
+    away.rename(git_upstream.path)
 
     # a branch follows upstream
     new = git_upstream.commit("init/main.c", "int main;\n")
@@ -175,7 +190,6 @@ def test_git_clone_tag_noop_and_branch(tmp_path: Path, git_upstream: GitUpstream
     newer = git_upstream.commit("init/main.c", "int main2;\n")
     assert run_doit("fetch", config=cfg).returncode == 0
     assert tree.head.commit.hexsha == newer
-    assert time.monotonic() - start < 60
 
 
 def test_git_unreachable_and_unknown_rev(tmp_path: Path, git_upstream: GitUpstream) -> None:
@@ -376,3 +390,111 @@ def test_hg_missing_from_path(tmp_path: Path) -> None:
 def test_redact() -> None:
     assert proc.redact("https://u:p@h/x and http://h/y") == "https://u:***@h/x and http://h/y"
     assert proc.redact("ssh://git@host/x") == "ssh://git@host/x"
+
+
+# ------------------------------------------------------------------ interrupted first fetch
+@pytest.mark.parametrize("vcs", ["hg", "git", "tarball"])
+def test_an_interrupted_first_fetch_leaves_no_tree_under_src(
+        tmp_path: Path, vcs: str, request: pytest.FixtureRequest) -> None:
+    """Ctrl-C while the first fetch checks the tree out (held there by a real hg preupdate or
+    git post-checkout hook reading a FIFO): src/<name> must not exist yet, nor after the
+    interrupt (a half-checked-out tree would look like the user's edits to the next run),
+    and the next doit fetch simply fetches."""
+    fifo = tmp_path / "hook.fifo"
+    os.mkfifo(fifo)
+    if vcs == "hg":
+        up: HgUpstream | GitUpstream = request.getfixturevalue("hg_upstream")
+        url = up.url
+        hgrc = tmp_path / "hgrc"
+        hgrc.write_text(f"[hooks]\npreupdate = cat {fifo}\n")
+        env = {"HGRCPATH": str(hgrc)}
+    else:
+        if vcs == "git":
+            url = request.getfixturevalue("git_upstream").url
+        else:
+            url = str(make_tarball(tmp_path / "pkg.tar.gz", {"Makefile": "all:\n\ttrue\n"}))
+        hooks = tmp_path / "hooks"
+        hooks.mkdir()
+        (hooks / "post-checkout").write_text(f"#!/bin/sh\nexec cat {fifo}\n")
+        (hooks / "post-checkout").chmod(0o755)
+        env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath",
+               "GIT_CONFIG_VALUE_0": str(hooks)}
+    cfg = write_config(tmp_path, f'[sources.pkg]\nvcs = "{vcs}"\nurl = "{url}"\n')
+    tree = tmp_path / "ws" / "src" / "pkg"
+    doit = subprocess.Popen(
+        [sys.executable, "-m", "doit", "fetch", f"config={cfg}"], cwd=REPO, text=True,
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, preexec_fn=default_sigint)
+    try:
+        with held_reader(fifo, doit):
+            assert not tree.exists(), "the tree appeared under src/ before its checkout ended"
+            doit.send_signal(signal.SIGINT)
+            out, err = doit.communicate(timeout=60)
+    finally:
+        if doit.poll() is None:
+            os.killpg(doit.pid, signal.SIGKILL)
+            doit.wait()
+    assert doit.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines() == ["xenpipe: error: interrupted by SIGINT"]
+    assert not tree.exists()
+    again = run_doit("fetch", config=cfg)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert (tree / "README").is_file() or (tree / "Makefile").is_file()
+    kind = sources.vcs_for(vcs)
+    assert kind.current(tree) == state(tmp_path, "pkg")["resolved"] and kind.changes(tree) == []
+
+
+# ------------------------------------------------------------------ a url to another project
+def other_project(tmp_path: Path, vcs: str) -> str:
+    """A repository unrelated to the fixtures' (its own first commit), as a local path."""
+    path = tmp_path / f"other.{vcs}"
+    path.mkdir()
+    (path / "OTHER").write_text("another project\n")
+    if vcs == "hg":
+        hg("init", cwd=path)
+        hg("commit", "--addremove", "-m", "other", cwd=path)
+    else:
+        repo = git.Repo.init(path, initial_branch="main")
+        repo.index.add(["OTHER"])
+        repo.index.commit("other")
+    return str(path)
+
+
+@pytest.mark.parametrize("vcs", ["hg", "git"])
+def test_a_url_changed_to_an_unrelated_repository(tmp_path: Path, vcs: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    """No local edits: the new repository is fetched afresh (hg said `repository is
+    unrelated`). With edits: refused with the keep/drop instructions, naming both URLs, the
+    tree untouched. A related URL (a clone of the same project) is a pull, not a re-clone."""
+    up = request.getfixturevalue(f"{vcs}_upstream")
+    ws = Workspace(tmp_path / "ws")
+    tree = ws.source_dir("pkg")
+    sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws)
+    marker = tree / (".hg" if vcs == "hg" else ".git") / "xenpipe-was-here"
+    marker.write_text("")
+    other = other_project(tmp_path, vcs)
+    got = sources.fetch(SourceCfg("pkg", vcs, other, None, None), ws)
+    assert (tree / "OTHER").read_text() == "another project\n" and not (tree / "README").exists()
+    assert not marker.exists()  # a fresh clone, not the old one pulled into
+    assert got.url == other and sources.vcs_for(vcs).current(tree) == got.resolved
+
+    (tree / "OTHER").write_text("my edit\n")
+    with pytest.raises(SourceError) as exc:
+        sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws)
+    assert str(exc.value) == (
+        f"src/pkg has local changes (OTHER) and [sources.pkg] url changed from {other} to "
+        f"{up.url}, an unrelated repository; to keep them: `{vcs} diff > patches/pkg/"
+        f"local.patch` in {tree} and add it to the series; to drop them: rerun with "
+        "`doit fetch force=1`")
+    assert (tree / "OTHER").read_text() == "my edit\n"
+    sources.fetch(SourceCfg("pkg", vcs, up.url, None, None), ws, force=True)
+    assert (tree / "README").is_file() and not (tree / "OTHER").exists()
+
+    clone = tmp_path / "clone"
+    if vcs == "hg":
+        hg("clone", "--noupdate", up.url, str(clone))
+    else:
+        git.Repo.clone_from(up.url, clone)
+    marker.write_text("")
+    sources.fetch(SourceCfg("pkg", vcs, str(clone), None, None), ws)
+    assert marker.exists()  # related: pulled into the same tree

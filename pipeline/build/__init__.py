@@ -135,7 +135,10 @@ def fingerprint_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
 def outputs_present(ws: Workspace, tree: str) -> bool:
     """Are the artifacts the last successful build of *tree* recorded still as written, in
     out/ and in the build tree they came from? (A second doit ``uptodate`` check: a deleted
-    vmlinuz, a ``make clean`` or a make run by hand reruns the stage.)"""
+    vmlinuz, a ``make clean`` or a make run by hand that changed the bytes reruns the stage.)
+    Size and mtime decide cheaply; an mtime that moved is confirmed by the content: kbuild
+    rewrites bzImage on every make, so a hand-run make that compiled nothing must not rerun
+    make (the sha256 publish recorded decides)."""
     arts = ws.state(Key.build(tree)).get("artifacts")
     if not arts:
         return False
@@ -145,7 +148,9 @@ def outputs_present(ws: Workspace, tree: str) -> bool:
                                       (Path(rec["from"]), rec["from_size"],
                                        rec["from_mtime_ns"])):
                 st = os.stat(path)
-                if st.st_size != size or st.st_mtime_ns != mtime:
+                if st.st_size != size:
+                    return False
+                if st.st_mtime_ns != mtime and digest.of_file(path) != rec.get("sha256"):
                     return False
         except (OSError, KeyError, TypeError):
             return False
@@ -210,9 +215,11 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
     (written last: it is what says the stage finished)."""
     prev = ws.state(Key.build(tree)).get("artifacts") or {}
     out: dict[str, Path] = {}
+    sums: dict[str, str] = {}
     for name, src in files.items():
         dest = ws.out / name
         data = src.read_bytes()
+        sums[name] = digest.of_bytes(data)
         # a make that changed nothing leaves out/ alone: its mtimes are the boot's, install's
         # and nightly's inputs
         if not (dest.is_file() and dest.stat().st_size == len(data)
@@ -227,7 +234,8 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
         st, built = dest.stat(), files[name].stat()
         arts[name] = {"path": os.path.relpath(dest, ws.dir), "size": st.st_size,
                       "mtime_ns": st.st_mtime_ns, "from": str(files[name]),
-                      "from_size": built.st_size, "from_mtime_ns": built.st_mtime_ns}
+                      "from_size": built.st_size, "from_mtime_ns": built.st_mtime_ns,
+                      "sha256": sums[name]}
     ws.save_state(Key.build(tree), {**state, "artifacts": arts})
     return out
 

@@ -319,7 +319,7 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
             symbols[name] = sym
         kernel = KernelCfg(
             source_ref("kernel", v["source"]), base, tuple(fragments), tuple(symbols.values()),
-            v["frontend"], tuple(v["make_args"]), v["flavour"],
+            v["frontend"], tuple(v["make_args"]), v["flavour"], v["strict"],
         )
 
     b = c.table(("build",), SCHEMA["build"], data.get("build", {}))

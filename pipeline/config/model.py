@@ -37,6 +37,7 @@ class KernelCfg:
     frontend: str
     make_args: tuple[str, ...]
     flavour: str
+    strict: bool = False  # every fragment line that does not survive is an error
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "frontend": Key(str, "oldconfig", choices=("oldconfig", "menuconfig")),
         "make_args": Key(list, [], items=str),
         "flavour": Key(str, "auto", choices=("auto", "xenlinux", "mainline", "guestdev")),
+        "strict": Key(bool, False),  # every fragment line a requirement, not a warning
     },
     "build": {"jobs": Key(int, 0), "ccache": Key(bool, False)},
     "install": {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,11 @@ class Vcs:
         """Each file's exact bytes at *resolved* (None when it does not exist there)."""
         raise NotImplementedError
 
+    def related(self, dest: Path, url: str, log: Path) -> bool:
+        """Whether the repository at *url* shares history with the tree at *dest* (a mirror or
+        a fork of it: a pull will do) rather than being another project (fetch afresh)."""
+        raise NotImplementedError
+
 
 
 VCS: dict[str, Vcs] = {}  # name -> the one instance of its class (filled by __init_subclass__)
@@ -123,14 +128,21 @@ def _upstream(src: SourceCfg, mirror: Path | None, log: Path) -> str:
     return str(mp)
 
 
-def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path) -> None:
-    """Clone into a temporary sibling, then rename: a failed clone leaves nothing behind."""
+def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
+                      settle: Callable[[Path], tuple[str, bool]] | None = None
+                      ) -> tuple[str, bool] | None:
+    """Clone into a temporary sibling, *settle* it there (check out the pinned revision), then
+    rename: a failed or interrupted clone or checkout leaves nothing behind, so only a
+    finished tree ever appears at *dest* (a half-checked-out one would look like the user's
+    edits to the next fetch). Returns what *settle* returned."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
     try:
         tmp.rmdir()
         vcs.clone(url, tmp, log)
+        settled = settle(tmp) if settle else None
         tmp.rename(dest)
+        return settled
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -155,17 +167,24 @@ def local_edits(vcs: Vcs, dest: Path, owned: dict[str, str | None]) -> list[str]
     return edits
 
 
-def _refuse_edits(src: SourceCfg, dest: Path, edits: Iterable[str]) -> None:
+def _refuse_edits(src: SourceCfg, dest: Path, edits: Iterable[str], why: str = "") -> None:
+    """Refuse to replace or move a tree with the user's edits (*why*: what asks to)."""
     edits = list(edits)
     if not edits:
         return
     shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
     diff = vcs_for(src.vcs).diff_command
     raise SourceError(
-        f"src/{src.name} has local changes ({shown}); to keep them: `{diff} > "
+        f"src/{src.name} has local changes ({shown}){why}; to keep them: `{diff} > "
         f"patches/{src.name}/local.patch` in {dest} and add it to the series; to drop them: "
         f"rerun with `doit fetch force=1`"
     )
+
+
+def _has_commit(vcs: Vcs, dest: Path, rev: str | None) -> bool:
+    """*rev* is a full hash the tree already has: whatever the URL, no network is needed (a
+    tag could name another project's commit, so only a hash counts)."""
+    return bool(rev and HEX40.fullmatch(rev)) and vcs.identify(dest, rev)[0] == rev
 
 
 def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
@@ -179,26 +198,38 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     if dest.exists() and not ours:
         raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
 
-    if ours and vcs.replaced_on_new_url and prev.get("url") not in (None, proc.redact(src.url)):
+    def settle(tree: Path) -> tuple[str, bool]:
+        """The pinned revision, checked out in the tree still out of place."""
+        found, is_pinned = vcs.identify(tree, src.rev)
+        if found is None:
+            raise _unknown_rev(src)
+        vcs.checkout(tree, found, log)
+        return found, is_pinned
+
+    old_url = prev.get("url")
+    moved = ours and old_url not in (None, proc.redact(src.url))
+    if moved and (vcs.replaced_on_new_url or not _has_commit(vcs, dest, src.rev)
+                  and not vcs.related(dest, src.url, log)):
+        # a new tree, not a new revision of this one: fetched afresh, never over edits
         if not force:
-            _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
+            why = (f" and [sources.{src.name}] url changed from {old_url} to "
+                   f"{proc.redact(src.url)}" + ("" if vcs.replaced_on_new_url else
+                                                ", an unrelated repository"))
+            _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)), why)
         fresh = dest.with_name(f".{dest.name}.new")
         shutil.rmtree(fresh, ignore_errors=True)
-        _clone_into_place(vcs, src.url, fresh, log)
+        url = src.url if vcs.replaced_on_new_url else _upstream(src, mirror, log)
+        settled = _clone_into_place(vcs, url, fresh, log, settle)
         old = dest.with_name(f".{dest.name}.old")
         dest.rename(old)
         fresh.rename(dest)
         shutil.rmtree(old, ignore_errors=True)
-        ours = True
-        prev = {}
-
-    if not ours:
-        _clone_into_place(vcs, _upstream(src, mirror, log), dest, log)
-        resolved, pinned = vcs.identify(dest, src.rev)
-        if resolved is None:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise _unknown_rev(src)
-        vcs.checkout(dest, resolved, log)
+        assert settled is not None
+        resolved, pinned = settled
+    elif not ours:
+        settled = _clone_into_place(vcs, _upstream(src, mirror, log), dest, log, settle)
+        assert settled is not None
+        resolved, pinned = settled
     else:
         resolved, pinned = (None, False) if vcs.floating(src.rev) else \
             vcs.identify(dest, src.rev)

@@ -62,6 +62,20 @@ class Git(Vcs):
             raise SourceError(f"git fetch {proc.redact(url)}: {_git_error(exc)}") from None
         repo.git.remote("set-url", "origin", url)
 
+    def related(self, dest: Path, url: str, log: Path) -> bool:
+        """The new repository's branches and tags share a commit with the checked-out one (a
+        fetch of an unrelated repository succeeds in git, and would mix two projects)."""
+        self.pull(dest, url, log)
+        repo = gitpython().Repo(dest)
+        heads = repo.git.for_each_ref("--format=%(objectname)", "refs/remotes/origin").split()
+        for head in heads:
+            try:
+                repo.git.merge_base("HEAD", head)
+                return True
+            except gitpython().GitCommandError:
+                continue
+        return False
+
     def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
         repo = gitpython().Repo(dest)
         rev = rev or "HEAD"

@@ -56,6 +56,13 @@ class Hg(Vcs):
             return None
         return None if node == "0" * 40 else node
 
+    def related(self, dest: Path, url: str, log: Path) -> bool:
+        """Same first changeset (hg refuses to pull from a repository without it)."""
+        local = self._hg(dest, "log", "-r", "0", "--template", "{node}", check=False).stdout
+        remote = self._hg(None, "identify", "--debug", "--id", "-r", "0", "--", url, log=log,
+                          what=f"hg identify {proc.redact(url)}").stdout.split()
+        return bool(local) and remote[:1] == [local]
+
     def changes(self, dest: Path, error: type[XenpipeError] = SourceError) -> list[str]:
         res = self._hg(dest, "status", "--modified", "--added", "--removed", "--deleted",
                        "--no-status", error=error)

@@ -24,6 +24,7 @@ from pipeline.install.stage import (
     Kernel,
     check_root,
     devices,
+    dry_run,
     entry_name,
     find_kernel,
     install,
@@ -36,6 +37,7 @@ from pipeline.install.stage import (
 
 __all__ = [
     "MAKE_TIMEOUT", "STAGE", "Copy", "Kernel", "Link", "Plan", "Run", "Step", "Write", "apply",
-    "check_root", "describe", "devices", "entry_name", "execute", "file_digest", "find_kernel",
-    "install", "make_plan", "plan_initramfs", "plan_kernel", "plan_xen", "xen_version",
+    "check_root", "describe", "devices", "dry_run", "entry_name", "execute", "file_digest",
+    "find_kernel", "install", "make_plan", "plan_initramfs", "plan_kernel", "plan_xen",
+    "xen_version",
 ]

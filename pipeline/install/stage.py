@@ -304,3 +304,40 @@ def install(cfg: Config, ws: Workspace, dry_run: bool = False) -> dict[str, Any]
     return {"root": str(plan.root), "dry_run": dry_run,
             "steps": [s.what for s in plan.steps], "notes": plan.notes}
 
+
+
+def missing_artifacts(cfg: Config, ws: Workspace) -> list[str]:
+    """The build results an install needs that ``out/`` lacks (``<release>`` while no
+    kernel was ever built), as the user would look for them."""
+    missing = [ws.out / "xen.gz"] if cfg.xen is not None else []
+    if cfg.kernel is not None:
+        release = ws.state(Key.build("kernel")).get("release")
+        missing += [ws.out / f"{n}-{release or '<release>'}"
+                    for n in ("vmlinuz", "System.map", "config")]
+    return [display(p) for p in missing if "<release>" in p.name or not p.is_file()]
+
+
+def dry_run(cfg: Config, ws: Workspace, stale: Sequence[str]) -> dict[str, Any]:
+    """``doit install --dry-run``: changes nothing anywhere, not even the workspace (no
+    fetch, no build). First what a real install would build first (*stale*: the stage
+    tasks that are not up to date), then the plan: in full when every artifact is there,
+    else what is known of it, naming the artifacts that do not exist yet."""
+    print("install: dry run: " + (f"would build first: {', '.join(stale)}" if stale
+                                  else "the build is up to date"), flush=True)
+    missing = missing_artifacts(cfg, ws)
+    if not missing:
+        return install(cfg, ws, dry_run=True)
+    root, live = check_root(cfg)
+    where = "the running system (/)" if live else f"staging root {root}"
+    lines = [f"xenpipe install plan for {where} (partial: nothing is built yet)",
+             f"  not built yet: {', '.join(missing)}",
+             *([f"  Xen: make install-xen from {display(ws.source_dir(cfg.xen.source))} "
+                "into /boot"] if cfg.xen is not None else []),
+             *(["  dom0 kernel: image, System.map and config into /boot, modules_install, "
+                "depmod"] if cfg.kernel is not None else []),
+             f"  initramfs: {cfg.install.initramfs}",
+             f"  bootloader: {cfg.install.bootloader} entry {entry_name(cfg)!r} "
+             f"(xen: {passthrough.xen_cmdline(cfg)}; once = {str(cfg.install.once).lower()})",
+             *(f"  guest {g.name}: {g.config}" for g in cfg.guests)]
+    print("\n".join(lines), flush=True)
+    return {"root": str(root), "dry_run": True, "missing": missing, "stale": list(stale)}

@@ -36,6 +36,12 @@ from pipeline.workspace import Key, Workspace
 FINGERPRINT_VERSION = 1  # bump when this stage's output for the same inputs changes
 BUILD_DIR = "kernel-build"
 
+# What a dom0 for PCI passthrough cannot run without: a fragment line for one of these that
+# does not survive is an error, not a warning (and [passthrough] devices require them unasked).
+DOM0_REQUIRED = ("CONFIG_XEN_DOM0", "CONFIG_XEN_BACKEND", "CONFIG_XEN_PCIDEV_BACKEND")
+# What the guest check needs of the same kernel booted as the PV guest.
+GUEST_REQUIRED = ("CONFIG_XEN_PCIDEV_FRONTEND",)
+
 FRONTENDS: dict[str, Callable[[Kbuild, Sequence[Setting], float], FrontendResult]] = {
     "oldconfig": run_oldconfig,
     "menuconfig": run_menuconfig,
@@ -78,18 +84,61 @@ def _force(kb: Kbuild, kcfg: KernelCfg, requested: list[Setting], deadline: floa
         extra |= more
 
 
+def _guest_check(cfg: Config) -> bool | None:
+    """True: [boot] guest = true; None: it may run (unset, with [[guests]], in nightly)."""
+    if cfg.boot.guest is not None:
+        return cfg.boot.guest or False
+    return None if cfg.guests else False
+
+
+def requirements(cfg: Config, fragments: Sequence[Setting]) -> list[Setting]:
+    """The settings that must survive besides [kernel] symbols (the last word of each
+    fragment symbol): the fragment lines for what a passthrough dom0 needs (DOM0_REQUIRED,
+    and GUEST_REQUIRED when the guest check may run), every line under [kernel] strict, and
+    what [passthrough] devices or [boot] guest = true imply when no fragment sets it. A
+    fragment line that turns one of those off is refused here, before any make runs."""
+    assert cfg.kernel is not None
+    last: dict[str, Setting] = {}
+    for s in fragments:
+        last.pop(s.name, None)
+        last[s.name] = s
+    guest = _guest_check(cfg)
+    names = {*DOM0_REQUIRED, *(GUEST_REQUIRED if guest is not False else ())}
+    implied = {n: "[passthrough] devices" for n in DOM0_REQUIRED if cfg.passthrough.devices}
+    implied |= {n: "[boot] guest = true" for n in GUEST_REQUIRED if guest}
+    asked = {s.partition("=")[0] for s in cfg.kernel.symbols}
+    for n, why in implied.items():
+        if n in last and last[n].value == "n" and n not in asked:
+            raise KconfigError(f"{last[n].origin}: {n}=n conflicts with {why}, which "
+                               f"{_needs(n)}: drop the line or change {why}")
+    out = [s for s in last.values() if cfg.kernel.strict or s.name in names]
+    out += [Setting(n, "y", why) for n, why in implied.items() if n not in last]
+    return [s for s in out if s.name not in asked]
+
+
+def _needs(name: str) -> str:
+    """Why *name* is required, for messages."""
+    if name in DOM0_REQUIRED:
+        return "a dom0 for PCI passthrough needs"
+    return "the guest check (this kernel booted as the PV guest) needs"
+
+
 def _check(kb: Kbuild, fragments: list[Setting], requested: list[Setting], final: dict[str, str],
-           res: FrontendResult) -> tuple[list[str], list[str]]:
-    """(errors for requested symbols, warnings for fragment lines) against the final config."""
+           res: FrontendResult, required: Sequence[Setting] = ()) -> tuple[list[str], list[str]]:
+    """(errors for requested symbols and required settings, warnings for the other fragment
+    lines) against the final config."""
     last: dict[str, Setting] = {}
     for s in fragments:
         last[s.name] = s
-    req = {s.name for s in requested}
+    req = {s.name for s in requested} | {s.name for s in required}
     bad_frag = [s for s in last.values() if s.name not in req
                 and (s.name not in final or not satisfied(s.value, final.get(s.name)))]
     bad_req = [s for s in requested if not satisfied(s.value, final.get(s.name))
                or s.name not in final and s.value == "n"]
-    need = [s.name for s in bad_frag + bad_req if s.bare not in res.helps or s.name not in final]
+    bad_need = [s for s in required
+                if s.name not in final or not satisfied(s.value, final.get(s.name))]
+    need = [s.name for s in bad_frag + bad_req + bad_need
+            if s.bare not in res.helps or s.name not in final]
     probed = probe(kb, need) if need else {}
     if probed is None:
         probed = {}
@@ -113,6 +162,13 @@ def _check(kb: Kbuild, fragments: list[Setting], requested: list[Setting], final
         i = info(s)
         if i is None or not satisfied(s.value, final.get(s.name)):
             errors.append(explain(s, final.get(s.name), i, final))
+    for s in bad_need:
+        i = info(s)
+        if i is not None and satisfied(s.value, final.get(s.name)):
+            continue  # "n" for a symbol whose dependencies hide it: it is n
+        why = f"{_needs(s.name)} it" if s.name in (*DOM0_REQUIRED, *GUEST_REQUIRED) \
+            else "[kernel] strict = true"
+        errors.append(f"{s.origin}: {explain(s, final.get(s.name), i, final)} ({why})")
     return errors, warnings
 
 
@@ -135,6 +191,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
 
     fragments = [s for path in kcfg.fragments for s in parse_fragment(path)]
     requested = parse_symbols(kcfg.symbols)
+    required = requirements(cfg, fragments)
     steps: dict[str, float] = {}
     mark = start
 
@@ -152,7 +209,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
     step("fragments")
     res, final = _force(kb, kcfg, requested, time.monotonic() + frontend.INTERACTIVE_TIMEOUT)
     step("frontend")
-    errors, warnings = _check(kb, fragments, requested, final, res)
+    errors, warnings = _check(kb, fragments, requested, final, res, required)
     step("verify")
     with open(kb.log, "a") as f:
         for name, note in res.notes.items():
@@ -250,4 +307,8 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
         "symbols": list(kcfg.symbols),
         "frontend": kcfg.frontend,
         "make_args": list(kcfg.make_args),
+        # what requirements() reads besides the fragments
+        "strict": kcfg.strict,
+        "passthrough": bool(cfg.passthrough.devices),
+        "guest": _guest_check(cfg),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import faulthandler
 import io
 import locale
@@ -19,6 +20,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 # Most of a `python -m doit` start-up (about half a second, a hundred times per fast run) is
@@ -61,6 +63,27 @@ def default_sigint() -> None:
     """preexec_fn for a doit a test interrupts: SIGINT as a terminal's Ctrl-C finds it, even
     when the tests themselves were started with SIGINT ignored (``cmd &`` in a script)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) -> Iterator[None]:
+    """Wait until *proc* opens *fifo* for reading, then hold its write end open (writing
+    nothing): the reader stays blocked in its read until the write end closes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "doit never read the FIFO"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_doit(*args: str, config: Path | None = None, env: dict[str, str] | None = None,

@@ -86,6 +86,10 @@ config PCI
 \tbool "PCI support"
 \tdefault y
 
+config ACPI
+\tbool "ACPI (Advanced Configuration and Power Interface) Support"
+\tdefault y
+
 endmenu
 
 source "drivers/xen/Kconfig"
@@ -94,6 +98,11 @@ source "drivers/xen/Kconfig"
 XEN_KCONFIG = """\
 config XEN
 \tbool "Xen guest support"
+
+config XEN_DOM0
+\tbool "Xen PV Dom0 support"
+\tdepends on XEN && ACPI && PCI
+\tdefault y
 
 menu "Xen driver support"
 
@@ -127,6 +136,11 @@ config XEN_PCIDEV_BACKEND
 \t  The PCI device backend driver allows the kernel to export arbitrary
 \t  PCI devices to other guests.
 
+config XEN_PCIDEV_FRONTEND
+\ttristate "Xen PCI Frontend"
+\tdepends on PCI && XEN
+\tdefault m
+
 endmenu
 """
 
@@ -145,7 +159,8 @@ def make_tree(root: Path) -> Path:
 
 def load_config(tmp: Path, tree: Path, *, base: str = "tinyconfig",
                 fragments: list[Path] | None = None, symbols: list[str] | None = None,
-                frontend: str = "oldconfig", make_args: list[str] | None = None) -> config.Config:
+                frontend: str = "oldconfig", make_args: list[str] | None = None,
+                extra: str = "") -> config.Config:
     """A validated xenpipe Config for *tree*, built from TOML as a user would write it."""
     args = [f"PYTHON={sys.executable}", *(make_args or [])]
     q = json.dumps  # a JSON string or list of strings is valid TOML
@@ -164,7 +179,7 @@ def load_config(tmp: Path, tree: Path, *, base: str = "tinyconfig",
         symbols = {q(list(symbols or []))}
         frontend = {q(frontend)}
         make_args = {q(args)}
-        """)
+        """) + extra
     path = tmp / "site.toml"
     path.write_text(text)
     return config.parse(path, text, tomllib.loads(text))

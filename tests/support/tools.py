@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -28,3 +29,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 a user gets from sha256sum: independent of pipeline.digest, which the
+    code under test uses."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,44 @@
+"""The thin ``doit`` entry point (``[project.scripts]``) and what start-up needs of signals.
+
+Ctrl-C or SIGTERM while Python is still importing doit, GitPython or the stages would end in a
+``KeyboardInterrupt`` traceback: doit's own ``main`` cannot catch what arrives before it
+runs. This module imports nothing but the standard library, so ``main`` is in place within
+milliseconds of the interpreter's start; it imports doit inside its ``try`` and turns an
+interrupt anywhere in the run into xenpipe's one line.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from typing import Any
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    """The signal behind a KeyboardInterrupt: SIGINT, or what a SIGTERM handler says."""
+    text = str(exc)
+    return text if re.fullmatch(r"SIG[A-Z]+", text) else "SIGINT"
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def raise_on_sigterm() -> None:
+    """SIGTERM stops start-up as Ctrl-C does (tasks.py installs its own, which also records
+    it, once the tasks are loaded)."""
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def main() -> None:
+    """``doit ARGS``: doit's own main, with an interrupt at any point one line, exit 1."""
+    try:
+        raise_on_sigterm()
+        from doit.doit_cmd import DoitMain
+
+        code = DoitMain().run(sys.argv[1:])
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
+        code = 1
+    sys.exit(code)
