@@ -63,8 +63,9 @@ devices = ["00:03.0", "{PATH}"]
 
 [boot]
 xen = "/boot/xen-4.17-amd64.gz"
-devices = ["intel-iommu", "e1000,addr=03.0", "pcie-root-port,id=rp1,bus=pcie.0,addr=1c.0",
-           "e1000e,bus=rp1"]
+devices = ["intel-iommu", "e1000,addr=03.0,netdev=pt0",
+           "pcie-root-port,id=rp1,bus=pcie.0,addr=1c.0", "e1000e,bus=rp1,netdev=pt1",
+           "e1000,addr=04.0,netdev=dom0,mac=52:54:00:20:00:04"]
 guest = true
 """
 
@@ -462,14 +463,22 @@ def test_legacy_intx_is_a_warning() -> None:
     assert "warning: " + v.warnings[-1] in guestverdict.summary_lines({"guests": v.guests})
 
 
-def test_a_guest_with_no_peer_to_ping_has_no_traffic() -> None:
+def test_a_guest_with_no_peer_to_ping_warns() -> None:
+    """A guest boot whose dom0 has no NIC (no netdev= in [boot] devices): nothing to ping."""
     text = console("pass.log")
     text = _between(console("pass.log"), "xenpipe-guest: demo ping eth0",
                     "xenpipe-guest: demo irqs eth0", "xenpipe-guest: demo ping eth0 skipped: "
                     "dom0 has no NIC with a link-local address\r\r\n")
+    v = guestverdict.verdict(text, PLANS)
+    assert v.problem is None
+    assert ("guest demo: no traffic check on eth0, 0000:00:00.0 (host 0000:00:03.0 [8086:100e] "
+            "class 020000): dom0 has no NIC with a link-local address (give [boot] devices a "
+            "NIC with netdev=)") in v.warnings
+    text = _between(text, "xenpipe-guest: demo ping eth0 skipped", "xenpipe-guest: demo irqs eth0",
+                    "")
     assert guestverdict.verdict(text, PLANS).problem == (
         "guest demo: no traffic on eth0, 0000:00:00.0 (host 0000:00:03.0 [8086:100e] class "
-        "020000): dom0 has no NIC with a link-local address")
+        "020000): the guest did not ping")
 
 
 def test_transcript_parsing() -> None:

@@ -90,9 +90,13 @@ class Use:
         if dev.nic is None:
             return None, warnings
         ping = self.pings.get(dev.nic)
-        if ping is None or ping.skipped is not None:
-            why = ping.skipped if ping else "the guest did not ping"
-            return f"guest {label}: no traffic on {dev.nic}, {what}: {why}", warnings
+        if ping is not None and ping.skipped is not None:  # nothing to ping: not the NIC's fault
+            warnings.append(f"guest {label}: no traffic check on {dev.nic}, {what}: "
+                            f"{ping.skipped} (give [boot] devices a NIC with netdev=)")
+            return None, warnings
+        if ping is None:
+            return (f"guest {label}: no traffic on {dev.nic}, {what}: the guest did not "
+                    "ping"), warnings
         if not ping.received:
             said = "" if ping.sent is not None else f"; {(ping.lines or ['no output'])[-1]}"
             return (f"guest {label}: no traffic on {dev.nic}, {what}: {ping.sent or 0} sent, "
