@@ -322,6 +322,27 @@ def test_guest_init_and_initramfs(tmp_path: Path) -> None:
         first + b"second archive" + b"third archive")
 
 
+def test_the_guest_gets_dom0s_modules_as_its_lib_modules(tmp_path: Path) -> None:
+    """The modules doit boot installed into dom0's stage (usr/lib/modules: Debian's merged
+    /usr), packed with the real cpio as the guest's /lib/modules, without the build links."""
+    need("cpio")
+    stage = tmp_path / "stage"
+    mods = stage / "usr" / "lib" / "modules" / "6.1.192+"
+    (mods / "kernel" / "e1000").mkdir(parents=True)
+    (mods / "kernel" / "e1000" / "e1000.ko").write_bytes(b"\x7fELF module")
+    (mods / "modules.dep").write_text("kernel/e1000/e1000.ko:\n")
+    (mods / "build").symlink_to("/nonexistent/kernel-build")
+    dest = tmp_path / "guest-modules.cpio.gz"
+    assert guest._guest_modules(stage, dest, tmp_path / "log") == dest
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=gzip.decompress(dest.read_bytes()),
+                             capture_output=True, check=True).stdout.decode().split()
+    assert "lib/modules/6.1.192+/modules.dep" in listing
+    assert "lib/modules/6.1.192+/kernel/e1000/e1000.ko" in listing
+    assert not any(name.endswith("/build") for name in listing)
+    assert not (tmp_path / "guest-modules.cpio.gz.d").exists()  # its staging tree is gone
+    assert guest._guest_modules(tmp_path / "no-modules", dest, tmp_path / "log") is None
+
+
 def test_shared_shell_functions_run_in_busybox(tmp_path: Path) -> None:
     """dom0's /init and the guest's share NET_FUNCS: run them in the real busybox sh."""
     need("busybox")
