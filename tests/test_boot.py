@@ -513,7 +513,11 @@ PASSED = ["Xen banner", "Xen IOMMU", "dom0 construction", "Linux banner",
 
 
 GUEST_PASSED = ["Xen daemons started", "guest demo started", "guest demo listed its devices",
-                "guest demo shut down"]
+                "guest demo shut down", "guest demo started again",
+                "guest demo listed its devices again", "guest demo shut down again",
+                "0000:00:03.0 back in dom0", "0000:01:00.0 back in dom0"]
+GUEST_RECORDS = [f"guest demo{again} {what} {bdf}" for again in ("", " again")
+                 for bdf in ("0000:00:03.0", "0000:01:00.0") for what in ("sees", "uses")]
 
 
 @pytest.mark.slow
@@ -522,8 +526,11 @@ def test_real_build_and_boot(real_kernel: RealKernel, real_rootfs: Path):  # noq
     (guestdev=) -> doit build (tinyconfig + the dom0 fragment) -> doit boot with Debian's Xen
     4.17 on q35 + intel-iommu, one NIC named by BDF and one by a two-hop device path: pciback
     seizes both, then dom0 (the Debian root with Xen's toolstack) starts the demo guest from
-    the config doit install would write, and the guest's lspci -nn lists both NICs; then
-    `python -m pipeline.boot` prints the verdict and the guest's lspci lines."""
+    the config doit install would write, and the guest's lspci -nn lists both NICs, their
+    drivers bind, and each pings dom0's own NIC over QEMU's internal hub; the guest runs a
+    second time with the same checks, then both NICs go back to dom0's e1000/e1000e; then
+    `python -m pipeline.boot` prints the verdict, the guest's lspci lines and each device at
+    work."""
     need("qemu-system-x86_64")
     need("busybox")
     rk = real_kernel
@@ -538,8 +545,7 @@ def test_real_build_and_boot(real_kernel: RealKernel, real_rootfs: Path):  # noq
     out = json.loads((rk.ws.out / "boot.json").read_text())
     assert out["verdict"] == "pass" and out["flavour"] == "guestdev" and out["iommu"] == "enabled"
     names = [m["name"] for m in out["milestones"]]
-    assert names[:4] == PASSED[:4] and names[-3:] == [
-        "power-off", "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0"]
+    assert names[:4] == PASSED[:4] and names[-9:] == ["power-off", *GUEST_RECORDS]
     assert [n for n in names if n in GUEST_PASSED] == GUEST_PASSED
     assert {m["status"] for m in out["milestones"]} == {"passed"}
     assert out["topology_boot"]["milestones"][-1]["name"] == "power-off"  # the guest names a path
@@ -555,6 +561,18 @@ def test_real_build_and_boot(real_kernel: RealKernel, real_rootfs: Path):  # noq
     assert view["verdict"] == "pass" and view["pci"] == ["00:03.0", "01:00.0"]
     assert [d["ids"] for d in view["devices"]] == ["[8086:100e] class 020000",
                                                    "[8086:10d3] class 020000"]
+    for run in (view, view["again"]):  # the first and the second assignment
+        assert run["verdict"] == "pass"
+        assert run["modules"]["e1000"] == run["modules"]["e1000e"] == 0
+        assert [d["driver"] for d in run["devices"]] == ["e1000", "e1000e"]
+        for d in run["devices"]:
+            assert d["irq"] in ("msix", "msi", "intx") and d["carrier"] is True
+            assert d["ping"]["sent"] == 10 and d["ping"]["received"] > 0, d
+            assert d["interrupts"] > 0
+    assert [n["driver"] for n in out["dom0_nics"]] == ["e1000"]
+    assert {b: (r["rc"], r["driver"], r["carrier"]) for b, r in out["returned"].items()} == {
+        "0000:00:03.0": (0, "e1000", True), "0000:01:00.0": (0, "e1000e", True)}
+    assert "-netdev hubport,hubid=0,id=dom0" in out["qemu"]
     stage = rk.metadata()["stages"]["boot"]
     assert stage["status"] == "pass" and stage["verdict"] == "pass" and stage["duration"] > 0
     assert stage["guests"]["demo"]["verdict"] == "pass" and len(stage["commands"]) == 2
@@ -563,9 +581,15 @@ def test_real_build_and_boot(real_kernel: RealKernel, real_rootfs: Path):  # noq
     lines = summary.stdout.splitlines()
     assert summary.returncode == 0 and lines[0].startswith("boot: PASS"), summary.stdout
     assert lines[1].startswith("boot: guest demo: PASS: pci from ")
-    assert [ln[:ln.index(" Ethernet")] for ln in lines[2:]] == [
+    assert [ln[:ln.index(" Ethernet")] for ln in lines[2:4]] == [
         "boot: guest demo: lspci 00:00.0", "boot: guest demo: lspci 00:01.0"], summary.stdout
     assert "[8086:100e]" in lines[2] and "[8086:10d3]" in lines[3]
+    assert lines[4].startswith("boot: guest demo: 0000:00:03.0 as 0000:00:00.0: driver e1000, ")
+    assert "ping eth0 -> dom0: 10 sent, " in lines[4]
+    assert lines[5].startswith("boot: guest demo: 0000:01:00.0 as 0000:00:01.0: driver e1000e")
+    assert "boot: guest demo again (second assignment): PASS" in lines[6:]
+    assert lines[-2:] == ["boot: dom0: 0000:00:03.0 back in dom0: driver e1000, eth1 link up",
+                          "boot: dom0: 0000:01:00.0 back in dom0: driver e1000e, eth2 link up"]
 
 
 @pytest.mark.slow

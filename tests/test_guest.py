@@ -63,8 +63,9 @@ devices = ["00:03.0", "{PATH}"]
 
 [boot]
 xen = "/boot/xen-4.17-amd64.gz"
-devices = ["intel-iommu", "e1000,addr=03.0", "pcie-root-port,id=rp1,bus=pcie.0,addr=1c.0",
-           "e1000e,bus=rp1"]
+devices = ["intel-iommu", "e1000,addr=03.0,netdev=pt0",
+           "pcie-root-port,id=rp1,bus=pcie.0,addr=1c.0", "e1000e,bus=rp1,netdev=pt1",
+           "e1000,addr=04.0,netdev=dom0,mac=52:54:00:20:00:04"]
 guest = true
 """
 
@@ -249,8 +250,8 @@ def test_plan_takes_the_pci_list_doit_install_wrote(tmp_path: Path) -> None:
     assert p.origin == str(path)
     assert p.bdfs == (E1000, E1000E)
     assert "pci = ['0000:00:03.0@4,permissive=1', '01:00.0']\n" in p.config
-    for line in ('name = "demo"', 'type = "pv"', "memory = 128", 'on_crash = "preserve"',
-                 'extra = "console=hvc0 xenpipe.name=demo xenpipe.devices=2"'):
+    for line in ('name = "demo"', 'type = "pv"', "memory = 256", 'on_crash = "preserve"',
+                 'extra = "console=hvc0 xenpipe.name=demo xenpipe.devices=2 xenpipe.peer=-"'):
         assert line + "\n" in p.config  # the test guest, not the user's HVM domain
     assert "builder" not in p.config and "4096" not in p.config
     assert guests.entries(p.config) == list(p.entries)
@@ -291,10 +292,12 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
     sh_syntax(script, tmp_path)
     dump = probe.INIT.rsplit("sync\n", 1)[0]
     assert script.startswith(dump)
-    order = ["mount -t xenfs xenfs /proc/xen", "/etc/init.d/xen start", "xl info",
-             "xl pci-assignable-list", "for name in demo; do",
-             'timeout 120 xl create -c "/etc/xen/xenpipe/$name.cfg"',  # README: 120 s
-             "busybox poweroff -f"]
+    assert 'timeout 120 xl create -c "/etc/xen/xenpipe/$1.cfg"' in script  # README: 120 s
+    order = ["mount -t xenfs xenfs /proc/xen", 'modprobe -q "$m"', 'nic_up "$nic"',
+             "/etc/init.d/xen start", "xl info", "xl pci-assignable-list", "for name in demo; do",
+             'run_guest "$name" ""', 'run_guest "$name" "again "',
+             "for bdf in 0000:00:03.0 0000:01:00.0; do", 'xl pci-assignable-remove -r "$bdf"',
+             "/sys/bus/pci/drivers_probe", "busybox poweroff -f"]
     at = [script.index(s) for s in order]
     assert at == sorted(at)
     assert script.rstrip().endswith("busybox poweroff -f")
@@ -312,6 +315,63 @@ def test_guest_init_and_initramfs(tmp_path: Path) -> None:
     member = zlib.decompressobj(wbits=31)
     assert member.decompress(data) == first + b"second archive"
     assert member.eof and not member.unused_data
+    mods = tmp_path / "mods.cpio.gz"
+    mods.write_bytes(gzip.compress(b"third archive"))
+    member = zlib.decompressobj(wbits=31)
+    assert member.decompress(guest.guest_initramfs(tools, mods)) == (
+        first + b"second archive" + b"third archive")
+
+
+def test_the_guest_gets_dom0s_modules_as_its_lib_modules(tmp_path: Path) -> None:
+    """The modules doit boot installed into dom0's stage (usr/lib/modules: Debian's merged
+    /usr), packed with the real cpio as the guest's /lib/modules, without the build links."""
+    need("cpio")
+    stage = tmp_path / "stage"
+    mods = stage / "usr" / "lib" / "modules" / "6.1.192+"
+    (mods / "kernel" / "e1000").mkdir(parents=True)
+    (mods / "kernel" / "e1000" / "e1000.ko").write_bytes(b"\x7fELF module")
+    (mods / "modules.dep").write_text("kernel/e1000/e1000.ko:\n")
+    (mods / "build").symlink_to("/nonexistent/kernel-build")
+    dest = tmp_path / "guest-modules.cpio.gz"
+    assert guest._guest_modules(stage, dest, tmp_path / "log") == dest
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=gzip.decompress(dest.read_bytes()),
+                             capture_output=True, check=True).stdout.decode().split()
+    assert "lib/modules/6.1.192+/modules.dep" in listing
+    assert "lib/modules/6.1.192+/kernel/e1000/e1000.ko" in listing
+    assert not any(name.endswith("/build") for name in listing)
+    assert not (tmp_path / "guest-modules.cpio.gz.d").exists()  # its staging tree is gone
+    assert guest._guest_modules(tmp_path / "no-modules", dest, tmp_path / "log") is None
+
+
+def test_shared_shell_functions_run_in_busybox(tmp_path: Path) -> None:
+    """dom0's /init and the guest's share NET_FUNCS: run them in the real busybox sh."""
+    need("busybox")
+    mods = tmp_path / "lib" / "modules" / "6.1"
+    mods.mkdir(parents=True)
+    (mods / "modules.dep").write_text(
+        "kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n"
+        "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko.xz: kernel/x/ptp.ko\n")
+    script = guest.NET_FUNCS + f"""
+modnames {mods}
+modnames {tmp_path}/none
+driver {tmp_path}
+carrier nosuchnic
+linklocal nosuchnic
+waitfor true && echo waited
+"""
+    out = subprocess.run([str(probe.busybox()), "sh", "-c", script], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["e1000", "e1000e", "-", "-", "-", "waited"]
+
+
+def test_nics_named_by_netdev_join_qemus_internal_hub(tmp_path: Path) -> None:
+    """[boot] devices' netdev= names become hub ports (no user or tap netdev), once each."""
+    devices = ["intel-iommu", "e1000,addr=03.0,netdev=pt0", "e1000e,bus=rp1,netdev=pt1",
+               "e1000,netdev=dom0,mac=52:54:00:20:00:04", "virtio-net-pci,netdev=pt0"]
+    assert boot.qemu.hubports(devices) == [
+        "-netdev", "hubport,hubid=0,id=pt0", "-netdev", "hubport,hubid=0,id=pt1",
+        "-netdev", "hubport,hubid=0,id=dom0"]
+    assert boot.qemu.hubports(["e1000,addr=03.0"]) == []
 
 
 # ------------------------------------------------------------------------------- verdicts
@@ -328,7 +388,8 @@ def console(name: str, upto: str | None = None, then: str = "") -> str:
 def test_a_guest_that_sees_its_devices_passes() -> None:
     v = guestverdict.verdict(console("pass.log"), PLANS)
     assert v.problem is None
-    assert [(r["name"], r["status"], r["detail"]) for r in v.records] == [
+    assert [(r["name"], r["status"], r["detail"]) for r in v.records
+            if r["name"].startswith("guest demo sees")] == [
         ("guest demo sees 0000:00:03.0", "passed", "as 0000:00:00.0 [8086:100e] class 020000"),
         ("guest demo sees 0000:01:00.0", "passed", "as 0000:00:01.0 [8086:10d3] class 020000"),
     ]  # pciback's virtual bus renumbered both: matched by vendor:device and class
@@ -342,6 +403,103 @@ def test_a_guest_that_sees_its_devices_passes() -> None:
     lines = guestverdict.summary_lines({"guests": v.guests})
     assert lines[0] == "guest demo: PASS: pci from test"
     assert lines[1].startswith("guest demo: lspci 00:00.0 Ethernet controller [0200]")
+
+
+def _between(text: str, start: str, end: str, new: str) -> str:
+    """*text* with what lies from the first *start* to the next *end* replaced by *new*."""
+    at = text.index(start)
+    return text[:at] + new + text[text.index(end, at):]
+
+
+def _first(text: str, old: str, new: str) -> str:
+    """*text* with the first *old* (which must be there) replaced by *new*."""
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def test_each_device_works_in_the_guest_on_both_runs_and_goes_back_to_dom0() -> None:
+    v = guestverdict.verdict(console("pass.log"), PLANS)
+    assert v.problem is None
+    names = [r["name"] for r in v.records]
+    assert names == [f"guest demo{again} {what} {bdf}" for again in ("", " again")
+                     for bdf in ("0000:00:03.0", "0000:01:00.0") for what in ("sees", "uses")]
+    assert {r["status"] for r in v.records} == {"passed"}
+    for run in (v.guests["demo"], v.guests["demo"]["again"]):
+        assert run["verdict"] == "pass" and run["modules"]["e1000"] == 0
+        assert run["modules"]["e1000e"] == 0  # (and the thermal driver, which fails in a PV guest)
+        e1000, e1000e = run["devices"]
+        assert (e1000["driver"], e1000["nic"], e1000e["driver"], e1000e["nic"]) == (
+            "e1000", "eth0", "e1000e", "eth1")
+        assert e1000["ping"] == e1000e["ping"] == {"sent": 10, "received": 10, "skipped": None}
+        assert e1000["interrupts"] > 0 and e1000e["interrupts"] > 0
+    assert {b: (r["rc"], r["driver"], r["nic"], r["carrier"]) for b, r in v.returned.items()} \
+        == {"0000:00:03.0": (0, "e1000", "eth1", True), "0000:01:00.0": (0, "e1000e", "eth2", True)}
+    assert [(n["nic"], n["driver"], n["carrier"]) for n in v.nics] == [("eth0", "e1000", "1")]
+    lines = guestverdict.summary_lines({"guests": v.guests, "returned": v.returned})
+    assert "guest demo again (second assignment): PASS" in lines
+    assert lines[-2:] == ["dom0: 0000:00:03.0 back in dom0: driver e1000, eth1 link up",
+                          "dom0: 0000:01:00.0 back in dom0: driver e1000e, eth2 link up"]
+
+
+DRV = "xenpipe-guest: demo driver 0000:00:00.0 driver=e1000 "
+PING1 = "xenpipe-guest: demo ping eth1 10 packets transmitted, 10 packets received"
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda t: _first(t, DRV, DRV.replace("driver=e1000", "driver=-")),
+     "guest demo: no driver bound 0000:00:00.0 (host 0000:00:03.0 [8086:100e] class 020000) "
+     "(modules loaded: e1000 rc=0, e1000e rc=0, x86_pkg_temp_thermal rc=1)"),
+    (lambda t: _first(t, PING1, PING1.replace("10 packets received", "0 packets received")),
+     "guest demo: no traffic on eth1, 0000:00:01.0 (host 0000:01:00.0 [8086:10d3] class "
+     "020000): 10 sent, 0 received (carrier 1)"),
+    (lambda t: _between(t, "xenpipe-guest: demo ping eth1 64 bytes", "xenpipe-guest: demo irqs",
+                        "xenpipe-guest: demo ping eth1 ping: sendto: Network is unreachable"
+                        "\r\r\n"),
+     "guest demo: no traffic on eth1, 0000:00:01.0 (host 0000:01:00.0 [8086:10d3] class "
+     "020000): 0 sent, 0 received (carrier 1; ping: sendto: Network is unreachable)"),
+    (lambda t: _first(t[::-1], PING1[::-1], PING1.replace("10 packets received",
+                                                          "0 packets received")[::-1])[::-1],
+     "guest demo again: no traffic on eth1, 0000:00:01.0 (host 0000:01:00.0 [8086:10d3] class "
+     "020000): 10 sent, 0 received (carrier 1)"),
+    (lambda t: _first(t, "returned 0000:01:00.0 rc=0 driver=e1000e",
+                      "returned 0000:01:00.0 rc=0 driver=pciback"),
+     "dom0: 0000:01:00.0 left pciback but no dom0 driver bound it (driver pciback)"),
+    (lambda t: _first(t, "returned 0000:00:03.0 rc=0", "returned 0000:00:03.0 rc=1"),
+     "dom0: xl pci-assignable-remove -r 0000:00:03.0 failed (exit 1)"),
+    (lambda t: _first(t, "nic=eth1 carrier=1\r", "nic=eth1 carrier=0\r"),
+     "dom0: 0000:00:03.0 is back with e1000 but eth1 got no link"),
+])
+def test_each_failure_at_work_has_its_own_one_line_verdict(edit, problem: str) -> None:
+    """The recorded pass.log with one line changed the way that failure prints it."""
+    v = guestverdict.verdict(edit(console("pass.log")), PLANS)
+    assert v.problem == problem and "\n" not in problem
+
+
+def test_legacy_intx_is_a_warning() -> None:
+    text = console("pass.log").replace("driver=e1000e irq=msix", "driver=e1000e irq=intx")
+    v = guestverdict.verdict(text, PLANS)
+    assert v.problem is None
+    assert ("guest demo: 0000:00:01.0 (host 0000:01:00.0 [8086:10d3] class 020000) runs with "
+            "legacy INTx, no MSI/MSI-X (driver e1000e)") in v.warnings
+    assert "warning: " + v.warnings[-1] in guestverdict.summary_lines({"guests": v.guests})
+
+
+def test_a_guest_with_no_peer_to_ping_warns() -> None:
+    """A guest boot whose dom0 has no NIC (no netdev= in [boot] devices): nothing to ping."""
+    text = console("pass.log")
+    text = _between(console("pass.log"), "xenpipe-guest: demo ping eth0",
+                    "xenpipe-guest: demo irqs eth0", "xenpipe-guest: demo ping eth0 skipped: "
+                    "dom0 has no NIC with a link-local address\r\r\n")
+    v = guestverdict.verdict(text, PLANS)
+    assert v.problem is None
+    assert ("guest demo: no traffic check on eth0, 0000:00:00.0 (host 0000:00:03.0 [8086:100e] "
+            "class 020000): dom0 has no NIC with a link-local address (give [boot] devices a "
+            "NIC with netdev=)") in v.warnings
+    text = _between(text, "xenpipe-guest: demo ping eth0 skipped", "xenpipe-guest: demo irqs eth0",
+                    "")
+    assert guestverdict.verdict(text, PLANS).problem == (
+        "guest demo: no traffic on eth0, 0000:00:00.0 (host 0000:00:03.0 [8086:100e] class "
+        "020000): the guest did not ping")
 
 
 def test_transcript_parsing() -> None:
@@ -418,13 +576,18 @@ def test_guest_milestones_in_the_boot_watch(tmp_path: Path) -> None:
     names = [h.name for h in w.hits]
     assert names[names.index("probe done"):] == [
         "probe done", "Xen daemons started", "guest demo started", "guest demo listed its devices",
-        "guest demo shut down", "power-off"]  # the guest's own "Linux version" is not dom0's
+        "guest demo shut down", "guest demo started again", "guest demo listed its devices again",
+        "guest demo shut down again", "0000:00:03.0 back in dom0", "0000:01:00.0 back in dom0",
+        "power-off"]  # the guest's own "Linux version" is not dom0's
     session = boot.Session([], tmp_path / "log", w, console("pass.log"),
                            probe.parse(console("pass.log")), 90.0)
     res: dict = {"milestones": w.records()}
     assert gb.judge(session, res) is None
-    assert [m["name"] for m in res["milestones"]][-2:] == [
-        "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0"]
+    assert [m["name"] for m in res["milestones"]][-8:] == [
+        f"guest demo{again} {what} {bdf}" for again in ("", " again")
+        for bdf in ("0000:00:03.0", "0000:01:00.0") for what in ("sees", "uses")]
+    assert [b["driver"] for b in res["returned"].values()] == ["e1000", "e1000e"]
+    assert len(res["warnings"]) == 2  # the e1000 runs with INTx, on both runs
 
 
 @pytest.mark.parametrize(("log", "missed", "reason"), [
@@ -526,13 +689,22 @@ def test_a_guest_boot_is_a_stage_of_metadata_json(tmp_path: Path, monkeypatch: p
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("boot: PASS in ")
     assert "(tcg): pciback seized 00:03.0 = 0000:00:03.0, 01:00.0 = 0000:01:00.0;" in lines[0]
-    assert lines[1:] == [
+    assert lines[1:4] == [
         "boot: guest demo: PASS: pci from rendered as doit install writes "
         f"{guest.installed(cfg, cfg.guests[0])} (not installed yet)",
         "boot: guest demo: lspci 00:00.0 Ethernet controller [0200]: Intel Corporation 82540EM "
         "Gigabit Ethernet Controller [8086:100e] (rev 03)",
         "boot: guest demo: lspci 00:01.0 Ethernet controller [0200]: Intel Corporation 82574L "
         "Gigabit Network Connection [8086:10d3]"]
+    assert lines[4:6] == [  # each device at work
+        "boot: guest demo: 0000:00:03.0 as 0000:00:00.0: driver e1000, intx (warning), ping eth0 "
+        "-> dom0: 10 sent, 10 received, 26 interrupts",
+        "boot: guest demo: 0000:01:00.0 as 0000:00:01.0: driver e1000e, msix, ping eth1 -> dom0: "
+        "10 sent, 10 received, 34 interrupts"]
+    assert lines[6].startswith("boot: warning: guest demo: 0000:00:00.0 (host 0000:00:03.0")
+    assert lines[7] == "boot: guest demo again (second assignment): PASS"
+    assert lines[-2:] == ["boot: dom0: 0000:00:03.0 back in dom0: driver e1000, eth1 link up",
+                          "boot: dom0: 0000:01:00.0 back in dom0: driver e1000e, eth2 link up"]
 
 
 def test_a_failed_guest_boot_is_a_failed_stage(tmp_path: Path,

@@ -22,8 +22,9 @@ malformed entry) go into the verdict and ``boot.json``.
 Modules: ``plan`` (what a boot boots, resolved once), ``qemu`` (images, argv, one run),
 ``milestone`` (the console milestones and the watch), ``checks`` (the verdict's checks),
 ``stage`` (the stage and its records), ``cli`` (``python -m pipeline.boot``), ``probe``
-(the busybox initramfs), ``rootfs`` and ``guestcheck``/``guestverdict``/``guestboot``
-(``[boot] guest = true``).
+(the busybox initramfs), ``rootfs`` and ``guestcheck``/``guestverdict``/``guestuse``/
+``guestboot`` (``[boot] guest = true``; ``guestuse``: the devices at work in the guest and on
+their way back to dom0).
 """
 
 from pipeline.boot.checks import (

@@ -66,6 +66,12 @@ class GuestBoot:
         problem, one line, or None."""
         v = verdict(session.console, self.plans)
         results["guests"] = v.guests
+        if v.returned:
+            results["returned"] = v.returned
+        if v.nics:
+            results["dom0_nics"] = v.nics
+        if v.warnings:
+            results["warnings"] = [*results.get("warnings", []), *v.warnings]
         marks = results.setdefault("milestones", [])
         missed = session.watch.missed
         if v.problem is not None and missed is not None and self.owns(missed):

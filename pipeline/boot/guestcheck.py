@@ -4,14 +4,21 @@ under the booted dom0 and check, from inside the guest, that it sees its devices
 dom0 boots the Debian userland of ``rootfs.py`` (Xen toolstack included) instead of the
 busybox probe. Its ``/init`` first runs the probe's dump (so the pciback milestones and the
 topology check of the boot stage work unchanged), then starts Debian's own ``/etc/init.d/xen``
-(xenstored, xenconsoled), prints ``xl info`` and ``xl pci-assignable-list``, and starts each
-guest with ``xl create -c``, following its console, then powers off with ``busybox poweroff
--f`` (minbase has no poweroff, and an init that exits makes the hypervisor report a crash).
+(xenstored, xenconsoled), loads the kernel's modules (the NIC drivers: pciback holds the
+passed-through devices, so they bind only the NICs dom0 keeps) and brings its NICs up, prints
+``xl info`` and ``xl pci-assignable-list``, and starts each guest with ``xl create -c``,
+following its console, twice (the second assignment: pciback resets the devices in between),
+then gives each device back to dom0 (``xl pci-assignable-remove -r``, then dom0's drivers
+probe it and its NIC comes up), then powers off with ``busybox poweroff -f`` (minbase has no
+poweroff, and an init that exits makes the hypervisor report a crash).
 
 Each guest is a PV guest (HVM needs hardware virtualisation, which TCG does not offer): the
 dom0 kernel itself (it has xen-pcifront) with a tiny busybox initramfs that waits for
 pcifront's devices, prints each one's vendor, device and class from sysfs, runs pciutils'
-``lspci -nn``, and halts (``halt``: a guest's "Power down" line would look like dom0's). Its
+``lspci -nn``, loads the kernel's modules, prints each device's driver and interrupt mode,
+pings dom0's NIC over IPv6 link-local from each of its NICs (``[boot] devices`` with
+``netdev=`` share QEMU's internal hub: see ``qemu.hubports``; dom0 passes its NIC's address as
+``xenpipe.peer=``), and halts (``halt``: a guest's "Power down" line would look like dom0's). Its
 xl config is rendered for the boot VM from the guest config ``doit install`` wrote into
 ``install.root`` (its ``pci = [...]`` list as written there), or, when there is none, from the
 one ``doit install`` would write (``pipeline.install.guestcfg``). pciback's virtual PCI bus
@@ -47,14 +54,45 @@ DOM0 = "xenpipe-dom0:"
 GUEST = "xenpipe-guest:"
 GUEST_DIR = "/var/lib/xenpipe/guest"  # the guest kernel and initramfs, inside dom0
 CONFIG_DIR = "/etc/xen/xenpipe"  # the rendered guest configs, inside dom0
-GUEST_MEMORY = 128  # MiB per guest
+GUEST_MEMORY = 256  # MiB per guest (swiotlb-xen takes up to 64 MiB of it for DMA)
 GUEST_TIMEOUT = 120  # seconds dom0 gives each guest, from xl create to its end
 BOOT_MEMORY = 3072  # MiB of QEMU memory at least: Xen, dom0 (dom0_mem=1024M), the guests
 NIGHTLY_ENV = "XENPIPE_NIGHTLY"  # set by doit nightly for its child doit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
+# shell functions dom0's /init and the guest's share (both run busybox sh; busybox's ip)
+NET_FUNCS = r"""modnames() {  # the names of the modules in depmod's $1/modules.dep (none without)
+    [ -f "$1/modules.dep" ] || return 0
+    sed -e 's/:.*//' -e 's#.*/##' -e 's/\.ko.*//' "$1/modules.dep"
+}
+driver() {  # the driver bound to PCI device $1 (its sysfs directory), else -
+    if [ -e "$1/driver" ]; then basename "$(readlink "$1/driver")"; else echo -; fi
+}
+nic_up() {  # NIC $1 up without duplicate address detection: its link-local address is usable
+    for c in all "$1"; do echo 0 2>/dev/null >"/proc/sys/net/ipv6/conf/$c/accept_dad"; done
+    busybox ip link set dev "$1" up
+}
+carrier() { cat "/sys/class/net/$1/carrier" 2>/dev/null || echo -; }
+linklocal() {  # NIC $1's IPv6 link-local address (scope 20 in /proc/net/if_inet6), else -
+    a=$(awk -v n="$1" '$6 == n && $4 == "20" {print $1; exit}' /proc/net/if_inet6 2>/dev/null)
+    if [ -n "$a" ]; then echo "$a" | sed -e 's/..../&:/g' -e 's/:$//'; else echo -; fi
+}
+has_carrier() { [ "$(carrier "$1")" = 1 ]; }
+has_linklocal() { [ "$(linklocal "$1")" != - ]; }
+waitfor() {  # run "$@" every 0.1 s until it succeeds, 10 s at most: a milestone, not a sleep
+    w=0
+    until "$@"; do [ $w -ge 100 ] && return 1; sleep 0.1; w=$((w + 1)); done
+}
+irqs() {  # the interrupts NIC $1 took: the /proc/interrupts lines named after it, all CPUs
+    awk -v n="$1" '$NF == n || index($NF, n "-") == 1 {
+        for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' \
+        /proc/interrupts
+}"""
+
 GUEST_INIT = f"""#!/bin/busybox sh
-# xenpipe guest: list the PCI devices pcifront gives this PV guest, then halt
+# xenpipe guest: list the PCI devices pcifront gives this PV guest, load the kernel's modules
+# (the NIC drivers), show each device's driver and interrupt mode, ping dom0 from each NIC,
+# then halt
 /bin/busybox mkdir -p /proc /sys /dev /bin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
@@ -63,10 +101,12 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 name=guest
 want=1
+peer=-
 for word in $(cat /proc/cmdline); do
     case "$word" in
     xenpipe.name=*) name=${{word#*=}} ;;
     xenpipe.devices=*) want=${{word#*=}} ;;
+    xenpipe.peer=*) peer=${{word#*=}} ;;
     esac
 done
 echo "{GUEST} $name init started"
@@ -85,12 +125,42 @@ for d in /sys/bus/pci/devices/*; do
  device=$(cat "$d/device")"
 done
 lspci -nn 2>&1 | while read -r line; do echo "{GUEST} $name lspci $line"; done
+{NET_FUNCS}
+mods=/lib/modules/$(uname -r)
+for m in $(modnames "$mods"); do
+    modprobe "$m" 2>/dev/null
+    echo "{GUEST} $name module $m rc=$?"
+done
+for d in /sys/bus/pci/devices/*; do
+    [ -e "$d" ] || continue
+    for n in "$d"/net/*; do [ -e "$n" ] && nic_up "${{n##*/}}"; done
+done
+for d in /sys/bus/pci/devices/*; do
+    [ -e "$d" ] || continue
+    nic=-
+    for n in "$d"/net/*; do [ -e "$n" ] && nic=${{n##*/}} && break; done
+    [ "$nic" = - ] || {{ waitfor has_carrier "$nic" && waitfor has_linklocal "$nic"; }}
+    mode=intx
+    for f in "$d"/msi_irqs/*; do [ -e "$f" ] && mode=$(cat "$f") && break; done
+    echo "{GUEST} $name driver ${{d##*/}} driver=$(driver "$d") irq=$mode nic=$nic\
+ carrier=$(carrier "$nic") addr=$(linklocal "$nic")"
+    [ "$nic" = - ] && continue
+    if [ "$peer" = - ]; then
+        echo "{GUEST} $name ping $nic skipped: dom0 has no NIC with a link-local address"
+        continue
+    fi
+    ping -6 -c 10 -i 0.2 -w 20 "$peer%$nic" 2>&1 | while read -r line; do
+        echo "{GUEST} $name ping $nic $line"
+    done
+    echo "{GUEST} $name irqs $nic $(irqs "$nic")"
+done
 echo "{GUEST} $name done"
 halt -f
 """
 
 _DOM0_TAIL = """
-# xenpipe guest boot: Debian's Xen toolstack, then each guest on the console, then power off
+# xenpipe guest boot: Debian's Xen toolstack, then each guest on the console (twice: the
+# second assignment), then the devices back to dom0, then power off
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /dev/pts /run
 mount -t devpts devpts /dev/pts
@@ -100,18 +170,52 @@ mount -t xenfs xenfs /proc/xen
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do
     modprobe -q "$m" 2>/dev/null
 done
+{funcs}
+# the kernel's own modules (the NIC drivers): pciback holds the passed-through devices, so
+# they bind only the NICs dom0 keeps; each comes up, the guests ping its link-local address
+for m in $(modnames "/lib/modules/$(uname -r)"); do
+    modprobe -q "$m"
+    echo "{dom0} module $m rc=$?"
+done
+peer=-
+for n in /sys/class/net/*; do
+    nic=${{n##*/}}
+    [ "$nic" = lo ] || [ ! -e "$n/device" ] && continue
+    nic_up "$nic"
+    waitfor has_carrier "$nic" && waitfor has_linklocal "$nic"
+    addr=$(linklocal "$nic")
+    [ "$peer" = - ] && [ "$addr" != - ] && peer=$addr
+    echo "{dom0} nic $nic bdf=$(basename "$(readlink -f "$n/device")")\\
+ driver=$(driver "$n/device") carrier=$(carrier "$nic") addr=$addr"
+done
+run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
+    sed -i "s/xenpipe\\.peer=[^ \\"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
+    echo "{dom0} guest $1 ${{2}}create"
+    timeout {timeout} xl create -c "{config_dir}/$1.cfg"
+    rc=$?
+    stty sane 2>/dev/null
+    state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
+    echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
+    xl destroy "$1" 2>/dev/null
+}}
 if /etc/init.d/xen start; then
     echo "{dom0} xen started"
     xl info
     xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
     for name in {names}; do
-        echo "{dom0} guest $name create"
-        timeout {timeout} xl create -c "{config_dir}/$name.cfg"
+        run_guest "$name" ""
+        run_guest "$name" "again "
+    done
+    # back to dom0: out of pciback (-r: to the driver it had), then probed by dom0's drivers
+    for bdf in {bdfs}; do
+        xl pci-assignable-remove -r "$bdf"
         rc=$?
-        stty sane 2>/dev/null
-        state=$(xl list "$name" 2>/dev/null | awk 'NR == 2 {{print $5}}')
-        echo "{dom0} guest $name exit rc=$rc state=${{state:--}}"
-        xl destroy "$name" 2>/dev/null
+        d=/sys/bus/pci/devices/$bdf
+        [ "$(driver "$d")" = - ] && echo "$bdf" 2>/dev/null >/sys/bus/pci/drivers_probe
+        nic=-
+        for n in "$d"/net/*; do [ -e "$n" ] && nic=${{n##*/}} && break; done
+        [ "$nic" = - ] || {{ nic_up "$nic"; waitfor has_carrier "$nic"; }}
+        echo "{dom0} returned $bdf rc=$rc driver=$(driver "$d") nic=$nic carrier=$(carrier "$nic")"
     done
 else
     echo "{dom0} xen failed rc=$?"
@@ -194,12 +298,14 @@ def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: s
     return (
         f"# xenpipe boot check: [[guests]] {name}, started by dom0's /init (xl create -c).\n"
         f"# pci: from {origin}. The rest is the test guest: a PV guest running the dom0\n"
-        "# kernel with a busybox initramfs that lists its PCI devices, then halts.\n"
+        "# kernel with a busybox initramfs that lists its PCI devices, loads their drivers,\n"
+        "# pings dom0 from each NIC, then halts.\n"
         f'name = "{name}"\n'
         'type = "pv"\n'
         f'kernel = "{GUEST_DIR}/vmlinuz"\n'
         f'ramdisk = "{GUEST_DIR}/initrd.gz"\n'
-        f'extra = "console=hvc0 xenpipe.name={name} xenpipe.devices={len(bdfs)}"\n'
+        f'extra = "console=hvc0 xenpipe.name={name} xenpipe.devices={len(bdfs)} '
+        'xenpipe.peer=-"\n'  # dom0's /init puts its NIC's link-local address there
         f"memory = {GUEST_MEMORY}\n"
         "vcpus = 1\n"
         'on_poweroff = "destroy"\n'
@@ -214,17 +320,39 @@ def dom0_init(plans: Sequence[GuestPlan]) -> str:
     head, sep, tail = probe.INIT.rpartition("sync\npoweroff -f\n")
     if not sep or tail.strip():
         raise AssertionError("probe.INIT no longer ends with sync and poweroff -f")
+    bdfs = dict.fromkeys(str(b) for p in plans for b in p.bdfs)
     return head + _DOM0_TAIL.format(dom0=DOM0, names=" ".join(p.name for p in plans) or "",
+                                    bdfs=" ".join(bdfs), funcs=NET_FUNCS,
                                     timeout=GUEST_TIMEOUT, config_dir=CONFIG_DIR)
 
 
 # ------------------------------------------------------------------------------ initramfs
-def guest_initramfs(tools: Path) -> bytes:
-    """The guest's initramfs: busybox, /init and /dev/console (the probe's archive), then the
-    borrowed lspci archive, in one gzip stream: libxenguest unpacks a gzipped ramdisk itself
-    and stops after the first gzip member."""
-    first = gzip.decompress(probe.archive(probe.busybox().read_bytes(), GUEST_INIT))
-    return gzip.compress(first + gzip.decompress(tools.read_bytes()), mtime=0)
+def guest_initramfs(tools: Path, mods: Path | None = None) -> bytes:
+    """The guest's initramfs: busybox, /init and /dev/console (the probe's archive), the
+    borrowed lspci archive and the kernel's modules (*mods*, a packed ``lib/modules`` tree),
+    in one gzip stream: libxenguest unpacks a gzipped ramdisk itself and stops after the
+    first gzip member."""
+    parts = [probe.archive(probe.busybox().read_bytes(), GUEST_INIT), tools.read_bytes()]
+    if mods is not None:
+        parts.append(mods.read_bytes())
+    return gzip.compress(b"".join(gzip.decompress(x) for x in parts), mtime=0)
+
+
+def _guest_modules(stage: Path, dest: Path, log: Path) -> Path | None:
+    """The modules installed into dom0's *stage* (usr/lib/modules) packed at *dest* as the
+    guest's ``/lib/modules`` (the guest's root has no merged-/usr links); None: no modules."""
+    installed_ = stage / "usr" / "lib" / "modules"
+    if not installed_.is_dir():
+        return None
+    tree = dest.with_name(f"{dest.name}.d")
+    rootfs.remove_tree(tree, log)
+    try:
+        shutil.copytree(installed_, tree / "lib" / "modules", symlinks=True,
+                        ignore=shutil.ignore_patterns("build", "source"))
+        rootfs.pack(tree, dest, log)
+    finally:
+        rootfs.remove_tree(tree, log)
+    return dest
 
 
 def _modules(cfg: Config, ws: Workspace, stage: Path, log: Path) -> None:
@@ -262,8 +390,11 @@ def initramfs(cfg: Config, ws: Workspace, plans: Sequence[GuestPlan], kernel: Pa
         gdir = stage / GUEST_DIR.lstrip("/")
         gdir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kernel, gdir / "vmlinuz")
-        atomic_write(gdir / "initrd.gz", guest_initramfs(rfs.tools))
         _modules(cfg, ws, stage, log)
+        mods = _guest_modules(stage, dest.with_name(f"{dest.name}.guest-modules"), log)
+        atomic_write(gdir / "initrd.gz", guest_initramfs(rfs.tools, mods))
+        if mods is not None:
+            mods.unlink()
         overlay = dest.with_name(f"{dest.name}.overlay")
         rootfs.pack(stage, overlay, log)
     finally:
@@ -289,6 +420,6 @@ def identity(cfg: Config) -> dict[str, Any] | None:
             configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns])
         except OSError:
             configs.append([g.name, g.config, list(g.devices), None, None])
-    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}")
+    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}")
     return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
             "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline import pci
 from pipeline.boot import probe
 from pipeline.boot.guestcheck import DOM0, GUEST, GUEST_TIMEOUT, GuestPlan
+from pipeline.boot.guestuse import Returned, Use, device_line
 from pipeline.boot.milestone import Milestone, Milestones
 
 
@@ -34,7 +35,20 @@ def milestones(plans: Sequence[GuestPlan]) -> Milestones:
                        f"guest {n} did not list its devices", "see the guest's console")],
             [Milestone(f"guest {n} shut down", re.escape(f"{DOM0} guest {n} exit rc="),
                        f"guest {n} did not shut down", "see the guest's console")],
+            # the second assignment: the same devices after xl destroy (pciback's reset path)
+            [Milestone(f"guest {n} started again", re.escape(f"{GUEST} {n} init started"),
+                       f"guest {n} did not start a second time", "see xl create on the console")],
+            [Milestone(f"guest {n} listed its devices again", re.escape(f"{GUEST} {n} done"),
+                       f"guest {n} did not list its devices the second time",
+                       "see the guest's console")],
+            [Milestone(f"guest {n} shut down again", re.escape(f"{DOM0} guest {n} again exit rc="),
+                       f"guest {n} did not shut down the second time",
+                       "see the guest's console")],
         ]
+    for bdf in dict.fromkeys(str(b) for p in plans for b in p.bdfs):
+        steps.append([Milestone(f"{bdf} back in dom0", re.escape(f"{DOM0} returned {bdf} "),
+                                f"{bdf} did not go back to dom0",
+                                "see xl pci-assignable-remove on the console")])
     return steps
 
 
@@ -69,6 +83,7 @@ class GuestRun:
     state: str | None = None  # xl list's state afterwards ("-" gone, "c" crashed)
     devices: list[SeenDevice] = field(default_factory=list)
     lspci: list[str] = field(default_factory=list)
+    use: Use = field(default_factory=Use)  # drivers, interrupt modes, pings
     errors: list[str] = field(default_factory=list)  # xl/libxl error lines
     panic: str | None = None
     last: str = ""  # the guest's last console line
@@ -82,6 +97,9 @@ class Transcript:
     xen_rc: int | None = None  # /etc/init.d/xen start's failing status
     assignable: list[str] = field(default_factory=list)
     guests: dict[str, GuestRun] = field(default_factory=dict)
+    again: dict[str, GuestRun] = field(default_factory=dict)  # the second assignment
+    nics: list[dict[str, str]] = field(default_factory=list)  # dom0's own NICs
+    returned: dict[str, Returned] = field(default_factory=dict)  # devices back in dom0
     done: bool = False
 
 
@@ -108,6 +126,17 @@ def parse(console: str) -> Transcript:
                 t.xen_rc = _int(fields.get("rc"))
             elif words[:1] == ["assignable"] and len(words) == 2:
                 t.assignable.append(words[1])
+            elif words[:1] == ["nic"] and len(words) >= 2:
+                t.nics.append({"nic": words[1], **fields})
+            elif words[:1] == ["returned"] and len(words) >= 2:
+                t.returned[words[1]] = Returned.of(words)
+            elif len(words) >= 4 and words[0] == "guest" and words[2] == "again":
+                run = t.again.setdefault(words[1], GuestRun(words[1]))
+                if words[3] == "create":
+                    run.created, current = True, run
+                elif words[3] == "exit":
+                    run.rc, run.state = _int(fields.get("rc")), fields.get("state")
+                    current = None
             elif words[:1] == ["guest"] and len(words) >= 3:
                 run = t.guests.setdefault(words[1], GuestRun(words[1]))
                 if words[2] == "create":
@@ -119,7 +148,7 @@ def parse(console: str) -> Transcript:
                 t.done = True
             continue
         if m := _GUEST_LINE.search(line):
-            run = t.guests.setdefault(m[1], GuestRun(m[1]))
+            run = t.again.get(m[1]) or t.guests.setdefault(m[1], GuestRun(m[1]))
             what = m[2]
             run.last = line
             if what == "init started":
@@ -135,6 +164,8 @@ def parse(console: str) -> Transcript:
                                                   fields.get("device", "?")))
             elif what.startswith("lspci "):
                 run.lspci.append(what.removeprefix("lspci "))
+            else:
+                run.use.take(what)
             continue
         if current is None or not line:
             continue
@@ -176,9 +207,10 @@ def _mentions(line: str, bdf: pci.Bdf) -> bool:
 
 
 def _problem(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenDevice],
-             ) -> str | None:
-    """The one-line verdict on one guest, or None when it saw all its devices."""
-    n = p.name
+             label: str) -> str | None:
+    """The one-line verdict on one guest run (*label*: its name, and which run), or None
+    when it saw all its devices."""
+    n = label
     if not run.created:
         return None  # dom0 never got that far: the milestones say why
     if run.panic is not None:
@@ -220,11 +252,54 @@ class Verdict:
     problem: str | None  # the first failure, one line
     records: list[dict[str, Any]]  # milestone records: which device each guest saw, and how
     guests: dict[str, dict[str, Any]]  # per guest: origin, pci list, devices, lspci, verdict
+    warnings: list[str] = field(default_factory=list)  # e.g. a device on legacy INTx
+    returned: dict[str, dict[str, Any]] = field(default_factory=dict)  # devices back in dom0
+    nics: list[dict[str, str]] = field(default_factory=list)  # dom0's own NICs
+
+
+def _judge_run(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenDevice],
+               label: str, records: list[dict[str, Any]], warnings: list[str],
+               ) -> tuple[str | None, dict[str, Any]]:
+    """(the run's problem, its view for boot.json): the devices it saw, matched by
+    vendor:device and class, and whether each worked; records and warnings appended."""
+    why = _problem(run, p, t, dom0, label)
+    mine: list[str] = []
+    left = list(run.devices)
+    seen = []
+    for bdf in p.bdfs:
+        want = dom0.get(str(bdf))
+        match = next((d for d in left if want and d.ids == want.ids), None)
+        if match is not None:
+            left.remove(match)
+        dev: dict[str, Any] = {"host": str(bdf), "guest": match.bdf if match else None,
+                               "ids": str(want).split(" ", 1)[1] if want else None}
+        dev.update(run.use.view(dev["guest"]))
+        seen.append(dev)
+        if not run.created:
+            continue  # dom0 did not get that far: the stage's milestones say why
+        use, warn = (run.use.judge(label, match.bdf, str(want)) if match and run.done
+                     else (None, []))
+        why = why or use
+        mine += warn
+        records.append({
+            "name": f"guest {label} sees {bdf}",
+            "status": "passed" if match is not None and run.done else "missed",
+            "detail": f"as {match}" if match is not None else (why or "not seen")})
+        if match is not None and run.done:
+            records.append({"name": f"guest {label} uses {bdf}",
+                            "status": "missed" if use else "passed",
+                            "detail": use or device_line(label, dev).split(": ", 2)[-1]})
+    view = {"verdict": "pass" if run.done and why is None else "fail", "reason": why,
+            "devices": seen, "lspci": run.lspci, "xl_rc": run.rc, "state": run.state,
+            "modules": run.use.modules, "warnings": mine}
+    warnings += mine
+    return why, view
 
 
 def verdict(console: str, plans: Sequence[GuestPlan]) -> Verdict:
     """Judge a guest boot from its console: dom0's view of each assigned device (the probe's
-    dump) against what each guest listed, matched by vendor:device and class."""
+    dump) against what each guest listed, matched by vendor:device and class, each device
+    at work in the guest, on both runs, and each device back in dom0."""
     t = parse(console)
     dom0 = {d.name: SeenDevice(d.name, d.cls, d.vendor, d.device)
             for d in probe.parse(console).devices}
@@ -232,43 +307,48 @@ def verdict(console: str, plans: Sequence[GuestPlan]) -> Verdict:
     if not t.xen_started and t.xen_rc is not None:
         problem = f"dom0: the Xen daemons did not start (/etc/init.d/xen start: exit {t.xen_rc})"
     records: list[dict[str, Any]] = []
+    warnings: list[str] = []
     views: dict[str, dict[str, Any]] = {}
     for p in plans:
         run = t.guests.get(p.name, GuestRun(p.name))
-        why = _problem(run, p, t, dom0) if problem is None else None
+        why, view = _judge_run(run, p, t, dom0, p.name, records, warnings)
         problem = problem or why
-        left = list(run.devices)
-        seen = []
-        for bdf in p.bdfs:
-            want = dom0.get(str(bdf))
-            match = next((d for d in left if want and d.ids == want.ids), None)
-            if match is not None:
-                left.remove(match)
-            seen.append({"host": str(bdf), "guest": match.bdf if match else None,
-                         "ids": str(want).split(" ", 1)[1] if want else None})
-            if not run.created:
-                continue  # dom0 did not get that far: the stage's milestones say why
-            records.append({
-                "name": f"guest {p.name} sees {bdf}",
-                "status": "passed" if match is not None and run.done else "missed",
-                "detail": f"as {match}" if match is not None else (why or "not seen")})
-        views[p.name] = {
-            "origin": p.origin, "pci": list(p.entries), "config": p.config,
-            "verdict": "pass" if run.done and why is None else "fail", "reason": why,
-            "devices": seen, "lspci": run.lspci, "xl_rc": run.rc, "state": run.state,
-        }
-    return Verdict(problem, records, views)
+        again = t.again.get(p.name, GuestRun(p.name))
+        why2, view2 = _judge_run(again, p, t, dom0, f"{p.name} again", records, warnings)
+        if again.created:
+            problem = problem or why2
+        views[p.name] = {"origin": p.origin, "pci": list(p.entries), "config": p.config,
+                         **view, "again": view2}
+    for back in t.returned.values():
+        problem = problem or back.problem()
+    return Verdict(problem, records, views, warnings,
+                   {b: r.json() for b, r in t.returned.items()}, t.nics)
 
 
 def summary_lines(results: Any) -> list[str]:
-    """What each guest's lspci printed (what ``make demo`` ends with), from boot.json."""
+    """What each guest's lspci printed and how each device worked, on both runs, and each
+    device's way back to dom0 (what ``make demo`` ends with), from boot.json."""
     out: list[str] = []
     views = results.get("guests") if isinstance(results, dict) else None
     for name, view in (views if isinstance(views, dict) else {}).items():
         verdict_ = str(view.get("verdict", "fail")).upper()
         out.append(f"guest {name}: {verdict_}: pci from {view.get('origin')}")
         out += [f"guest {name}: lspci {line}" for line in view.get("lspci") or []]
+        out += [device_line(name, d) for d in view.get("devices") or [] if "driver" in d]
+        out += [f"warning: {w}" for w in view.get("warnings") or []]
         if view.get("reason"):
             out.append(str(view["reason"]))
+        again = view.get("again")
+        if isinstance(again, dict) and again.get("xl_rc") is not None:
+            out.append(f"guest {name} again (second assignment): "
+                       f"{str(again.get('verdict', 'fail')).upper()}")
+            out += [device_line(f"{name} again", d) for d in again.get("devices") or []
+                    if "driver" in d]
+            out += [f"warning: {w}" for w in again.get("warnings") or []]
+            if again.get("reason"):
+                out.append(str(again["reason"]))
+    returned = results.get("returned") if isinstance(results, dict) else None
+    for back in (returned if isinstance(returned, dict) else {}).values():
+        out.append(Returned(**{**back, "carrier": "1" if back.get("carrier") else "0"}).line())
     return out
 

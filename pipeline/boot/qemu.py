@@ -123,15 +123,26 @@ def qemu_option(value: str) -> str:
     return value.replace(",", ",,")
 
 
+def hubports(devices: Sequence[str]) -> list[str]:
+    """The ``-netdev`` options for [boot] devices' ``netdev=NAME``: each NAME a port of QEMU's
+    internal hub 0, so the NICs on it reach each other and nothing else (no user or tap
+    netdev: no packet leaves QEMU)."""
+    names = re.findall(r"(?:^|,)netdev=([^,]+)", ",".join(devices))
+    return [arg for name in dict.fromkeys(names)
+            for arg in ("-netdev", f"hubport,hubid=0,id={name}")]
+
+
 def qemu_argv(cfg: Config, imgs: Images, xen_cmd: str, dom0_cmd: str, kvm: bool) -> list[str]:
     """The QEMU command line: Xen as the multiboot kernel, dom0 and the probe as modules
-    (``-initrd 'KERNEL ARGS,INITRD'``), serial on stdio, no reboot, [boot] devices."""
+    (``-initrd 'KERNEL ARGS,INITRD'``), serial on stdio, no reboot, [boot] devices (their
+    ``netdev=`` names joined by QEMU's internal hub)."""
     module = qemu_option(f"{imgs.kernel} {dom0_cmd}")
     argv = [cfg.boot.qemu, "-machine", cfg.boot.machine,
             "-accel", "kvm" if kvm else "tcg", "-cpu", CPU, "-m", str(cfg.boot.memory),
             "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
             "-kernel", str(imgs.xen), "-append", xen_cmd,
             "-initrd", f"{module},{qemu_option(str(imgs.initrd))}"]
+    argv += hubports(cfg.boot.devices)
     for dev in cfg.boot.devices:
         argv += ["-device", dev]
     return argv
