@@ -31,6 +31,7 @@ from pipeline import (
     passthrough,
     patch,
     proc,
+    target,
 )
 from pipeline.config import display
 from pipeline.errors import XenpipeError, format_error
@@ -308,6 +309,8 @@ def task_install() -> Any:
     """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan)."""
 
     def run(dry_run: bool) -> Any:
+        if CFG.target is not None:  # a test box over ssh: stage here, deploy there
+            return stage(target.deploy, CFG, WS, dry_run=dry_run)()
         return stage(install.install, CFG, WS, dry_run=dry_run)()
 
     return {
