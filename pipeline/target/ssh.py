@@ -55,8 +55,9 @@ class Ssh:
         """The local argv that runs *remote* (an argv) on the box."""
         if not remote:
             raise ValueError("no remote command")
-        return [SSH, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-                *self.args, self.dest, "--", shlex.join(remote)]
+        return [SSH, "-o", "BatchMode=yes", *self.args,  # ssh keeps an option's first value:
+                "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",  # ssh_args may set another
+                self.dest, "--", shlex.join(remote)]
 
     def run(self, remote: Sequence[str], what: str, *, input: str | None = None,
             stdin: Path | None = None, check: bool = True,

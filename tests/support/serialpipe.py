@@ -9,6 +9,7 @@ third serial port: a serial line has no EOF), the box ends that sshd and is idle
 The handshake keeps sessions apart: QEMU drops what the box writes while no one is
 connected, and a session's stray bytes are skipped while the box looks for HELLO.
 
+``serialpipe.py --read <socket>``: the console (QEMU's first serial line) to stdout;
 ``serialpipe.py --monitor <socket> <command>``: one command to QEMU's monitor (power cycle).
 """
 
@@ -125,6 +126,14 @@ def _connect(path: str, timeout: float) -> int:
             s.sendall(data)
 
 
+def read(path: str) -> None:
+    """The console: what QEMU's serial socket says, to stdout, until it closes."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        while chunk := s.recv(65536):
+            os.write(sys.stdout.fileno(), chunk)
+
+
 def monitor(path: str, command: str) -> None:
     """One command to QEMU's human monitor."""
     with socket.socket(socket.AF_UNIX) as s:
@@ -136,6 +145,8 @@ def monitor(path: str, command: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--connect"]:
         connect(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["--read"]:
+        read(sys.argv[2])
     elif sys.argv[1:2] == ["--monitor"]:
         monitor(sys.argv[2], " ".join(sys.argv[3:]))
     else:

@@ -8,15 +8,15 @@ by debootstrap into ``<cache>/box-ws``; a small second archive adds /init, a fre
 and the test's authorized key. The host key is pinned in the test's ``known_hosts``
 (``StrictHostKeyChecking`` stays at ssh's default). The kernel is the real dom0 build of
 ``real_kernel``; the first serial line is the console (QEMU logs it to ``console.log``), and
-QEMU's monitor socket takes ``system_reset``.
+QEMU's monitor socket takes ``system_reset``. The one stand-in: the box's init is a small
+script, not systemd, so a ``systemctl`` shim does ``systemctl reboot`` (the reboot system
+call).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -62,6 +62,15 @@ ClientAliveCountMax 5
 """
 
 
+# the box's init is the small script above, not systemd: `systemctl reboot` (what xenpipe
+# runs on a box) is the one thing it needs, done with the reboot system call
+SYSTEMCTL = """#!/bin/sh
+[ "$1" = reboot ] && exec busybox reboot -f
+echo "systemctl: the test box has no systemd" >&2
+exit 1
+"""
+
+
 @dataclass
 class Box:
     """A running test box and what a ``[target]`` table needs to reach it."""
@@ -82,14 +91,23 @@ class Box:
         """The ``[target]`` table for a config."""
         reset = [sys.executable, str(Path(serialpipe.__file__)), "--monitor", str(self.monitor),
                  "system_reset"]
+        console = [sys.executable, str(Path(serialpipe.__file__)), "--read",
+                   str(self.dir / "console.sock")]
         return ("[target]\n"
                 f'ssh = "root@{HOST}"\n'
-                f"ssh_args = {_toml_list(['-F', str(self.ssh_config)])}\n"
+                f"ssh_args = {_toml_list(self.ssh_args)}\n"
+                f"console = {_toml_list(console)}\n"
                 f"power_cycle = {_toml_list(reset)}\n"
                 "boot_timeout = 900\n")
 
     def ssh(self) -> Ssh:
-        return Ssh(f"root@{HOST}", ("-F", str(self.ssh_config)))
+        return Ssh(f"root@{HOST}", tuple(self.ssh_args))
+
+    @property
+    def ssh_args(self) -> list[str]:
+        """The test's ssh_config; a long ConnectTimeout: under TCG on a loaded machine sshd
+        takes a while to answer (the banner exchange counts)."""
+        return ["-F", str(self.ssh_config), "-o", "ConnectTimeout=300"]
 
     def run(self, *argv: str) -> str:
         """Run *argv* on the box; its output."""
@@ -129,6 +147,7 @@ def _overlay(d: Path, host_key: Path, client_key: Path) -> Path:
                                                   0o644),
         "root/.ssh/authorized_keys": (client_key.with_suffix(".pub").read_text(), 0o600),
         "usr/local/sbin/xenpipe-serial-sshd": (Path(serialpipe.__file__).read_text(), 0o755),
+        "usr/local/sbin/systemctl": (SYSTEMCTL, 0o755),
     }
     for rel, (text, mode) in files.items():
         p = tree / rel
@@ -217,16 +236,3 @@ def _wait_up(box: Box) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the test box's sshd did not answer: see {box.console_log}")
         time.sleep(2)
-
-
-def monitor_command(sock: Path, command: str) -> str:
-    """Send one command to QEMU's human monitor; what it printed."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(os.fspath(sock))
-        s.sendall(command.encode() + b"\n")
-        time.sleep(0.5)
-        s.settimeout(2)
-        try:
-            return s.recv(65536).decode(errors="replace")
-        except TimeoutError:
-            return ""
