@@ -214,7 +214,8 @@ def test_dry_run_with_target_prints_the_ssh_commands_and_touches_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`doit install --dry-run` with [target]: the staged plan, then every box command as
-    the ssh argv that would run it; no staging root, no ssh (ssh here would fail)."""
+    the ssh argv that would run it; no staging root, no ssh (a fake ssh on PATH records any
+    call: a dry run must make none)."""
     for k, v in h.machine_demo(tmp_path / "machine").items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("PATH", f"{_failing_ssh(tmp_path)}:{os.environ['PATH']}")
@@ -241,3 +242,19 @@ def _failing_ssh(tmp: Path) -> Path:
     (bin_dir / "ssh").write_text(f"#!/bin/sh\ntouch {tmp / 'ssh-ran'}\nexit 255\n")
     (bin_dir / "ssh").chmod(0o755)
     return bin_dir
+
+
+def test_a_full_disk_on_the_box_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tar's "No space left on device" is the line the user sees, not tar's summary. A fake
+    ssh prints what tar on a full box prints: filling the test box's disk is not staged."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text("#!/bin/sh\necho 'tar: boot/vmlinuz: Cannot write: No space left "
+                              "on device' >&2\necho 'tar: Exiting with failure status due to "
+                              "previous errors' >&2\nexit 2\n")
+    (fake / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(Exception) as exc:
+        Ssh("root@box").run(["tar", "-x"], "transfer 1 file(s)")
+    assert str(exc.value) == ("root@box: transfer 1 file(s) failed with exit status 2: tar: "
+                              "boot/vmlinuz: Cannot write: No space left on device")

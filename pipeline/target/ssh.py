@@ -72,7 +72,9 @@ class Ssh:
         return res
 
     def error(self, res: proc.Result, what: str) -> TargetError:
-        detail = proc.redact(proc.last_line(res.stdout))
+        lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+        full = [ln for ln in lines if "No space left on device" in ln]  # tar says it first
+        detail = proc.redact((full or lines or [""])[-1])
         if res.returncode == 255:
             return TargetError(f"ssh {self.dest}: {what}: cannot reach the box"
                                + (f": {detail}" if detail else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -72,9 +73,10 @@ def box(line: str, control: str) -> None:
         print(f"sshd session {session} ended at {time.time():.0f}", flush=True)
 
 
-def connect(path: str, control: str, timeout: float = 120.0) -> None:
+def connect(path: str, control: str, timeout: float = 330.0) -> None:
     """The host's end (ssh's ProxyCommand): handshake, pump, then ``bye`` on the control
-    line."""
+    line. ssh sends its ProxyCommand SIGHUP when it is done: the bye must still go out."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     session = _connect(path, timeout)
     with socket.socket(socket.AF_UNIX) as c:
         c.connect(control)
@@ -109,21 +111,23 @@ def _connect(path: str, timeout: float) -> int:
     number, _, buf = buf.partition(b"\n")
     session = int(number)
     out, inp = sys.stdout.fileno(), sys.stdin.fileno()
-    if buf:
-        os.write(out, buf)
-    open_in = True
-    while True:
-        ready = select.select([s, inp] if open_in else [s], [], [])[0]
-        if s in ready:
-            chunk = s.recv(65536)
-            if not chunk:
-                return session
-            os.write(out, chunk)
-        if inp in ready:
-            data = os.read(inp, 65536)
-            if not data:
-                return session  # ssh is done with the connection
-            s.sendall(data)
+    try:
+        if buf:
+            os.write(out, buf)
+        while True:
+            ready = select.select([s, inp], [], [])[0]
+            if s in ready:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return session
+                os.write(out, chunk)
+            if inp in ready:
+                data = os.read(inp, 65536)
+                if not data:
+                    return session  # ssh is done with the connection
+                s.sendall(data)
+    except OSError:  # ssh went away (a closed pipe): the session is over all the same
+        return session
 
 
 def read(path: str) -> None:
