@@ -158,6 +158,7 @@ def test_doit_install_to_a_real_test_box(real_kernel: RealKernel, tmp_path: Path
         res = run_doit("install", config=config, env=env, timeout=3600)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "transferring" in res.stdout and "depmod on the box" in res.stdout
+        print(*[ln for ln in res.stdout.splitlines() if " in " in ln and " s" in ln], sep="\n")
         local = hashlib.sha256(rk.vmlinuz.read_bytes()).hexdigest()
         assert tb.ssh().digests([f"/boot/vmlinuz-{r}"]) == {f"/boot/vmlinuz-{r}": local}
         dep = tb.run("sh", "-c", f"ls /lib/modules/{r}/ && cat /lib/modules/{r}/modules.dep")

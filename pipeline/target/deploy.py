@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ def deploy(cfg: Config, ws: Workspace, dry_run: bool = False) -> dict[str, Any]:
         return {"target": cfg.target.ssh, "dry_run": True,
                 "steps": [s.what for s in plan.steps]}
     execute(plan, ws)
+    start = time.monotonic()
     root = scfg.install.root
     state = ws.state(STATE)
     record = state.setdefault("boxes", {}).setdefault(cfg.target.ssh, {"sent": {}})
@@ -119,12 +121,16 @@ def deploy(cfg: Config, ws: Workspace, dry_run: bool = False) -> dict[str, Any]:
             ssh.put(root, changed, backups, root.parent)
             record["sent"].update({rel: files[rel] for rel in changed})
             ws.save_state(STATE, state)
+            print(f"install: {cfg.target.ssh}: transferred in {time.monotonic() - start:.0f} s",
+                  flush=True)
         for n, step in enumerate(steps, 1):
             print(f"install: {cfg.target.ssh} [{n}/{len(steps)}] {step.what}", flush=True)
             ssh.run(step.argv, step.what)
             ran.append(step.what)
         record["pending"] = False
         ws.save_state(STATE, state)
+        print(f"install: {cfg.target.ssh}: deployed in {time.monotonic() - start:.0f} s",
+              flush=True)
     else:
         print(f"install: nothing to do, {cfg.target.ssh} is up to date", flush=True)
     return {"target": cfg.target.ssh, "dry_run": False, "transferred": changed,
