@@ -260,3 +260,26 @@ def test_a_full_disk_on_the_box_is_named(tmp_path: Path, monkeypatch: pytest.Mon
         Ssh("root@box").run(["tar", "-x"], "transfer 1 file(s)")
     assert str(exc.value) == ("root@box: transfer 1 file(s) failed with exit status 2: tar: "
                               "boot/vmlinuz: Cannot write: No space left on device")
+
+
+def test_box_milestones_are_the_boot_milestones_without_the_probe() -> None:
+    """A box's console is followed through Xen, dom0, Linux and pciback's seizures; the
+    QEMU probe's own lines (init, device dump, power-off) are not asked of it."""
+    from pipeline import pci
+    from pipeline.target.console import box_milestones
+
+    steps = box_milestones([pci.parse_bdf("00:03.0")])
+    names = [m.name for step in steps for m in step]
+    assert names == ["Xen banner", "Xen IOMMU", "dom0 construction", "Linux banner",
+                     "pciback seized 0000:00:03.0"]
+
+
+def test_verify_takes_the_devices_as_arguments() -> None:
+    """The BDFs reach the box's check as sh arguments, never pasted into the script."""
+    from pipeline.target import roundtrip
+
+    argv = sh(roundtrip._VERIFY, "0000:00:03.0", "0000:01:00.0")
+    assert argv[:2] == ["sh", "-c"] and "0000:00:03.0" not in argv[2]
+    assert argv[4:] == ["0000:00:03.0", "0000:01:00.0"]
+    remote = Ssh("root@box").argv(argv)[-1]
+    assert shlex.split(remote) == argv
