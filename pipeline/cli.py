@@ -16,6 +16,7 @@ command turns one that escapes doit into ``xenpipe: error: interrupted by SIG...
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import sys
 from collections.abc import Iterable
@@ -57,6 +58,31 @@ class XenpipeRun(Run):
             return self._fail(self._bad_option(str(err)))
         except KeyboardInterrupt as exc:  # during start-up: inside a task, stage() has it
             return self._fail(f"interrupted by {signal_name(exc)}")
+
+    def _execute(self, outfile: Any, verbosity: Any = None, always: bool = False,
+                 continue_: bool = False, reporter: Any = "console", num_process: int = 0,
+                 par_type: str = "process", single: bool = False,
+                 auto_delayed_regex: bool = False, force_verbosity: bool = False,
+                 failure_verbosity: int = 0, pdb: bool = False) -> int:
+        # doit passes the parameters by the names of this signature: keep it Run._execute's
+        self._dry_runs_build_nothing()
+        return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
+                                par_type, single, auto_delayed_regex, force_verbosity,
+                                failure_verbosity, pdb)
+
+    def _dry_runs_build_nothing(self) -> None:
+        """`doit install --dry-run` changes nothing, so it must not fetch or build first. doit
+        fixes a task's dependencies before its options reach the action; this command parses
+        the command line, so it drops the dependency of a task selected with --dry-run."""
+        selected = list(self.sel_tasks or [])
+        for task in getattr(self, "task_list", None) or []:
+            if task.name not in selected or not any(p.get("long") == "dry-run"
+                                                     for p in task.params or []):
+                continue
+            after = selected[selected.index(task.name) + 1:]
+            options = list(itertools.takewhile(lambda a: a.startswith("-"), after))
+            if "--dry-run" in options:
+                task.task_dep = []
 
     def _fail(self, text: str) -> int:
         sys.stdout.flush()

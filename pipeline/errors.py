@@ -64,6 +64,10 @@ class BootError(XenpipeError):
     """The QEMU boot did not reach a milestone."""
 
 
+class TargetError(XenpipeError):
+    """The test box of ``[target]`` is unreachable, refused a step, or did not come back."""
+
+
 def format_error(exc: BaseException) -> str:
     """The one line a user sees for a user error (an OSError as ``PATH: strerror``)."""
     text = str(exc)

@@ -92,6 +92,7 @@ def run(
     check: bool = True,
     timeout: float | None = None,
     input: str | None = None,
+    stdin: Path | None = None,
     error: type[XenpipeError] = XenpipeError,
     what: str | None = None,
     on_line: Callable[[str], None] | None = None,
@@ -104,6 +105,7 @@ def run(
     With *on_line* the output is streamed: logged as it comes and handed over line by line,
     with *on_tick* called about every TICK seconds even when the child is silent (progress).
     With *die_with_parent* the child gets SIGTERM when xenpipe dies, even by SIGKILL.
+    *stdin*: a file the child reads (a tar archive for ssh), instead of *input*.
     """
     args = [os.fspath(a) for a in argv]
     streaming = on_line is not None
@@ -112,6 +114,7 @@ def run(
         log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     logf = open(log, "ab") if log is not None else None  # noqa: SIM115
+    inf = open(stdin, "rb") if stdin is not None else None  # noqa: SIM115
     try:
         if logf is not None:
             logf.write(f"$ {render(args)}\n".encode())
@@ -121,7 +124,7 @@ def run(
                 args,
                 cwd=cwd,
                 env=environment(env),
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if input is not None else inf or subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture or streaming or logf is None else logf,
                 stderr=subprocess.STDOUT if capture or streaming or logf is not None
                 else subprocess.PIPE,
@@ -150,6 +153,8 @@ def run(
     finally:
         if logf is not None:
             logf.close()
+        if inf is not None:
+            inf.close()
     result = Result(args, proc.returncode, text, time.monotonic() - start)
     if check and proc.returncode != 0:
         detail = last_line(text) or last

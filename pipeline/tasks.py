@@ -32,6 +32,7 @@ from pipeline import (
     passthrough,
     patch,
     proc,
+    target,
 )
 from pipeline.config import display
 from pipeline.errors import XenpipeError, format_error
@@ -337,18 +338,13 @@ def build_tasks() -> Any:
         }
 
 
-def dry_install(argv: list[str]) -> bool:
-    """`doit install --dry-run`: a dry run must change nothing, so it must not depend on
-    the build (doit would fetch and build first). Task parameters reach only the action,
-    and doit fixes a task's dependencies before, so the command line is read here."""
-    return "install" in argv and "--dry-run" in argv[argv.index("install"):]
-
-
 def task_install() -> Any:
-    """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan)."""
-    dry = dry_install(sys.argv[1:])
+    """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan).
+    With --dry-run the run command drops the build dependency (pipeline.cli)."""
 
     def run(dry_run: bool) -> Any:
+        if CFG.target is not None:  # a test box over ssh: stage here, deploy there
+            return stage(target.deploy, CFG, WS, dry_run=dry_run)()
         if dry_run:
             return stage(lambda: install.dry_run(CFG, WS, stale_stages()))()
         return stage(install.install, CFG, WS, dry_run=False)()
@@ -357,7 +353,7 @@ def task_install() -> Any:
         "actions": [run],
         "params": [{"name": "dry_run", "long": "dry-run", "type": bool, "default": False,
                     "help": "print the plan (files with diffs, commands) and change nothing"}],
-        "task_dep": [] if dry else ["build"],
+        "task_dep": ["build"],
         "uptodate": [lambda: False],
     }
 
@@ -372,11 +368,15 @@ def task_devices() -> Any:
 
 
 def task_boot() -> Any:
-    """Boot the built Xen + dom0 in QEMU; pass only when pciback seized every device."""
+    """Boot the built Xen + dom0 in QEMU (with [target]: the box, once, falling back by
+    itself); pass only when pciback seized every device."""
     return {
         "actions": [stage(boot.boot, CFG, WS)],
         "task_dep": ["build"],
         "uptodate": [unchanged(lambda: boot.fingerprint(CFG, WS))],
+    } if CFG.target is None else {  # the test box of [target]: reboot it, verify, fall back
+        "actions": [stage(target.boot, CFG, WS)],
+        "uptodate": [lambda: False],
     }
 
 

@@ -23,6 +23,7 @@ from pipeline.config.model import (
     KernelCfg,
     PassthroughCfg,
     SourceCfg,
+    TargetCfg,
     XenCfg,
     schema_drift,
 )
@@ -31,5 +32,6 @@ from pipeline.config.schema import FORCED_SYMBOLS, SCHEMA, TOP_LEVEL, Key
 __all__ = [
     "DEFAULT_CONFIG", "FORCED_SYMBOLS", "ROOT", "SCHEMA", "TOP_LEVEL", "BootCfg", "BuildCfg",
     "Config", "GuestCfg", "InstallCfg", "Key", "KernelCfg", "PassthroughCfg", "SourceCfg",
-    "XenCfg", "choose_path", "display", "load", "parse", "resolve_path", "schema_drift",
+    "TargetCfg", "XenCfg", "choose_path", "display", "load", "parse", "resolve_path",
+    "schema_drift",
 ]

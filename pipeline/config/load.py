@@ -22,6 +22,7 @@ from pipeline.config.model import (
     KernelCfg,
     PassthroughCfg,
     SourceCfg,
+    TargetCfg,
     XenCfg,
 )
 from pipeline.config.schema import FORCED_SYMBOLS, SCHEMA, TOP_LEVEL, Key
@@ -352,6 +353,17 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
         tuple(bt["devices"]), bt["timeout"], bt["memory"], bt["guest"],
     )
 
+    target = None
+    if "target" in data:
+        t = c.table(("target",), SCHEMA["target"], data["target"])
+        for key in ("console", "power_cycle"):
+            if t[key] and not t[key][0].strip():
+                raise c.fail(("target",), key, "expected a command (argv), its first item empty")
+        if t["boot_timeout"] == 0:
+            raise c.fail(("target",), "boot_timeout", "expected a number of seconds > 0, got 0")
+        target = TargetCfg(t["ssh"], tuple(t["ssh_args"]), tuple(t["console"]),
+                           tuple(t["power_cycle"]), t["boot_timeout"])
+
     return Config(path=path, workspace=workspace, mirror=mirror, retention=ws["retention"],
                   sources=sources, xen=xen, kernel=kernel, build=build, install=install,
-                  passthrough=passthrough, guests=tuple(guests), boot=boot)
+                  passthrough=passthrough, guests=tuple(guests), boot=boot, target=target)

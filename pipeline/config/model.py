@@ -83,6 +83,15 @@ class BootCfg:
 
 
 @dataclass(frozen=True)
+class TargetCfg:
+    ssh: str  # the ssh destination ("root@box", a Host of ~/.ssh/config)
+    ssh_args: tuple[str, ...]  # more ssh options, before the destination
+    console: tuple[str, ...]  # argv whose output is the box's serial console (may be empty)
+    power_cycle: tuple[str, ...]  # argv that resets the box (may be empty)
+    boot_timeout: int  # seconds for the box to come back
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     workspace: Path  # [workspace] dir
@@ -96,6 +105,7 @@ class Config:
     passthrough: PassthroughCfg
     guests: tuple[GuestCfg, ...]
     boot: BootCfg
+    target: TargetCfg | None = None  # [target]: install and boot a box over ssh
 
     def source(self, name: str) -> SourceCfg:
         return self.sources[name]
@@ -114,6 +124,7 @@ _CARRIERS: dict[str, tuple[type, dict[str, str], frozenset[str]]] = {
     "passthrough": (PassthroughCfg, {}, frozenset()),
     "guests[]": (GuestCfg, {}, frozenset()),
     "boot": (BootCfg, {}, frozenset()),
+    "target": (TargetCfg, {}, frozenset()),
 }
 
 

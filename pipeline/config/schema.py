@@ -10,9 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.pci.address import parse_device
 
 FORCED_SYMBOLS = ("CONFIG_XEN_PCIDEV_BACKEND=y",)
+
+
+def ssh_destination(value: str) -> None:
+    """An ssh destination is one word that ssh cannot take for an option."""
+    if value.startswith("-") or any(c.isspace() for c in value):
+        raise ConfigError(f'expected an ssh destination such as "root@box", got "{value}"')
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "memory": Key(int, 2048),
         "guest": Key(bool),  # None: unset, see boot.guestcheck.enabled
     },
+    "target": {  # a test box reached with the OpenSSH client (issue 18)
+        "ssh": Key(str, required=True, check=ssh_destination),
+        "ssh_args": Key(list, [], items=str),
+        "console": Key(list, [], items=str),
+        "power_cycle": Key(list, [], items=str),
+        "boot_timeout": Key(int, 600),
+    },
 }
 TOP_LEVEL = (
     "workspace", "sources", "xen", "kernel", "build", "install", "passthrough", "guests", "boot",
+    "target",
 )

@@ -1,0 +1,141 @@
+"""``doit boot`` with ``[target]``: boot the box once into the new entry and come back by
+itself when it does not work.
+
+1. one-shot the new entry (``grub-reboot``, GRUB 2) and reboot the box over ssh
+   (``systemctl reboot``), or by ``power_cycle`` when ssh does not answer;
+2. follow the console (``[target] console``) through the boot milestones;
+3. wait for ssh with a new boot id, then verify there: Xen runs (``/proc/xen``, ``xl info``)
+   and pciback holds every passthrough device (``/sys/bus/pci/drivers/pciback/<BDF>``);
+4. on any failure: ``power_cycle``, so GRUB's one-shot falls back to the known-good entry,
+   wait for ssh, confirm the box is back (``uname -r``, no ``/proc/xen``) and fail with one
+   line naming what was missed and saying where the box is now.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipeline import pci, proc
+from pipeline.config import Config
+from pipeline.errors import TargetError, XenpipeError
+from pipeline.install import stage
+from pipeline.target import box
+from pipeline.target.console import Console, box_milestones
+from pipeline.target.ssh import Ssh, sh
+
+_REBOOT = "(sleep 2; systemctl reboot) </dev/null >/dev/null 2>&1 &"  # after ssh has left
+_VERIFY = ('[ -d /proc/xen ] || { echo "no /proc/xen: the box is not running Xen"; exit 1; }; '
+           'xl info >/dev/null 2>&1 || { echo "xl info failed"; exit 1; }; '
+           'for b in "$@"; do [ -e "/sys/bus/pci/drivers/pciback/$b" ] || '
+           '{ echo "$b is not bound to pciback"; exit 1; }; done')
+_WHERE = 'uname -r; if [ -d /proc/xen ]; then echo xen; else echo no-xen; fi'
+
+
+def boot_id(ssh: Ssh) -> str | None:
+    """The box's boot id (None: ssh does not answer)."""
+    try:
+        res = ssh.run(["cat", "/proc/sys/kernel/random/boot_id"], "read the boot id",
+                      check=False, timeout=120)
+    except TargetError:
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def wait_back(ssh: Ssh, old: str | None, deadline: float) -> str | None:
+    """Wait until ssh answers with a boot id other than *old*; None at the deadline."""
+    while time.monotonic() < deadline:
+        new = boot_id(ssh)
+        if new is not None and new != old:
+            return new
+        time.sleep(3)
+    return None
+
+
+def seized(cfg: Config) -> list[pci.Bdf]:
+    """The passthrough devices given by BDF (a device path needs the box's topology)."""
+    return [d for d in map(pci.parse_device, cfg.passthrough.devices) if isinstance(d, pci.Bdf)]
+
+
+def power_cycle(cfg: Config, log: Any) -> None:
+    assert cfg.target is not None
+    if not cfg.target.power_cycle:
+        raise TargetError(f"{cfg.target.ssh}: no [target] power_cycle to reset the box")
+    proc.run(cfg.target.power_cycle, log=log, error=TargetError, what="[target] power_cycle",
+             timeout=300)
+
+
+def boot(cfg: Config, ws: Any) -> dict[str, Any]:
+    """The round trip; returns the verdict with each phase's seconds, or raises the one-line
+    failure after the fallback."""
+    t = cfg.target
+    assert t is not None
+    log = ws.log("target")
+    ssh = Ssh.of(t, log)
+    times: dict[str, float] = {}
+    start = time.monotonic()
+    old = boot_id(ssh)
+    if cfg.install.bootloader == "grub2" and old is not None:
+        ident = box.once_id(stage.entry_name(cfg))
+        ssh.run(["grub-reboot", ident], f"boot {ident} once (grub-reboot)")
+    con = Console(t.console, ws.log("target-console")).start() if t.console else None
+    try:
+        if old is not None:
+            print(f"boot: {t.ssh}: rebooting over ssh", flush=True)
+            ssh.run(sh(_REBOOT), "reboot (systemctl reboot)")
+        else:
+            print(f"boot: {t.ssh}: ssh does not answer; power-cycling", flush=True)
+            power_cycle(cfg, log)
+        times["reboot"] = time.monotonic() - start
+        deadline = start + t.boot_timeout
+        problem = None
+        if con is not None:
+            watch = con.watch(box_milestones(seized(cfg)), t.boot_timeout)
+            times["console"] = time.monotonic() - start
+            for hit in watch.hits:
+                print(f"boot: {t.ssh}: {hit.name} after {hit.seconds:.0f} s", flush=True)
+            if not watch.ok and watch.missed is not None:
+                problem = f"{watch.missed.missed} ({watch.reason})"
+        if problem is None:
+            if wait_back(ssh, old, deadline) is None:
+                problem = f"ssh did not answer within boot_timeout = {t.boot_timeout} s"
+            else:
+                times["ssh back"] = time.monotonic() - start
+                res = ssh.run(sh(_VERIFY, *map(str, seized(cfg))), "verify", check=False)
+                times["verify"] = time.monotonic() - start
+                if res.returncode != 0:
+                    problem = proc.last_line(res.stdout) or "verification failed"
+    finally:
+        if con is not None:
+            con.stop()
+    if problem is None:
+        print(f"boot: {t.ssh}: Xen runs and pciback holds every device", flush=True)
+        return {"target": t.ssh, "ok": True, "seconds": _round(times)}
+    fallback(cfg, ssh, problem, times, start)
+    raise AssertionError("unreachable")
+
+
+def fallback(cfg: Config, ssh: Ssh, problem: str, times: dict[str, float],
+             start: float) -> None:
+    """Power-cycle back to the known-good entry, confirm it, raise the verdict."""
+    t = cfg.target
+    assert t is not None
+    print(f"boot: {t.ssh}: {problem}; power-cycling back to the known-good entry", flush=True)
+    try:
+        before = boot_id(ssh)
+        power_cycle(cfg, ssh.log)
+        back = wait_back(ssh, before, time.monotonic() + t.boot_timeout)
+        where = ssh.run(sh(_WHERE), "check the known-good entry").stdout.split() if back else []
+    except XenpipeError as exc:
+        raise TargetError(f"{t.ssh}: {problem}; the fallback failed too: {exc}") from None
+    times["fallback"] = time.monotonic() - start
+    print(f"boot: {t.ssh}: phases (s): {_round(times)}", flush=True)
+    if not back or where[-1:] != ["no-xen"]:
+        state = "did not come back" if not back else f"came back still under Xen ({where[0]})"
+        raise TargetError(f"{t.ssh}: {problem}; after the power cycle the box {state}")
+    raise TargetError(f"{t.ssh}: {problem}; power-cycled: the box is back on its known-good "
+                      f"entry ({where[0]}, no /proc/xen)")
+
+
+def _round(times: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in times.items()}
