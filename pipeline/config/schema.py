@@ -78,6 +78,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(int, 600),
         "memory": Key(int, 2048),
         "guest": Key(bool),  # None: unset, see boot.guestcheck.enabled
+        "via": Key(str, "direct", choices=("direct", "disk")),  # disk: pipeline/boot/disk
     },
 }
 TOP_LEVEL = (
