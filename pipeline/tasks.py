@@ -332,7 +332,8 @@ def task_boot() -> Any:
     """Boot the built Xen + dom0 in QEMU; pass only when pciback seized every device."""
     return {
         "actions": [stage(boot.boot, CFG, WS)],
-        "task_dep": ["build"],
+        # via = "disk" boots what doit install wrote into install.root
+        "task_dep": ["build", *(["install"] if CFG.boot.via == "disk" else [])],
         "uptodate": [unchanged(lambda: boot.fingerprint(CFG, WS))],
     }
 

@@ -220,6 +220,7 @@ def fingerprint(cfg: Config, ws: Workspace) -> dict[str, Any]:
         "passthrough": [list(cfg.passthrough.devices), cfg.passthrough.reassign],
         "qemu": [cfg.boot.qemu, cfg.boot.machine, list(cfg.boot.devices), cfg.boot.memory,
                  kvm_usable()],
+        **({"disk": boots.identity(cfg)} if cfg.boot.via == "disk" else {}),
     }
 
 

@@ -14,13 +14,25 @@ from typing import Any
 
 from pipeline import digest, proc
 from pipeline.boot import probe
-from pipeline.boot.disk import console, grub2
-from pipeline.boot.disk.image import DiskError, copy_tree, drive_argv, make_image, overlay
+from pipeline.boot.disk import console
+from pipeline.boot.disk.grub2 import Grub2
+from pipeline.boot.disk.grub_legacy import GrubLegacy
+from pipeline.boot.disk.image import (
+    DiskError,
+    Layout,
+    copy_tree,
+    drive_argv,
+    flatten,
+    make_image,
+    need,
+    overlay,
+    read_file,
+)
 from pipeline.boot.milestone import Milestones, milestones
 from pipeline.boot.plan import BootPlan
 from pipeline.boot.qemu import Session, boot_dir, file_identity, machine_argv, run_qemu
 from pipeline.config import Config, display
-from pipeline.install.bootloader import GRUB_DIR
+from pipeline.install.bootloader import GRUB_DIR, read_env
 from pipeline.install.stage import entry_name
 from pipeline.workspace import Workspace
 
@@ -52,13 +64,29 @@ class DiskBoot:
         return out
 
 
-def _base(cfg: Config, ws: Workspace, plan: BootPlan, log: Path) -> Path:
-    """The base root (the bootloader's files, the known-good Linux), built once per inputs."""
+Loader = Grub2 | GrubLegacy
+LOADERS: dict[str, type[Loader]] = {"grub2": Grub2, "grub-legacy": GrubLegacy}
+KNOWN = (KNOWN_KERNEL, KNOWN_INITRD, KNOWN_TITLE)
+
+
+def loader(cfg: Config, ws: Workspace, log: Path) -> Loader:
+    """The bootloader ``[install] bootloader`` names, to install into the image."""
+    kind = LOADERS.get(cfg.install.bootloader)
+    if kind is None:
+        raise DiskError("the bootloader", f'[boot] via = "disk" boots through the bootloader '
+                        f'doit install set up; [install] bootloader = '
+                        f'"{cfg.install.bootloader}" sets up none')
+    return kind(boot_dir(ws) / "disk", log)
+
+
+def _base(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> Path:
+    """The base root (the bootloader's files, the known-good Linux, the distribution's Xen
+    when none is built), built once per inputs."""
     kernel = plan.machine.images.kernel
     xen = cfg.boot.xen if cfg.xen is None else None  # the distribution's, as on the box
-    key = digest.of_json([BASE_VERSION, grub2.NAME, grub2.version(), file_identity(kernel),
+    key = digest.of_json([BASE_VERSION, boot.name, boot.version(), file_identity(kernel),
                           probe.identity(), xen and file_identity(xen)])[:16]
-    base = boot_dir(ws) / "disk" / f"base-{key}"
+    base = boot_dir(ws) / "disk" / f"base-{boot.name}-{key}"
     if base.is_dir():
         return base
     tmp = base.with_name(base.name + ".tmp")
@@ -66,7 +94,7 @@ def _base(cfg: Config, ws: Workspace, plan: BootPlan, log: Path) -> Path:
     try:
         (tmp / "boot").mkdir(parents=True)
         (tmp / "etc" / "default").mkdir(parents=True)
-        grub2.install_files(tmp)
+        boot.install_files(tmp)
         shutil.copy2(kernel, tmp / "boot" / KNOWN_KERNEL)
         shutil.copy2(plan.machine.images.initrd, tmp / "boot" / KNOWN_INITRD)
         if xen is not None:
@@ -74,7 +102,7 @@ def _base(cfg: Config, ws: Workspace, plan: BootPlan, log: Path) -> Path:
         tmp.rename(base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in base.parent.glob("base-*"):
+    for old in base.parent.glob(f"base-{boot.name}-*"):
         if old != base:
             shutil.rmtree(old, ignore_errors=True)
     return base
@@ -92,28 +120,55 @@ def _stand_ins(tree: Path, cfg_text: str, initrd: Path) -> list[str]:
     return notes
 
 
-def build(cfg: Config, ws: Workspace, plan: BootPlan, log: Path) -> tuple[Path, list[str]]:
-    """The disk image of the installed system: base root + install.root, GRUB installed."""
+def build(cfg: Config, ws: Workspace, plan: BootPlan,
+          boot: Loader) -> tuple[Path, str, list[str]]:
+    """The disk image of the installed system (base root + install.root, the bootloader), its
+    menu's text and notes on what stands in for what."""
     work = boot_dir(ws) / "disk"
-    base = _base(cfg, ws, plan, log)
+    base = _base(cfg, ws, plan, boot)
     tree = work / "tree"
     shutil.rmtree(tree, ignore_errors=True)
+    image = work / "disk.img"
     try:
         shutil.copytree(base, tree, symlinks=True)
         copy_tree(cfg.install.root, tree)
-        known = grub2.known_good(KNOWN_KERNEL, KNOWN_INITRD, KNOWN_TITLE)
-        text = grub2.grub_cfg(tree, known, log)
-        (tree / GRUB_DIR.lstrip("/") / "grub.cfg").write_text(text)
+        text = boot.menu(tree, KNOWN)
+        if boot.menu_file is not None:
+            (tree / boot.menu_file.lstrip("/")).write_text(text)
         notes = _stand_ins(tree, text, plan.images.initrd)
         env = tree / GRUB_DIR.lstrip("/") / "grubenv"
-        if not env.is_file():
-            proc.run([grub2.need("grub-editenv", "grub-common"), env, "create"], log=log,
+        if boot.name == "grub2" and not env.is_file():  # save_env needs the file
+            proc.run([need("grub-editenv", "grub-common"), env, "create"], log=boot.log,
                      error=DiskError)
-        image = work / "disk.img"
-        make_image(tree, image, grub2.LAYOUT, log, grub2.boot_sectors(work, log))
+        make_image(tree, image, boot.layout, boot.log, boot.boot_sectors())
     finally:
         shutil.rmtree(tree, ignore_errors=True)
-    return image, notes
+    try:
+        boot.setup(image)
+    except BaseException:
+        image.unlink(missing_ok=True)
+        raise
+    return image, text, notes
+
+
+def identity(cfg: Config) -> str:
+    """What the disk boot's outcome depends on beyond a direct boot's inputs, cheaply: every
+    file of install.root (path, size, mtime), the bootloader and once."""
+    root = cfg.install.root
+    files = sorted([str(p.relative_to(root)), *(file_identity(p) or [])[1:]]
+                   for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return digest.of_json([BASE_VERSION, cfg.install.bootloader, cfg.install.once, files])
+
+
+def grubenv(image: Path, disk: Path, layout: Layout, log: Path) -> dict[str, dict[str, str]]:
+    """grubenv's variables as built and after the boots (read back from the overlay): GRUB
+    itself clears next_entry when it boots the entry once."""
+    after = flatten(disk, disk.with_name("after.img"), log)
+    try:
+        return {when: read_env(read_file(img, layout, f"{GRUB_DIR}/grubenv"))
+                for when, img in (("before", image), ("after", after))}
+    finally:
+        after.unlink(missing_ok=True)
 
 
 def known_good_steps() -> Milestones:
@@ -126,7 +181,7 @@ def _judge(session: Session, want: str, xenpipe_title: str) -> str | None:
     took = entries[0] if entries else None
     if took is None:
         return "the bootloader booted no entry"
-    if want == "xenpipe" and not took.endswith(xenpipe_title):
+    if want == "xenpipe" and took != xenpipe_title:
         return f"took `{took}', not xenpipe's entry"
     if want == "known-good" and took != KNOWN_TITLE:
         return f"took `{took}', not the known-good entry `{KNOWN_TITLE}'"
@@ -145,12 +200,16 @@ def run(cfg: Config, ws: Workspace, plan: BootPlan,
     log = ws.log("boot-disk")
     log.unlink(missing_ok=True)
     start = time.monotonic()
-    image, notes = build(cfg, ws, plan, log)
+    boot = loader(cfg, ws, log)
+    image, menu, notes = build(cfg, ws, plan, boot)
+    title = boot.entry_title(menu, entry_name(cfg))
+    if title is None:
+        raise DiskError("the menu", f"{boot.menu_file or 'the GRUB Legacy menu'} has no "
+                        f"xenpipe entry {entry_name(cfg)}: run `doit install`")
     results["image"] = {"path": display(image), "seconds": round(time.monotonic() - start, 2),
                         "bootloader": cfg.install.bootloader, "notes": notes}
     disk = overlay(image, boot_dir(ws) / "disk" / "run.qcow2", log)
     argv = machine_argv(plan.qemu, plan.machine.kvm, drive_argv(disk))
-    title = f"(xenpipe {entry_name(cfg)})"
     first = run_qemu(argv, ws.log("boot"), [[console.ENTRY], *plan.steps], plan.timeout)
     boots = [DiskBoot(first, next(iter(console.entries(first.console)), None), "xenpipe",
                       _judge(first, "xenpipe", title))]
@@ -160,6 +219,8 @@ def run(cfg: Config, ws: Workspace, plan: BootPlan,
     boots.append(DiskBoot(second, next(iter(console.entries(second.console)), None), want,
                           _judge(second, want, title)))
     results["boots"] = [b.json() for b in boots]
+    if boot.name == "grub2":
+        results["grubenv"] = grubenv(image, disk, boot.layout, log)
     problems = [f"boot {i} {b.reason}" for i, b in enumerate(boots, 1)
                 if b.reason and (i > 1 or b.session.watch.ok)]  # a missed milestone: the stage's
     if boots[0].reason and not boots[1].reason:

@@ -10,6 +10,7 @@ then the output of every ``/etc/grub.d`` script of the image's root, which holds
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,18 +18,45 @@ from pipeline import proc
 from pipeline.boot.disk.image import EMBED, SECTOR, DiskError, Layout, need
 from pipeline.install.bootloader import shell_assignments
 
-NAME = "grub2"
-LAYOUT = Layout(fstype="ext4")
 PLATFORM = Path("/usr/lib/grub/i386-pc")
 PREFIX = "(hd0,msdos1)/boot/grub"
 MODULES = ("biosdisk", "part_msdos", "ext2")
 SERIAL = "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
 
 
-def version() -> str:
-    res = proc.run([need("grub-mkimage", "grub-pc-bin"), "--version"], capture=True,
-                   check=False)
-    return res.stdout.strip()
+class Grub2:
+    """GRUB 2 (i386-pc) on ext4: the loader interface :mod:`.boots` uses."""
+
+    name = "grub2"
+    layout = Layout(fstype="ext4")
+    menu_file = "/boot/grub/grub.cfg"
+
+    def __init__(self, work: Path, log: Path) -> None:
+        self.work, self.log = work, log
+
+    def version(self) -> str:
+        res = proc.run([need("grub-mkimage", "grub-pc-bin"), "--version"], capture=True,
+                       check=False)
+        return res.stdout.strip()
+
+    def install_files(self, tree: Path) -> None:
+        install_files(tree)
+
+    def menu(self, tree: Path, known: tuple[str, str, str]) -> str:
+        """grub.cfg, made from the root as grub-mkconfig would."""
+        return grub_cfg(tree, known_good(*known), self.log)
+
+    @staticmethod
+    def entry_title(menu: str, name: str) -> str | None:
+        """The title of xenpipe's entry *name* (``--id xenpipe-NAME``) in grub.cfg."""
+        m = re.search(rf"^menuentry '([^']*)' --id '?xenpipe-{re.escape(name)}'? ", menu, re.M)
+        return m[1] if m else None
+
+    def boot_sectors(self) -> list[tuple[int, bytes]]:
+        return boot_sectors(self.work, self.log)
+
+    def setup(self, image: Path) -> None:
+        """Nothing after the image is written: the boot sectors went in with it."""
 
 
 def install_files(tree: Path) -> None:

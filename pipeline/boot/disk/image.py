@@ -107,7 +107,7 @@ def make_image(tree: Path, image: Path, layout: Layout, log: Path,
         tmp.unlink(missing_ok=True)
 
 
-def read_file(image: Path, layout: Layout, path: str, log: Path) -> bytes | None:
+def read_file(image: Path, layout: Layout, path: str) -> bytes | None:
     """A file of the image's filesystem (debugfs, read-only), or None when it is absent."""
     res = subprocess.run([need("debugfs", "e2fsprogs"), "-c", "-R", f"cat {path}",
                           f"{image}?offset={layout.offset}"], capture_output=True,
