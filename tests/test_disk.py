@@ -170,7 +170,7 @@ def test_real_grub2_disk_boot_once_then_the_known_good_entry(real_kernel: RealKe
     assert [(b["entry"], b["xen"], b["verdict"]) for b in out["boots"]] == [
         (XENPIPE_TITLE, True, "pass"), (boots.KNOWN_TITLE, False, "pass")]
     assert out["grubenv"] == {"before": {"next_entry": "xenpipe-boot"},
-                              "after": {"next_entry": ""}}
+                              "after": {"next_entry": ""}, "menu_unchanged": True}
     first = (ws.logs / "boot.log").read_text(errors="replace")
     assert "-kernel" not in first.splitlines()[0] and "Bootloader: GRUB 2.06" in first
     assert out["image"]["bootloader"] == "grub2" and out["image"]["seconds"] > 0
@@ -228,3 +228,5 @@ def test_real_grub_legacy_disk_boot_once_with_the_2009_entry(real_kernel: RealKe
         ("Xen-4.17-Amd64 (6.1.192+)", True, "pass"), (boots.KNOWN_TITLE, False, "pass")]
     first = (ws.logs / "boot.log").read_text(errors="replace")
     assert "Bootloader: GNU GRUB 0.97" in first and "savedefault 0" in first
+    # savedefault 0 wrote the default back
+    assert out["default"] == {"before": "1", "after": "0", "menu_unchanged": True}

@@ -16,10 +16,9 @@ from pipeline import digest, proc
 from pipeline.boot import probe
 from pipeline.boot.disk import console
 from pipeline.boot.disk.grub2 import Grub2
-from pipeline.boot.disk.grub_legacy import GrubLegacy
+from pipeline.boot.disk.grub_legacy import MENUS, GrubLegacy
 from pipeline.boot.disk.image import (
     DiskError,
-    Layout,
     copy_tree,
     drive_argv,
     flatten,
@@ -160,15 +159,23 @@ def identity(cfg: Config) -> str:
     return digest.of_json([BASE_VERSION, cfg.install.bootloader, cfg.install.once, files])
 
 
-def grubenv(image: Path, disk: Path, layout: Layout, log: Path) -> dict[str, dict[str, str]]:
-    """grubenv's variables as built and after the boots (read back from the overlay): GRUB
-    itself clears next_entry when it boots the entry once."""
+def saved_state(image: Path, disk: Path, boot: Loader, log: Path) -> dict[str, Any]:
+    """The bootloader's saved state as built and after the boots (read back from the
+    overlay): GRUB 2's grubenv variables (GRUB clears next_entry when it boots the entry
+    once), GRUB Legacy's /boot/grub/default number (savedefault writes it back)."""
     after = flatten(disk, disk.with_name("after.img"), log)
+    menu = boot.menu_file or MENUS[0]
     try:
-        return {when: read_env(read_file(img, layout, f"{GRUB_DIR}/grubenv"))
-                for when, img in (("before", image), ("after", after))}
+        files = {when: read_file(img, boot.layout, boot.state_file)
+                 for when, img in (("before", image), ("after", after))}
+        same = read_file(image, boot.layout, menu) == read_file(after, boot.layout, menu)
     finally:
         after.unlink(missing_ok=True)
+    out: dict[str, Any] = {"menu_unchanged": same}  # only the saved state may change
+    if boot.name == "grub2":
+        return {**out, **{when: read_env(data) for when, data in files.items()}}
+    return {**out, **{when: (data or b"").decode(errors="replace").split("\n", 1)[0]
+                      .strip("\0 ") for when, data in files.items()}}
 
 
 def known_good_steps() -> Milestones:
@@ -219,8 +226,8 @@ def run(cfg: Config, ws: Workspace, plan: BootPlan,
     boots.append(DiskBoot(second, next(iter(console.entries(second.console)), None), want,
                           _judge(second, want, title)))
     results["boots"] = [b.json() for b in boots]
-    if boot.name == "grub2":
-        results["grubenv"] = grubenv(image, disk, boot.layout, log)
+    results["grubenv" if boot.name == "grub2" else "default"] = saved_state(image, disk, boot,
+                                                                         log)
     problems = [f"boot {i} {b.reason}" for i, b in enumerate(boots, 1)
                 if b.reason and (i > 1 or b.session.watch.ok)]  # a missed milestone: the stage's
     if boots[0].reason and not boots[1].reason:

@@ -30,6 +30,7 @@ class Grub2:
     name = "grub2"
     layout = Layout(fstype="ext4")
     menu_file = "/boot/grub/grub.cfg"
+    state_file = "/boot/grub/grubenv"
 
     def __init__(self, work: Path, log: Path) -> None:
         self.work, self.log = work, log

@@ -35,6 +35,7 @@ class GrubLegacy:
     name = "grub-legacy"
     layout = Layout(fstype="ext2")
     menu_file = None  # the root's own
+    state_file = "/boot/grub/default"
 
     def __init__(self, work: Path, log: Path) -> None:
         self.work, self.log = work, log
