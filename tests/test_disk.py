@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import boot
+from pipeline import boot, config
 from pipeline.boot.disk import boots, console, grub2, grub_legacy
 from pipeline.boot.disk.grub2 import Grub2
 from pipeline.boot.disk.grub_legacy import GrubLegacy
 from pipeline.boot.disk.image import START, DiskError, Layout, copy_tree, make_image, read_file
-from pipeline.errors import BootError, format_error
+from pipeline.errors import BootError, ConfigError, format_error
+from pipeline.files import write_json
 from pipeline.workspace import Workspace
 
 from .support.disk import installed_disk_boot, read
@@ -115,6 +116,40 @@ def test_an_initramfs_the_menu_names_but_the_root_lacks_is_the_probe(tmp_path):
     assert notes == ["/boot/initrd.img-1: the boot probe (doit install named it, ran no "
                      "initramfs tool)"]
     assert not (tmp_path / "boot/xen.gz").exists()  # not an initramfs: left missing
+
+
+# --------------------------------------------------------------------- config and records
+def test_boot_via_is_direct_or_disk(tmp_path):
+    (tmp_path / "a.toml").write_text('[boot]\nvia = "disk"\n')
+    assert config.load(tmp_path / "a.toml").boot.via == "disk"
+    (tmp_path / "b.toml").write_text("")
+    assert config.load(tmp_path / "b.toml").boot.via == "direct"
+    (tmp_path / "c.toml").write_text('[boot]\nvia = "usb"\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(tmp_path / "c.toml")
+    assert "[boot] via" in str(exc.value) and '"usb"' in str(exc.value)
+
+
+def test_the_summary_names_each_disk_boot_entry(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    write_json(ws.out / "boot.json", {
+        "verdict": "pass", "accel": "tcg", "seconds": 70, "expected": {"00:03.0": ["0000:00:03.0"]},
+        "console": "logs/boot.log",
+        "boots": [{"entry": XENPIPE_TITLE, "verdict": "pass"},
+                  {"entry": boots.KNOWN_TITLE, "verdict": "pass"}]})
+    assert boot.summary(ws) == (
+        "boot: PASS in 70 s (tcg): pciback seized 00:03.0 = 0000:00:03.0; boot 1: "
+        f"`{XENPIPE_TITLE}' pass; boot 2: `{boots.KNOWN_TITLE}' pass; console: logs/boot.log")
+
+
+def test_the_disk_fingerprint_follows_install_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "boot").mkdir(parents=True)
+    (tmp_path / "x.toml").write_text(f'[install]\nroot = "{root}"\n[boot]\nvia = "disk"\n')
+    cfg = config.load(tmp_path / "x.toml")
+    first = boots.identity(cfg)
+    (root / "boot/grub.conf").write_text("title x\n")
+    assert boots.identity(cfg) != first
 
 
 # ----------------------------------------------------------------------------- the image

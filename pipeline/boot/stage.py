@@ -241,8 +241,9 @@ def summary(ws: Workspace) -> str:
                else res.get("reason") or "see the log")
         if verdict == "interrupted":
             why += "; run `doit boot` again"
-        return f"boot: FAIL: {why}{console}"
+        return f"boot: FAIL: {why}{boots.summary(res)}{console}"
     seized = ", ".join(f"{entry} = {' '.join(bdfs)}" for entry, bdfs in
                        res.get("expected", {}).items()) or "no passthrough devices"
     took = f" in {res['seconds']:.0f} s" if isinstance(res.get("seconds"), int | float) else ""
-    return f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}{console}"
+    return (f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}"
+            f"{boots.summary(res)}{console}")

@@ -233,3 +233,10 @@ def run(cfg: Config, ws: Workspace, plan: BootPlan,
     if boots[0].reason and not boots[1].reason:
         problems.append(f"boot 2 (power cycle) came back in `{boots[1].entry}'")
     return first, problems
+
+
+def summary(results: dict[str, Any]) -> str:
+    """The disk boots in the one-line summary: each boot's entry and verdict ("" without)."""
+    done = results.get("boots") or []
+    return "".join(f"; boot {i}: `{b.get('entry')}' {b.get('verdict')}"
+                   for i, b in enumerate(done, 1))
