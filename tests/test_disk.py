@@ -4,6 +4,7 @@ console parsing (recorded consoles in tests/data/disk/), and real boots through 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -176,6 +177,20 @@ def test_image_layout_mbr_partition_and_files(tmp_path):
                                                              ).read_bytes()
     assert read_file(image, layout, "/boot/grub/nothing") is None
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_full_disk_is_one_line_naming_the_step_and_leaves_no_image(tmp_path):
+    need("sfdisk")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big").write_bytes(os.urandom(3 * 1024 * 1024))
+    image = tmp_path / "disk.img"
+    with pytest.raises(DiskError) as exc:
+        make_image(tree, image, Layout(size_mb=3, fstype="ext2"), tmp_path / "log")
+    line = format_error(exc.value)
+    assert line.startswith("xenpipe: error: disk image: making the ext2 filesystem (mke2fs -d): ")
+    assert "\n" not in line and exc.value.step.startswith("making the ext2 filesystem")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "tree"]
 
 
 def test_a_missing_install_root_is_one_line(tmp_path):
