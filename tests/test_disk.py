@@ -280,3 +280,25 @@ def test_real_grub_legacy_disk_boot_once_with_the_2009_entry(real_kernel: RealKe
     assert "Bootloader: GNU GRUB 0.97" in first and "savedefault 0" in first
     # savedefault 0 wrote the default back
     assert out["default"] == {"before": "1", "after": "0", "menu_unchanged": True}
+
+
+@pytest.mark.slow
+def test_real_grub_legacy_disk_boot_without_once_takes_the_entry_both_times(
+        real_kernel: RealKernel, tmp_path):
+    """once = false: doit install makes xenpipe's entry the default (`default 1`), so the
+    power cycle boots it again, through the whole milestone list."""
+    for tool in ("qemu-system-x86_64", "qemu-img", "sfdisk", "apt-get", "dpkg-deb", "busybox"):
+        need(tool)
+    cfg = installed_disk_boot(real_kernel, tmp_path, {
+        'bootloader = "grub2"': 'bootloader = "grub-legacy"',
+        'initramfs = "none"': 'initramfs = "mkinitrd"',
+        "[install]\n": f'[install]\nroot = "{tmp_path / "root"}"\nonce = false\n'},
+        menu=grub_legacy.user_menu(*boots.KNOWN))
+    assert "\ndefault 1\n" in (cfg.install.root / "boot/grub/grub.conf").read_text()
+    ws = Workspace(cfg.workspace)
+    out = boot.boot(cfg, ws)
+    assert out["verdict"] == "pass"
+    assert [(b["entry"], b["xen"], b["verdict"]) for b in out["boots"]] == [
+        ("Xen-4.17-Amd64 (6.1.192+)", True, "pass"), ("Xen-4.17-Amd64 (6.1.192+)", True, "pass")]
+    second = (ws.logs / "boot-2.log").read_text(errors="replace")
+    assert "xen_pciback: seizing device" in second or "pciback: seizing device" in second
