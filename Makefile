@@ -9,7 +9,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 APT_PACKAGES := git make gcc libc6-dev patch perl flex bison bc libelf-dev libssl-dev \
 	libncurses-dev python3-dev linux-source-6.1 ccache kmod cpio xz-utils bzip2 \
 	qemu-system-x86 xen-hypervisor-4.17-amd64 busybox-static grub-common distcc \
-	debootstrap openssh-client
+	debootstrap openssh-client \
+	fdisk e2fsprogs qemu-utils grub-pc-bin libc6-i386
 # The nightly page's browser test, and node for the CI-template checks (NPM_PACKAGES).
 APT_PACKAGES += chromium nodejs
 # Pinned npm tools, installed into .tools/npm (gitignored): gitlab-ci-local runs ci/gitlab-ci.yml

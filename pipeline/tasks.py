@@ -372,7 +372,8 @@ def task_boot() -> Any:
     itself); pass only when pciback seized every device."""
     return {
         "actions": [stage(boot.boot, CFG, WS)],
-        "task_dep": ["build"],
+        # via = "disk" boots what doit install wrote into install.root
+        "task_dep": ["build", *(["install"] if CFG.boot.via == "disk" else [])],
         "uptodate": [unchanged(lambda: boot.fingerprint(CFG, WS))],
     } if CFG.target is None else {  # the test box of [target]: reboot it, verify, fall back
         "actions": [stage(target.boot, CFG, WS)],

@@ -137,11 +137,16 @@ def qemu_argv(cfg: Config, imgs: Images, xen_cmd: str, dom0_cmd: str, kvm: bool)
     (``-initrd 'KERNEL ARGS,INITRD'``), serial on stdio, no reboot, [boot] devices (their
     ``netdev=`` names joined by QEMU's internal hub)."""
     module = qemu_option(f"{imgs.kernel} {dom0_cmd}")
+    return machine_argv(cfg, kvm, ["-kernel", str(imgs.xen), "-append", xen_cmd,
+                                   "-initrd", f"{module},{qemu_option(str(imgs.initrd))}"])
+
+
+def machine_argv(cfg: Config, kvm: bool, boot: Sequence[str]) -> list[str]:
+    """QEMU with the machine, serial on stdio, no reboot (a reboot ends QEMU), what to boot
+    (*boot*: ``-kernel ...`` or a disk) and [boot] devices."""
     argv = [cfg.boot.qemu, "-machine", cfg.boot.machine,
             "-accel", "kvm" if kvm else "tcg", "-cpu", CPU, "-m", str(cfg.boot.memory),
-            "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
-            "-kernel", str(imgs.xen), "-append", xen_cmd,
-            "-initrd", f"{module},{qemu_option(str(imgs.initrd))}"]
+            "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot", *boot]
     argv += hubports(cfg.boot.devices)
     for dev in cfg.boot.devices:
         argv += ["-device", dev]

@@ -20,6 +20,7 @@ from pipeline.boot.checks import (
     verify,
     vm_mismatch,
 )
+from pipeline.boot.disk import boots
 from pipeline.boot.guestverdict import summary_lines
 from pipeline.boot.milestone import milestones
 from pipeline.boot.plan import XEN_CONSOLE, BootPlan, Machine
@@ -144,7 +145,11 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
     """:func:`boot`'s work; *results* is what boot.json records (published as it goes)."""
     plan = _plan(cfg, ws, results)
     guests, dom0_cmd = plan.guests, plan.dom0_cmdline
-    session = run_qemu(plan.argv, ws.log("boot"), plan.steps, plan.timeout)
+    disk_problems: list[str] = []
+    if cfg.boot.via == "disk":  # through the bootloader doit install set up: pipeline/boot/disk
+        session, disk_problems = boots.run(cfg, ws, plan, results)
+    else:
+        session = run_qemu(plan.argv, ws.log("boot"), plan.steps, plan.timeout)
     results.update(_session_json(session))
     results["pciback"] = list(session.report.pciback)
     gd = guestdev_log(session.console)
@@ -155,7 +160,7 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
         results["warnings"] = gd_warnings
     guest_problem = guests.judge(session, results) if guests is not None else None
     if not session.watch.ok:
-        message = _fail_message(session, dom0_cmd, also=gd_problems)
+        message = _fail_message(session, dom0_cmd, also=[*gd_problems, *disk_problems])
         if guest_problem and guests is not None and guests.owns(session.watch.missed):
             message = f"boot: {guest_problem}; console: {display(session.log)}"
         raise _failed(ws, results, message, session)
@@ -164,7 +169,8 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
                                        "driver": d.driver} for d in seen.devices}
     # what each entry named in this boot (device paths too, when guestdev= took them)
     results["expected"] = named(cfg, seen)
-    problems = [*gd_problems, verify(cfg, session, seen, plan.expected), guest_problem]
+    problems = [*gd_problems, verify(cfg, session, seen, plan.expected), guest_problem,
+                *disk_problems]
     problem = "; ".join(p for p in problems if p)
     if problem:
         results["reason"] = problem
@@ -182,6 +188,8 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
               "[boot] devices)")
     for text in gd_warnings:
         print(f"boot: warning: {text}")
+    for i, b in enumerate(results.get("boots", ()), 1):
+        print(f"boot: disk boot {i}: `{b['entry']}' {b['verdict']} in {b['seconds']:.0f} s")
     for line in summary_lines(results):
         print(f"boot: {line}")
     print(f"boot: console log {display(session.log)}")
@@ -212,6 +220,7 @@ def fingerprint(cfg: Config, ws: Workspace) -> dict[str, Any]:
         "passthrough": [list(cfg.passthrough.devices), cfg.passthrough.reassign],
         "qemu": [cfg.boot.qemu, cfg.boot.machine, list(cfg.boot.devices), cfg.boot.memory,
                  kvm_usable()],
+        **({"disk": boots.identity(cfg)} if cfg.boot.via == "disk" else {}),
     }
 
 
@@ -232,8 +241,9 @@ def summary(ws: Workspace) -> str:
                else res.get("reason") or "see the log")
         if verdict == "interrupted":
             why += "; run `doit boot` again"
-        return f"boot: FAIL: {why}{console}"
+        return f"boot: FAIL: {why}{boots.summary(res)}{console}"
     seized = ", ".join(f"{entry} = {' '.join(bdfs)}" for entry, bdfs in
                        res.get("expected", {}).items()) or "no passthrough devices"
     took = f" in {res['seconds']:.0f} s" if isinstance(res.get("seconds"), int | float) else ""
-    return f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}{console}"
+    return (f"boot: PASS{took} ({res.get('accel')}): pciback seized {seized}"
+            f"{boots.summary(res)}{console}")

@@ -350,7 +350,7 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
     bt = c.table(("boot",), SCHEMA["boot"], data.get("boot", {}))
     boot = BootCfg(
         resolve_path(bt["xen"]) if bt["xen"] else None, bt["qemu"], bt["machine"],
-        tuple(bt["devices"]), bt["timeout"], bt["memory"], bt["guest"],
+        tuple(bt["devices"]), bt["timeout"], bt["memory"], bt["guest"], bt["via"],
     )
 
     target = None

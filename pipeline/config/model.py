@@ -80,6 +80,7 @@ class BootCfg:
     timeout: int
     memory: int
     guest: bool | None  # None: not set (doit nightly then boots [[guests]] if any)
+    via: str = "direct"  # "disk": boot a disk image through the installed bootloader
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(int, 600),
         "memory": Key(int, 2048),
         "guest": Key(bool),  # None: unset, see boot.guestcheck.enabled
+        "via": Key(str, "direct", choices=("direct", "disk")),  # disk: pipeline/boot/disk
     },
     "target": {  # a test box reached with the OpenSSH client (issue 18)
         "ssh": Key(str, required=True, check=ssh_destination),
