@@ -5,14 +5,25 @@ cold build per test cache, keyed by its inputs), the dom0 kernel is the shared `
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
+from pipeline import proc
+from pipeline.boot import probe
 from pipeline.build.buildid import gnu_build_id
+from pipeline.workspace import Workspace
 
 from .support.doit import run_doit
-from .support.realxen import NEW, RealXen
+from .support.realkernel import RealKernel
+from .support.realxen import (
+    NEW,
+    RealXen,
+    host_workspace,
+)
+from .support.tools import need
 
 GUEST_DATA = Path(__file__).parent / "data" / "guest"  # a recorded boot of the demo VM
 
@@ -37,4 +48,65 @@ def test_doit_build_fetches_xen_over_hg_and_builds_the_hypervisor(real_xen: Real
     again = run_doit("build", config=real_xen.config, env=real_xen.env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "-- build:xen" in again.stdout, again.stdout
+
+
+def boot_json(ws: Workspace) -> dict:
+    return json.loads((ws.out / "boot.json").read_text())
+
+
+@pytest.mark.slow
+def test_doit_boot_boots_the_built_xen_and_the_guest_sees_both_devices(
+        real_xen: RealXen, real_kernel: RealKernel, real_rootfs: Path, tmp_path: Path) -> None:
+    """doit boot of the demo host with [xen]: QEMU starts out/xen.gz (not Debian's), which
+    says the build-id of out/xen-syms on the console; pciback seizes both NICs and the guest
+    lists them."""
+    need("qemu-system-x86_64")
+    config, ws = host_workspace(real_xen, real_kernel, tmp_path, real_rootfs)
+    res = run_doit("-s", "boot", config=config, timeout=2400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = boot_json(ws)
+    assert result["verdict"] == "pass"
+    assert Path(result["xen"]) == ws.dir / "boot" / "xen"  # out/xen.gz, decompressed
+    assert result["xen_build"]["build_id"] == real_xen.build_id
+    banner = result["xen_build"]["banner"]
+    date = real_xen.ws.state("build-xen")["stamp"][0].removeprefix("XEN_BUILD_DATE=")
+    assert banner.startswith("Xen version 4.17.7 (") and banner.endswith(date), banner
+    assert "(Debian 4.17" not in banner and "pkg-xen-devel" not in banner, banner
+    assert result["expected"] == {"00:03.0": ["0000:00:03.0"],
+                                  "PNP0A08:0-1c.0-0.0": ["0000:01:00.0"]}
+    view = result["guests"]["demo"]
+    assert view["verdict"] == "pass"
+    assert {(d["host"], d["ids"]) for d in view["devices"]} == {
+        ("0000:00:03.0", "[8086:100e] class 020000"),
+        ("0000:01:00.0", "[8086:10d3] class 020000")}
+    assert f"(XEN) build-id: {real_xen.build_id}" in (ws.logs / "boot.log").read_text()
+    print(f"boot of the built Xen: {result['seconds']:.0f} s; {banner}")
+
+
+@pytest.mark.slow
+def test_doit_install_installs_the_built_xen_with_make_install_xen(
+        real_xen: RealXen, real_kernel: RealKernel, tmp_path: Path) -> None:
+    """doit install into a staging root: Xen's own ``make install-xen DESTDIR=...``, run with
+    the build's XEN_BUILD_DATE/TIME, installs the very hypervisor doit build made (byte for
+    byte: no relink, the shared tree untouched) and the GRUB entry boots it."""
+    config, ws = host_workspace(real_xen, real_kernel, tmp_path)
+    tree_gz = real_xen.ws.source_dir("xen") / "xen" / "xen.gz"
+    before = tree_gz.stat().st_mtime_ns
+    sysfs = probe.record_sysfs(probe.parse((GUEST_DATA / "pass.log").read_text(
+        errors="replace")), tmp_path / "vm-sysfs")
+    res = run_doit("-s", "install", config=config, env={"XENPIPE_SYSFS": str(sysfs)},
+                   timeout=1800)
+    assert res.returncode == 0, res.stdout + res.stderr
+    boot = tmp_path / "root" / "boot"
+    assert (boot / "xen-4.17.7.gz").read_bytes() == real_xen.xen_gz.read_bytes()
+    assert os.readlink(boot / "xen-4.17.gz") == "xen-4.17.7.gz"
+    assert tree_gz.stat().st_mtime_ns == before
+    log = (ws.logs / "install.log").read_text()
+    stamp = real_xen.ws.state("build-xen")["stamp"]
+    assert [v.split("=")[0] for v in stamp] == ["XEN_BUILD_DATE", "XEN_BUILD_TIME"]
+    assert f"{proc.render(stamp)} install-xen DESTDIR={tmp_path / 'root'}" in log, log
+    grub = (boot / "grub" / "grub.cfg").read_text()
+    assert "multiboot2 /boot/xen-4.17.7.gz" in grub and "loglvl=info" in grub, grub
+    again = run_doit("-s", "install", config=config, env={"XENPIPE_SYSFS": str(sysfs)})
+    assert again.returncode == 0 and "install-xen" not in again.stdout, again.stdout
 

@@ -141,31 +141,42 @@ def build_real_xen(up: XenUpstream, rev: str = NEW) -> RealXen:
 XEN_CMDLINE = "iommu=1 dom0_mem=1024M loglvl=info"
 
 
-def host_workspace(rx: RealXen, rk: RealKernel, dest: Path, rootfs: Path | None = None
-                   ) -> tuple[Path, Workspace]:
-    """A config and workspace under *dest* for the whole demo host with the built Xen:
+def host_workspace(rx: RealXen | None, rk: RealKernel, dest: Path, rootfs: Path | None = None,
+                   url: str | None = None, rev: str = NEW) -> tuple[Path, Workspace]:
+    """A config and workspace under *dest* for the whole demo host with a built Xen:
     configs/demo.toml plus ``[sources.xen]``/``[xen]`` (no ``[boot] xen``), its install root
-    in *dest*. The shared Xen and kernel builds (their artifacts, trees and build records) are
-    linked in, read-only, so tasks run with ``doit -s`` build nothing; *rootfs*, the Debian
-    root of guest boots, likewise."""
+    in *dest*. The shared kernel build (artifacts, trees, build records) and, given *rx*, the
+    shared Xen build are linked in, read-only, so tasks run with ``doit -s`` build nothing;
+    *rootfs*, the Debian root of guest boots, likewise. Without *rx* the Xen source is *url*
+    at *rev*, for the workspace to fetch and build itself."""
     ws = Workspace(dest / "ws")
     text = demo_with_workspace(ws.dir).replace('xen = "/boot/xen-4.17-amd64.gz"\n', "")
     text = set_key(text, "install", "xen_cmdline", json.dumps(XEN_CMDLINE))
     text = set_key(text, "install", "root", json.dumps(str(dest / "root")))
-    text += "\n" + xen_tables(rx.url)
+    text += "\n" + xen_tables(rx.url if rx else str(url), rev)
     config = dest / "host.toml"
     config.write_text(text)
     ws.out.mkdir(parents=True)
-    for p in (rx.xen_gz, rx.xen_syms, rk.vmlinuz, rk.system_map, rk.dotconfig, rk.build_dir):
+    for p in (rk.vmlinuz, rk.system_map, rk.dotconfig, rk.build_dir,
+              *((rx.xen_gz, rx.xen_syms) if rx else ())):
         (ws.out / p.name).symlink_to(p)
     ws.src.mkdir()
     (ws.src / "linux").symlink_to(rk.ws.source_dir("linux"))
-    (ws.src / "xen").symlink_to(rx.ws.source_dir("xen"))
+    if rx:
+        (ws.src / "xen").symlink_to(rx.ws.source_dir("xen"))
     ws.state_dir.mkdir()
-    for src in (rk.ws, rx.ws):
+    for src in (rk.ws, *((rx.ws,) if rx else ())):
         for rec in src.state_dir.glob("*.json"):
             if rec.name.startswith(("build-", "fetch-", "patch-", "config")):
                 shutil.copy(rec, ws.state_dir)
     if rootfs is not None:
         (ws.dir / "rootfs").symlink_to(rootfs)
     return config, ws
+
+
+def adopt_kernel_tasks(rk: RealKernel, ws: Workspace) -> None:
+    """Give *ws* the shared kernel workspace's doit records, so that a ``doit build`` or
+    ``doit nightly`` of the whole graph on *ws* finds the linked kernel's tasks up to date
+    (their fingerprints hold no workspace path) and never runs make in the shared tree.
+    Hold ``rk.lock()`` meanwhile."""
+    shutil.copy(rk.ws.dep_file, ws.dep_file)
