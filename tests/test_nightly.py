@@ -239,6 +239,8 @@ def test_new_hg_revision_is_reported_old_and_new(tmp_path: Path, hg_upstream: Hg
     _, second = nightly(cfg)
     src = second["variants"][0]["sources"][0]
     assert (src["old"], src["new"], src["changed"]) == (old, new, True)
+    assert src["new_count"] == 1
+    assert src["new_revisions"] == [f"{new[:12]} sched: new scheduler knob"]
     props = {p.get("name"): p.get("value")
              for p in ET.parse(tmp_path / "ws" / "reports" / "junit.xml").iter("property")}
     assert props["source.xen"] == f"{old}..{new}"
