@@ -17,13 +17,19 @@ from pipeline.build.buildid import gnu_build_id
 from pipeline.workspace import Workspace
 
 from .support.doit import run_doit
-from .support.realkernel import RealKernel
+from .support.realkernel import RealKernel, cache_dir
 from .support.realxen import (
     NEW,
+    OLD,
     RealXen,
+    XenUpstream,
+    adopt_kernel_tasks,
+    bundle,
+    clone_history,
     host_workspace,
 )
 from .support.tools import need
+from .support.upstreams import HgServer, hg
 
 GUEST_DATA = Path(__file__).parent / "data" / "guest"  # a recorded boot of the demo VM
 
@@ -110,3 +116,45 @@ def test_doit_install_installs_the_built_xen_with_make_install_xen(
     again = run_doit("-s", "install", config=config, env={"XENPIPE_SYSFS": str(sysfs)})
     assert again.returncode == 0 and "install-xen" not in again.stdout, again.stdout
 
+
+@pytest.mark.slow
+def test_nightly_follows_the_real_history_and_rebuilds_only_xen(
+        real_kernel: RealKernel, real_rootfs: Path, hg_server: HgServer, tmp_path: Path) -> None:
+    """A host workspace that built RELEASE-4.17.6 (its upstream's tip then), following tip;
+    upstream moves to RELEASE-4.17.7 (``hg pull`` of the real history): ``doit nightly``
+    reports the range (old and new changeset, 62 new, their summaries), rebuilds Xen only
+    (the kernel's tasks up to date), boots the new Xen with the guest, and passes."""
+    need("qemu-system-x86_64")
+    source = bundle()
+    up = XenUpstream(clone_history(source, tmp_path / "upstream.hg", OLD),
+                     f"{hg_server.url}{tmp_path.name}/")
+    (hg_server.root / tmp_path.name).symlink_to(up.path)
+    old = up.node("tip")  # the 4.17.6 tree (its tag comes with the next changeset)
+    config, ws = host_workspace(None, real_kernel, tmp_path, real_rootfs, up.url, "tip")
+    env = {"CCACHE_DIR": str(cache_dir() / "ccache")}
+    with real_kernel.lock():
+        adopt_kernel_tasks(real_kernel, ws)
+        first = run_doit("build", config=config, env=env, timeout=3600)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "-- build:kernel" in first.stdout and "-- config" in first.stdout, first.stdout
+        old_id = gnu_build_id(ws.out / "xen-syms")
+        hg("pull", "--", source, cwd=up.path)  # upstream moves on: RELEASE-4.17.7 and its tag
+        new = up.node("tip")
+        assert up.node(OLD) == old
+        res = run_doit("nightly", config=config, env=env, timeout=3600)
+    assert res.returncode == 0, "\n".join((res.stdout + res.stderr).splitlines()[-40:])
+    v = json.loads((ws.reports / "report.json").read_text())["variants"][0]
+    xen = next(s for s in v["sources"] if s["name"] == "xen")
+    assert (xen["old"], xen["new"], xen["changed"]) == (old, new, True)
+    assert xen["new_count"] == 62, xen  # 4.17.6's tag, 60 upstream commits, 4.17.7's tag
+    assert xen["new_revisions"][0] == f"{new[:12]} Added tag {NEW} for changeset " \
+        f"{up.node(NEW)[:12]}", xen["new_revisions"]
+    stages = {s["name"]: s["status"] for s in v["stages"]}
+    assert stages["build:xen"] == "passed" and stages["boot"] == "passed", stages
+    assert stages["build:kernel"] == "up-to-date" and stages["config"] == "up-to-date", stages
+    result = boot_json(ws)
+    new_id = gnu_build_id(ws.out / "xen-syms")
+    assert result["verdict"] == "pass" and result["xen_build"]["build_id"] == new_id != old_id
+    assert result["guests"]["demo"]["verdict"] == "pass"
+    print(f"nightly {old[:12]}..{new[:12]}: {xen['new_count']} changesets, "
+          f"{v['duration']:.0f} s; {v['summary']}")
