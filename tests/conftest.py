@@ -19,6 +19,7 @@ from pipeline.workspace import Workspace
 from .support import doit
 from .support.kernel_tree import unpacked_tree
 from .support.realkernel import TARBALL, RealKernel, build_real_kernel, cache_dir
+from .support.realxen import RealXen, XenUpstream, build_real_xen, bundle, clone_history
 from .support.tools import IN_CI, free_port, need
 from .support.upstreams import GitUpstream, HgServer, HgUpstream, hg
 
@@ -147,3 +148,26 @@ def real_rootfs() -> Path:
     ws = Workspace(cache_dir() / "real-ws")
     rootfs.build(ws)  # rootfs.build locks its directory: concurrent sessions wait, then find it
     return rootfs.cache_dir(ws)
+
+
+@pytest.fixture(scope="session")
+def xen_upstream(tmp_path_factory: pytest.TempPathFactory, hg_server: HgServer
+                 ) -> Iterator[XenUpstream]:
+    """Xen's real stable-4.17 history (tests/support/realxen.py) cloned into a scratch
+    repository, served by the session's ``hg serve`` on 127.0.0.1."""
+    source = bundle()
+    path = clone_history(source, tmp_path_factory.mktemp("xen-upstream") / "xen.hg")
+    link = hg_server.root / "xen-4.17.hg"
+    link.symlink_to(path)
+    try:
+        yield XenUpstream(path, f"{hg_server.url}{link.name}/")
+    finally:
+        link.unlink()
+
+
+@pytest.fixture(scope="session")
+def real_xen(xen_upstream: XenUpstream) -> RealXen:
+    """Xen RELEASE-4.17.7 fetched over hg and built by ``doit build`` (cached by its inputs)."""
+    for tool in ("make", "gcc", "ccache", "python3"):
+        need(tool)
+    return build_real_xen(xen_upstream)

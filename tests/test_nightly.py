@@ -235,10 +235,14 @@ def test_new_hg_revision_is_reported_old_and_new(tmp_path: Path, hg_upstream: Hg
     _, first = nightly(cfg)
     old = hg_upstream.node()
     assert first["variants"][0]["sources"][0]["new"] == old
-    new = hg_upstream.commit("xen/common/sched.c", "int x;\n", "sched: new scheduler knob")
+    mid = hg_upstream.commit("xen/common/sched.c", "int x;\n", "sched: new scheduler knob")
+    new = hg_upstream.commit("xen/common/sched.c", "int y;\n", "sched: rename the knob")
     _, second = nightly(cfg)
     src = second["variants"][0]["sources"][0]
     assert (src["old"], src["new"], src["changed"]) == (old, new, True)
+    assert src["new_count"] == 2  # newest first, as git log lists them
+    assert src["new_revisions"] == [f"{new[:12]} sched: rename the knob",
+                                    f"{mid[:12]} sched: new scheduler knob"]
     props = {p.get("name"): p.get("value")
              for p in ET.parse(tmp_path / "ws" / "reports" / "junit.xml").iter("property")}
     assert props["source.xen"] == f"{old}..{new}"

@@ -155,3 +155,12 @@ def verify(cfg: Config, session: Session, topo: pci.Topology,
                 return f"{bdf} ({entry}) is not bound to pciback"
     return None
 
+
+
+def xen_identity(console: str) -> dict[str, str | None]:
+    """Which hypervisor booted, as it says itself: its banner (``Xen version ...``) and
+    build-id, to be matched against ``out/xen-syms`` (pipeline.build.buildid)."""
+    banner = re.search(r"\(XEN\) (Xen version [^\r\n]*)", console)
+    build_id = re.search(r"\(XEN\) build-id: ([0-9a-f]+)", console)
+    return {"banner": banner[1].strip() if banner else None,
+            "build_id": build_id[1] if build_id else None}

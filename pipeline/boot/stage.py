@@ -19,6 +19,7 @@ from pipeline.boot.checks import (
     topology,
     verify,
     vm_mismatch,
+    xen_identity,
 )
 from pipeline.boot.disk import boots
 from pipeline.boot.guestverdict import summary_lines
@@ -152,6 +153,7 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
         session = run_qemu(plan.argv, ws.log("boot"), plan.steps, plan.timeout)
     results.update(_session_json(session))
     results["pciback"] = list(session.report.pciback)
+    results["xen_build"] = xen_identity(session.console)
     gd = guestdev_log(session.console)
     gd_problems, gd_warnings = guestdev_problems(cfg, gd)
     if gd.lines:

@@ -272,6 +272,28 @@ def xen_targets(cfg: Config, src: Path) -> list[str]:
                      f"[xen] targets to the make targets that build the hypervisor")
 
 
+def xen_stamp(src: Path, make_args: Sequence[str]) -> list[str]:
+    """``XEN_BUILD_DATE=``/``XEN_BUILD_TIME=`` of now, when the tree stamps its build with
+    them (xen/Makefile) and the user set neither: Xen regenerates compile.h, so relinks a new
+    hypervisor, whenever the date in its command changes. Recorded with the build, the same
+    values make ``make install-xen`` install the very hypervisor built (same build-id)."""
+    try:
+        text = (src / "xen" / "Makefile").read_text(errors="replace")
+    except OSError:
+        return []
+    if "XEN_BUILD_DATE" not in text or any(
+            a.startswith(("XEN_BUILD_DATE=", "XEN_BUILD_TIME=")) for a in make_args):
+        return []
+    now = time.gmtime()
+    return [f"XEN_BUILD_DATE={time.strftime('%a %b %d %H:%M:%S UTC %Y', now)}",
+            f"XEN_BUILD_TIME={time.strftime('%H:%M:%S', now)}"]
+
+
+def xen_built_stamp(ws: Workspace) -> list[str]:
+    """The ``XEN_BUILD_*`` make variables the last successful Xen build ran with."""
+    return [str(v) for v in ws.state(Key.build("xen")).get("stamp") or []]
+
+
 def build_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """make the hypervisor (or the configured targets); out/xen.gz and out/xen-syms."""
     xcfg = cfg.xen
@@ -280,7 +302,9 @@ def build_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
     src = ws.source_dir(xcfg.source).resolve()
     targets = xen_targets(cfg, src)
     log = fresh_log(ws, "build-xen")
-    argv = ["make", "-C", str(src), *xcfg.make_args, *make_vars(cfg, xcfg.make_args), *targets]
+    stamp = xen_stamp(src, xcfg.make_args)
+    argv = ["make", "-C", str(src), *xcfg.make_args, *make_vars(cfg, xcfg.make_args), *stamp,
+            *targets]
     with make_stage(cfg, ws, "xen", xcfg.make_args, argv, targets, src, log,
                     tree=str(src)) as (rec, prog):
         files = {}
@@ -290,7 +314,8 @@ def build_xen(cfg: Config, ws: Workspace) -> dict[str, Any]:
                 raise BuildError(f"make {' '.join(targets)} left no xen/{name} in {src}: do "
                                  f"[xen] targets build the hypervisor? (log: {log})")
             files[name] = built
-        state = {"targets": targets, "objects": count_objects(src), "compiled": prog.compiled}
+        state = {"targets": targets, "objects": count_objects(src), "compiled": prog.compiled,
+                 "stamp": stamp}
         out = publish(ws, "xen", files, state)
         rec.finish("pass", artifacts=out)
     return {"artifacts": {k: str(v) for k, v in out.items()}, "compiled": prog.compiled}

@@ -69,7 +69,7 @@ class Hg(Vcs):
         return res.stdout.splitlines()
 
     def log_between(self, dest: Path, old: str, new: str, limit: int) -> list[str]:
-        res = self._hg(dest, "log", "-r", f"only({new}, {old})", "--limit", str(limit),
+        res = self._hg(dest, "log", "-r", f"reverse(only({new}, {old}))", "--limit", str(limit),
                        "--template", "{node|short} {desc|firstline}\\n", check=False)
         return res.stdout.splitlines() if res.returncode == 0 else []
 

@@ -138,7 +138,8 @@ def plan_xen(cfg: Config, ws: Workspace, plan: Plan) -> tuple[str, str]:
     name = f"xen-{version}.gz"
     if _has_target(tree / "Makefile", "install-xen"):
         plan.run(["make", "-C", tree, *cfg.xen.make_args,
-                  *build.make_vars(cfg, cfg.xen.make_args), "install-xen",
+                  *build.make_vars(cfg, cfg.xen.make_args), *build.xen_built_stamp(ws),
+                  "install-xen",
                   f"DESTDIR={plan.root}"],
                  "Xen: make install-xen", key="xen", inputs=[file_digest(gz), version],
                  outputs=[f"/boot/{name}"], writes=["/boot", "/usr"])

@@ -20,6 +20,7 @@ from pipeline.workspace import Key, Workspace
 LAST_GOOD = Key.NIGHTLY_LAST_GOOD
 LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
+COUNT_LIMIT = 100_000  # new upstream revisions counted per source
 ERROR = "xenpipe: error:"
 
 
@@ -50,18 +51,21 @@ def source_section(cfg: Config, ws: Workspace, before: dict[str, str | None],
     out = []
     for name, src in cfg.sources.items():
         old, new = before.get(name), after.get(name)
-        out.append({"name": name, "vcs": src.vcs, "url": proc.redact(src.url), "rev": src.rev,
-                    "old": old, "new": new, "changed": old != new,
-                    "last_good": good.get(name)})
+        entry = {"name": name, "vcs": src.vcs, "url": proc.redact(src.url), "rev": src.rev,
+                 "old": old, "new": new, "changed": old != new, "last_good": good.get(name)}
+        if old and new and old != new and src.vcs != "tarball":  # this run's range
+            revs = new_revisions(src.vcs, ws.source_dir(name), old, new, COUNT_LIMIT)
+            entry.update(new_count=len(revs), new_revisions=revs[:MAX_COMMITS])
+        out.append(entry)
     return out
 
 
-def new_revisions(src_vcs: str, dest: Path, old: str | None, new: str | None
-                  ) -> list[str]:
+def new_revisions(src_vcs: str, dest: Path, old: str | None, new: str | None,
+                  limit: int = MAX_COMMITS + 1) -> list[str]:
     """``<short> <summary>`` of the revisions in *new* that *old* lacks (newest first)."""
     if not old or not new or old == new:
         return []
-    return fetch.vcs_for(src_vcs).log_between(dest, old, new, MAX_COMMITS + 1)
+    return fetch.vcs_for(src_vcs).log_between(dest, old, new, limit)
 
 
 def triage(result: dict[str, Any], cfg: Config, ws: Workspace, last_good: dict[str, Any]
