@@ -35,6 +35,9 @@ def main() -> None:
     """``doit ARGS``: doit's own main, with an interrupt at any point one line, exit 1."""
     try:
         raise_on_sigterm()
+        # a launcher may hold the two signals pending until this handler is in place (nothing
+        # can handle them while the interpreter itself starts): take them from here on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         from doit.doit_cmd import DoitMain
 
         code = DoitMain().run(sys.argv[1:])
