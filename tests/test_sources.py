@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -27,8 +25,8 @@ from pipeline.config import SourceCfg
 from pipeline.errors import SourceError
 from pipeline.workspace import Workspace
 
-from .support.doit import default_sigint, held_reader, run_doit, write_config
-from .support.tools import REPO, free_port
+from .support.doit import run_doit, signalled_while_held, write_config
+from .support.tools import free_port
 from .support.upstreams import GitUpstream, HgUpstream, hg, make_tarball
 
 
@@ -421,20 +419,12 @@ def test_an_interrupted_first_fetch_leaves_no_tree_under_src(
                "GIT_CONFIG_VALUE_0": str(hooks)}
     cfg = write_config(tmp_path, f'[sources.pkg]\nvcs = "{vcs}"\nurl = "{url}"\n')
     tree = tmp_path / "ws" / "src" / "pkg"
-    doit = subprocess.Popen(
-        [sys.executable, "-m", "doit", "fetch", f"config={cfg}"], cwd=REPO, text=True,
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=default_sigint)
-    try:
-        with held_reader(fifo, doit):
-            assert not tree.exists(), "the tree appeared under src/ before its checkout ended"
-            doit.send_signal(signal.SIGINT)
-            out, err = doit.communicate(timeout=60)
-    finally:
-        if doit.poll() is None:
-            os.killpg(doit.pid, signal.SIGKILL)
-            doit.wait()
-    assert doit.returncode == 1 and "Traceback" not in err, err
+    def not_yet_in_place() -> None:
+        assert not tree.exists(), "the tree appeared under src/ before its checkout ended"
+
+    rc, _, err = signalled_while_held(["fetch", f"config={cfg}"], fifo, signal.SIGINT, env,
+                                      check=not_yet_in_place)
+    assert rc == 1 and "Traceback" not in err, err
     assert err.splitlines() == ["xenpipe: error: interrupted by SIGINT"]
     assert not tree.exists()
     again = run_doit("fetch", config=cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .support.doit import default_sigint, held_reader, run_doit, write_config
+from .support.doit import default_sigint, run_doit, signalled_while_held, write_config
 from .support.tools import REPO, free_port
 from .support.upstreams import make_tarball
 
@@ -40,19 +40,8 @@ def test_an_interrupt_while_doit_checks_a_task_is_one_line(tmp_path: Path,
     hook.chmod(0o755)
     tree = tmp_path / "ws" / "src" / "xen"
     subprocess.run(["git", "-C", str(tree), "config", "core.fsmonitor", str(hook)], check=True)
-    doit = subprocess.Popen(
-        [sys.executable, "-m", "doit", "build", f"config={cfg}"], cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=default_sigint)
-    try:
-        with held_reader(fifo, doit):
-            doit.send_signal(sig)
-            out, err = doit.communicate(timeout=60)
-    finally:
-        if doit.poll() is None:
-            os.killpg(doit.pid, signal.SIGKILL)
-            doit.wait()
-    assert doit.returncode == 1 and "Traceback" not in err, err
+    rc, out, err = signalled_while_held(["build", f"config={cfg}"], fifo, sig)
+    assert rc == 1 and "Traceback" not in err, err
     assert err.splitlines() == [f"xenpipe: error: interrupted by {sig.name}"]
     assert out.splitlines() == ["-- fetch:xen", ".  build:xen"]
     subprocess.run(["git", "-C", str(tree), "config", "--unset", "core.fsmonitor"], check=True)
@@ -147,19 +136,8 @@ def test_an_interrupt_during_start_up_is_one_line(tmp_path: Path, sig: signal.Si
     run."""
     fifo = tmp_path / "site.toml"
     os.mkfifo(fifo)
-    doit = subprocess.Popen(
-        [sys.executable, "-m", "doit", "fetch", f"config={fifo}"], cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=default_sigint)
-    try:
-        with held_reader(fifo, doit):
-            doit.send_signal(sig)
-            out, err = doit.communicate(timeout=60)
-    finally:
-        if doit.poll() is None:
-            os.killpg(doit.pid, signal.SIGKILL)
-            doit.wait()
-    assert (doit.returncode, err.splitlines(), out) == (
+    rc, out, err = signalled_while_held(["fetch", f"config={fifo}"], fifo, sig)
+    assert (rc, err.splitlines(), out) == (
         1, [f"xenpipe: error: interrupted by {sig.name}"], ""), err
 
 

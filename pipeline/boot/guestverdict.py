@@ -130,18 +130,14 @@ def parse(console: str) -> Transcript:
                 t.nics.append({"nic": words[1], **fields})
             elif words[:1] == ["returned"] and len(words) >= 2:
                 t.returned[words[1]] = Returned.of(words)
-            elif len(words) >= 4 and words[0] == "guest" and words[2] == "again":
-                run = t.again.setdefault(words[1], GuestRun(words[1]))
-                if words[3] == "create":
-                    run.created, current = True, run
-                elif words[3] == "exit":
-                    run.rc, run.state = _int(fields.get("rc")), fields.get("state")
-                    current = None
             elif words[:1] == ["guest"] and len(words) >= 3:
-                run = t.guests.setdefault(words[1], GuestRun(words[1]))
-                if words[2] == "create":
+                again = len(words) >= 4 and words[2] == "again"  # the second assignment
+                runs = t.again if again else t.guests
+                run = runs.setdefault(words[1], GuestRun(words[1]))
+                event = words[3] if again else words[2]
+                if event == "create":
                     run.created, current = True, run
-                elif words[2] == "exit":
+                elif event == "exit":
                     run.rc, run.state = _int(fields.get("rc")), fields.get("state")
                     current = None
             elif words[:1] == ["done"]:

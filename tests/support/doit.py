@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Most of a `python -m doit` start-up (about half a second, a hundred times per fast run) is
@@ -84,6 +84,29 @@ def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) ->
         yield
     finally:
         os.close(fd)
+
+
+def signalled_while_held(argv: list[str], fifo: Path, sig: signal.Signals,
+                         env: dict[str, str] | None = None,
+                         check: Callable[[], None] | None = None) -> tuple[int, str, str]:
+    """Start ``python -m doit ARGV`` (its own session, SIGINT at its default), wait until it
+    blocks reading *fifo*, run *check*, send *sig*; its exit status, stdout and stderr. The
+    whole process group is killed if it does not end within 60 s."""
+    doit = subprocess.Popen(
+        [sys.executable, "-m", "doit", *argv], cwd=REPO, text=True,
+        env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, preexec_fn=default_sigint)
+    try:
+        with held_reader(fifo, doit):
+            if check is not None:
+                check()
+            doit.send_signal(sig)
+            out, err = doit.communicate(timeout=60)
+    finally:
+        if doit.poll() is None:
+            os.killpg(doit.pid, signal.SIGKILL)
+            doit.wait()
+    return doit.returncode, out, err
 
 
 def run_doit(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
