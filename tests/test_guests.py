@@ -101,7 +101,7 @@ devices = {guest_devices}
 
 def test_guest_devices_compare_as_bdfs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, '["0000:00:19.0", "01:01.0"]', '["00:19.0", "0000:01:01.0"]')
-    assert guestcfg.check(cfg, None) == {"g1": [NIC, IDE]}
+    assert guestcfg.check(cfg, None) == {"g1": {NIC: "", IDE: ""}}
     cfg = _cfg(tmp_path, '["0000:00:19.0"]', '["00:19.0", "00:1f.2"]')
     with pytest.raises(InstallError) as exc:
         guestcfg.check(cfg, None)
@@ -113,7 +113,7 @@ def test_guest_devices_behind_a_device_path(tmp_path: Path) -> None:
     """A bridge's device path in passthrough.devices covers what is behind it (pci.py)."""
     topo = pci.scan(trees.q35(tmp_path / "sysfs").sysfs)
     cfg = _cfg(tmp_path, '["PNP0A08:0-1c.1"]', '["04:00.0"]')
-    assert guestcfg.check(cfg, topo) == {"g1": [pci.parse_bdf("04:00.0")]}
+    assert guestcfg.check(cfg, topo) == {"g1": {pci.parse_bdf("04:00.0"): ""}}
     cfg = _cfg(tmp_path, '["00:01.0"]', '["PNP0A08:0-1c.0-0.0"]')
     with pytest.raises(InstallError, match=r"^\[\[guests\]\] g1: PNP0A08:0-1c.0-0.0 not in"):
         guestcfg.check(cfg, topo)

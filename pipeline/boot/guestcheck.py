@@ -260,7 +260,8 @@ def _source(cfg: Config, g: GuestCfg, topo: pci.Topology | None) -> tuple[str, s
     path = installed(cfg, g)
     if path.is_file():
         return path.read_text(errors="replace"), display(path)
-    if topo is None and any(not isinstance(pci.parse_device(d), pci.Bdf) for d in g.devices):
+    if topo is None and any(not isinstance(pci.parse_entry(d).device, pci.Bdf)
+                              for d in g.devices):
         raise DeviceError(f"[[guests]] {g.name}: a device path needs the machine's topology")
     bdfs = guestcfg.check(cfg, topo)[g.name]
     text = guestcfg.update(None, g, bdfs, display(cfg.path))

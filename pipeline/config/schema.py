@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.pci.address import parse_device
+from pipeline.pci.address import parse_device, parse_entry
 
 FORCED_SYMBOLS = ("CONFIG_XEN_PCIDEV_BACKEND=y",)
 
@@ -76,7 +76,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(str, required=True),
         "config": Key(str, required=True),
         "toolstack": Key(str, "xl", choices=("xl", "xm")),
-        "devices": Key(list, [], items=str, check=parse_device),
+        "devices": Key(list, [], items=str, check=parse_entry),  # with xl's per-device options
     },
     "boot": {
         "xen": Key(str),

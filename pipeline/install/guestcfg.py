@@ -10,7 +10,7 @@ devices that stay), everything else in the file stays byte-for-byte as it was.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pipeline import pci
@@ -24,17 +24,21 @@ _ASSIGN = re.compile(r"[ \t]*pci[ \t]*=")
 _STRING = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 
 
-def check(cfg: Config, topo: pci.Topology | None) -> dict[str, list[pci.Bdf]]:
-    """Each guest's devices as BDFs; refuses a device that is not in passthrough.devices
-    (compared as BDFs, so ``00:19.0`` matches ``0000:00:19.0`` and a device path)."""
+def check(cfg: Config, topo: pci.Topology | None) -> dict[str, dict[pci.Bdf, str]]:
+    """Each guest's devices as BDFs, each with the ``pci`` entry its ``[[guests]] devices``
+    options make ("" for none: the entry is then the user's own, or the plain BDF). Refuses a
+    device that is not in passthrough.devices (compared as BDFs, so ``00:19.0`` matches
+    ``0000:00:19.0`` and a device path) and a vslot for a path that covers several devices."""
     if not cfg.guests:
         return {}
     hidden = {b for bdfs in pci.resolve_devices(cfg.passthrough.devices, topo).values()
               for b in bdfs}
-    out: dict[str, list[pci.Bdf]] = {}
+    out: dict[str, dict[pci.Bdf, str]] = {}
     for g in cfg.guests:
+        parsed = {entry: pci.parse_entry(entry) for entry in g.devices}
         try:
-            resolved = pci.resolve_devices(g.devices, topo)
+            resolved = {entry: pci.resolve_devices([str(p.device)], topo)[str(p.device)]
+                        for entry, p in parsed.items()}
         except XenpipeError as exc:
             raise InstallError(f"[[guests]] {g.name}: {exc}") from None
         stray = [entry for entry, bdfs in resolved.items() if not set(bdfs) <= hidden]
@@ -43,7 +47,16 @@ def check(cfg: Config, topo: pci.Topology | None) -> dict[str, list[pci.Bdf]]:
                 f"[[guests]] {g.name}: {', '.join(stray)} not in passthrough.devices "
                 f"({', '.join(cfg.passthrough.devices) or 'empty'}); dom0 hides only those "
                 "at boot, so only those can be given to a guest")
-        out[g.name] = list(dict.fromkeys(b for bdfs in resolved.values() for b in bdfs))
+        specs: dict[pci.Bdf, str] = {}
+        for entry, bdfs in resolved.items():
+            p = parsed[entry]
+            if p.vslot is not None and len(bdfs) > 1:
+                raise InstallError(
+                    f"[[guests]] {g.name}: {entry} stands for {len(bdfs)} devices "
+                    f"({', '.join(b.short for b in bdfs)}); one virtual slot cannot hold them")
+            for b in bdfs:
+                specs.setdefault(b, p.spec(b) if p.vslot is not None or p.options else "")
+        out[g.name] = specs
     return out
 
 
@@ -109,18 +122,27 @@ def entry_bdf(entry: str) -> pci.Bdf | None:
         return None
 
 
-def render(bdfs: Sequence[pci.Bdf], keep: Sequence[str] = ()) -> str:
-    """``pci = ['00:19.0', ...]``: short BDFs (the 2009 form) unless the domain is not 0; an
-    entry in *keep* for the same device is kept as the user wrote it."""
+def _items(bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str], keep: Sequence[str]) -> list[str]:
+    """The ``pci`` entries for *bdfs*: the config's own entry (a mapping's non-empty value),
+    else the entry in *keep* for the same device as the user wrote it, else the BDF."""
+    specs = bdfs if isinstance(bdfs, Mapping) else {}
     items = []
     for b in bdfs:
-        mine = next((k for k in keep if entry_bdf(k) == b), None)
-        text = mine if mine is not None else (b.short if b.domain == 0 else str(b))
-        items.append(f'"{text}"' if "'" in text else f"'{text}'")
+        mine = specs.get(b) or next((k for k in keep if entry_bdf(k) == b), None)
+        items.append(mine if mine is not None else (b.short if b.domain == 0 else str(b)))
+    return items
+
+
+def render(bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str], keep: Sequence[str] = ()) -> str:
+    """``pci = ['00:19.0', ...]``: short BDFs (the 2009 form) unless the domain is not 0; with
+    options where ``[[guests]] devices`` gives them (*bdfs* a mapping from ``check``); else an
+    entry in *keep* for the same device is kept as the user wrote it."""
+    items = [f'"{t}"' if "'" in t else f"'{t}'" for t in _items(bdfs, keep)]
     return f"pci = [{', '.join(items)}]"
 
 
-def update(text: str | None, guest: GuestCfg, bdfs: Sequence[pci.Bdf], origin: str) -> str:
+def update(text: str | None, guest: GuestCfg,
+           bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str], origin: str) -> str:
     """*text* (None: no file yet) with its ``pci`` list holding exactly *bdfs*."""
     tool = guest.toolstack
     if text is None:
@@ -136,12 +158,13 @@ def update(text: str | None, guest: GuestCfg, bdfs: Sequence[pci.Bdf], origin: s
         return (f"{text}{sep}# xenpipe: the PCI devices passed through to {guest.name} "
                 f"([[guests]] in {origin})\n{render(bdfs)}\n")
     current = entries(text) or []
-    if [entry_bdf(c) for c in current] == list(bdfs):
+    if _items(bdfs, current) == current:
         return text  # already right, in the user's own spelling
     return text[: span[0]] + render(bdfs, current) + text[span[1]:]
 
 
-def plan(install_plan: Plan, guest: GuestCfg, bdfs: Sequence[pci.Bdf], origin: str) -> None:
+def plan(install_plan: Plan, guest: GuestCfg, bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str],
+         origin: str) -> None:
     """Add the write of *guest*'s config (if it changes) to the plan."""
     if not bdfs:
         install_plan.note(f"[[guests]] {guest.name} has no devices: {guest.config} left alone")

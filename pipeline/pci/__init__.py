@@ -19,9 +19,11 @@ from pipeline.pci.address import (
     PATH_FORM,
     Bdf,
     DevicePath,
+    GuestDevice,
     Hop,
     parse_bdf,
     parse_device,
+    parse_entry,
     parse_path,
 )
 from pipeline.pci.bootargs import (
@@ -54,8 +56,9 @@ from pipeline.pci.sysfs import (
 
 __all__ = [
     "BDF_FORMS", "FLAVOURS", "PATH_FORM", "RESOURCE_ALIGN_ORDER", "USAGE", "Bdf", "Device",
-    "DeviceError", "DevicePath", "Hop", "RootBus", "Topology", "check_passthrough",
+    "DeviceError", "DevicePath", "GuestDevice", "Hop", "RootBus", "Topology", "check_passthrough",
     "class_name", "detect_flavour", "dom0_params", "iommu_disabled", "iommu_warning",
-    "kernel_family", "main", "parse_bdf", "parse_device", "parse_path", "proc_root", "report",
+    "kernel_family", "main", "parse_bdf", "parse_device", "parse_entry", "parse_path",
+    "proc_root", "report",
     "resolve_devices", "scan", "sysfs_root", "system_devices", "table", "xen_cmdline",
 ]

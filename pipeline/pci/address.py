@@ -156,6 +156,67 @@ def parse_device(text: str) -> Bdf | DevicePath:
     return parse_bdf(text)
 
 
+# xl-pci-configuration(5): each option's allowed values (None: an identifier, see _NAME).
+OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "permissive": ("0", "1"), "msitranslate": ("0", "1"), "seize": ("0", "1"),
+    "power_mgmt": ("0", "1"), "rdm_policy": ("strict", "relaxed"), "name": None,
+}
+ENTRY_FORM = ("expected DEVICE[@VSLOT][,KEY=VALUE...] with KEY one of vslot, "
+              + ", ".join(OPTIONS) + " (xl-pci-configuration(5)), e.g. 00:03.0,permissive=1")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class GuestDevice:
+    """A ``[[guests]] devices`` entry: the device, its virtual slot and its xl options."""
+
+    device: Bdf | DevicePath
+    vslot: int | None = None
+    options: tuple[tuple[str, str], ...] = ()  # as written, in order
+
+    def spec(self, bdf: Bdf) -> str:
+        """The ``pci = [...]`` entry for *bdf* (the device, or one BDF its path stands for)."""
+        head = bdf.short if bdf.domain == 0 else str(bdf)
+        slot = "" if self.vslot is None else f"@{self.vslot:x}"
+        return head + slot + "".join(f",{k}={v}" for k, v in self.options)
+
+
+def _vslot(bad: Callable[[str], DeviceError], text: str) -> int:
+    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,2}", text) or int(text, 16) > 0x1F:
+        raise bad(f'vslot "{text}" is not a hex slot 0..1f')
+    return int(text, 16)
+
+
+def parse_entry(text: str) -> GuestDevice:
+    """Parse ``DEVICE[@VSLOT][,KEY=VALUE...]``: an unknown key, a bad value or a key given twice
+    is an error naming it."""
+    value, bad = _entry("guest device", ENTRY_FORM, text)
+    head, *fields = value.split(",")
+    dev_text, at, slot_text = head.partition("@")
+    device = parse_device(dev_text)
+    vslot = _vslot(bad, slot_text.strip()) if at else None
+    seen = {"vslot"} if at else set()
+    options = []
+    for field in fields:
+        key, eq, val = (x.strip() for x in field.partition("="))
+        if not eq or not key:
+            raise bad(f'option "{field.strip()}" is not KEY=VALUE')
+        if key not in OPTIONS and key != "vslot":
+            raise bad(f'unknown option "{key}"')
+        if key in seen:
+            raise bad(f'option "{key}" is given twice' + (" (@ is vslot)" if at else ""))
+        seen.add(key)
+        if key == "vslot":
+            vslot = _vslot(bad, val)
+            continue
+        allowed = OPTIONS[key]
+        if allowed is None and not _NAME.fullmatch(val):
+            raise bad(f'{key} "{val}" is not an identifier (letters, digits, "_")')
+        if allowed is not None and val not in allowed:
+            raise bad(f'{key}={val}: expected ' + " or ".join(allowed))
+        options.append((key, val))
+    return GuestDevice(device, vslot, tuple(options))
+
 
 def unique_bdfs(items: Iterable[Bdf]) -> list[Bdf]:
     """*items* without repeats, in first-seen order."""
