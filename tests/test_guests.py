@@ -120,3 +120,55 @@ def test_guest_devices_behind_a_device_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"site.toml:11: \[\[guests\]\] devices: bad PCI "
                        r'address "00:1.0"'):  # a typo is refused when the config is loaded
         _cfg(tmp_path, '["00:01.0"]', '["00:1.0"]')
+
+
+# ------------------------------------------------ per-device options (xl-pci-configuration(5))
+@pytest.mark.parametrize(("entry", "spec"), [
+    ("00:03.0", "00:03.0"),
+    ("00:03.0,permissive=1", "00:03.0,permissive=1"),
+    ("00:03.0, msitranslate=0", "00:03.0,msitranslate=0"),
+    ("00:03.0,seize=1,power_mgmt=0", "00:03.0,seize=1,power_mgmt=0"),
+    ("00:03.0,rdm_policy=relaxed", "00:03.0,rdm_policy=relaxed"),
+    ("00:03.0@5", "00:03.0@5"),
+    ("00:03.0,vslot=1f", "00:03.0@1f"),
+    ("00:03.0,name=nic_0", "00:03.0,name=nic_0"),
+])
+def test_entry_options_parse_and_render(entry: str, spec: str) -> None:
+    parsed = pci.parse_entry(entry)
+    assert parsed.spec(pci.parse_bdf("00:03.0")) == spec
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ("00:03.0,permissive=2", "permissive=2: expected 0 or 1"),
+    ("00:03.0,rdm_policy=lax", "rdm_policy=lax: expected strict or relaxed"),
+    ("00:03.0,bogus=1", 'unknown option "bogus"'),
+    ("00:03.0,permissive=1,permissive=0", 'option "permissive" is given twice'),
+    ("00:03.0@5,vslot=6", 'option "vslot" is given twice'),
+    ("00:03.0@20", 'vslot "20" is not a hex slot 0..1f'),
+    ("00:03.0,name=1nic", 'name "1nic" is not an identifier'),
+    ("00:03.0,seize", 'option "seize" is not KEY=VALUE'),
+])
+def test_bad_options_are_config_errors_with_the_line(tmp_path: Path, entry: str,
+                                                     why: str) -> None:
+    """Each bad option is refused at load, naming file:line, the table and the entry."""
+    with pytest.raises(ConfigError) as exc:
+        _cfg(tmp_path, '["00:03.0"]', f'[\n  "00:03.0",\n  "{entry}",\n]')
+    assert f'site.toml:13: [[guests]] devices: bad guest device "{entry}": {why}' in \
+        str(exc.value)
+
+
+def test_options_rendered_for_a_bdf_and_a_resolved_device_path(tmp_path: Path) -> None:
+    """The options stay with a device path resolved through a recorded sysfs tree (q35)."""
+    topo = pci.scan(trees.q35(tmp_path / "sysfs").sysfs)
+    cfg = _cfg(tmp_path, '["00:01.0", "PNP0A08:0-1c.1"]',
+               '["00:01.0,permissive=1", "PNP0A08:0-1c.1-0.0@5,rdm_policy=strict", '
+               '"00:01.0"]')
+    specs = guestcfg.check(cfg, topo)["g1"]
+    assert guestcfg.render(specs) == \
+        "pci = ['00:01.0,permissive=1', '04:00.0@5,rdm_policy=strict']"
+    # the config's options replace the user's entry; a device without options keeps it
+    text = "pci = ['00:01.0,msitranslate=1', '04:00.0,seize=1']\n"
+    plain = _cfg(tmp_path, '["00:01.0", "04:00.0"]', '["00:01.0", "04:00.0,power_mgmt=1"]')
+    new = guestcfg.update(text, XL, guestcfg.check(plain, topo)["g1"], "s")
+    assert new == "pci = ['00:01.0,msitranslate=1', '04:00.0,power_mgmt=1']\n"
+    assert guestcfg.update(new, XL, guestcfg.check(plain, topo)["g1"], "s") == new

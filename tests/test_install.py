@@ -334,6 +334,16 @@ def test_guest_devices_must_be_passed_through(tmp_path: Path, machine: object,
         run(site)
 
 
+def test_guest_device_options_are_installed(tmp_path: Path, machine: object,
+                                            modules: list[Path]) -> None:
+    """[[guests]] devices with xl options: the staged guest config carries them."""
+    site = site_2009(tmp_path, modules,
+                     guests__devices='["00:19.0,permissive=1,msitranslate=1", "01:01.0@3"]')
+    run(site)
+    guest = (site.root / "etc/xen/GUEST.hvm").read_text()
+    assert guest.splitlines()[-1] == "pci = ['00:19.0,permissive=1,msitranslate=1', '01:01.0@3']"
+
+
 @pytest.mark.parametrize("link", ["boot/grub", "etc/xen/GUEST.hvm"])
 def test_a_symlink_out_of_the_root_stops_the_install(tmp_path: Path, machine: object,
                                                      modules: list[Path], link: str) -> None:
