@@ -165,3 +165,29 @@ def test_doit_devices_warns_of_a_missing_iommu(tmp_path: Path) -> None:
     res = _doit(tmp_path, sysfs_trees.pc(tmp_path / "sys"), '["00:03.0"]')
     assert res.returncode == 0, res.stderr
     assert "  0000:00:03.0: warn\n    warn: iommu: no DMAR or IVRS table" in res.stdout
+
+
+def test_doit_devices_warns_when_xen_cmdline_turns_the_iommu_off(tmp_path: Path) -> None:
+    tree = sysfs_trees.checks_box(tmp_path / "sys")
+    proc = sysfs_trees.proc_tree(tmp_path / "proc", [("8:1", "/", "ext4", "/dev/sda1")])
+    cfg = write_config(tmp_path, '[install]\nxen_cmdline = "iommu=0"\n'
+                                 '[passthrough]\ndevices = ["04:00.0"]\n')
+    res = run_doit("devices", config=cfg,
+                   env={"XENPIPE_SYSFS": str(tree.sysfs), "XENPIPE_PROC": str(proc)})
+    assert res.returncode == 0, res.stderr
+    assert "    warn: iommu: install.xen_cmdline turns the IOMMU off\n" in res.stdout
+    assert "warn: iommu: no DMAR" not in res.stdout  # checks_box has its DMAR
+
+
+@pytest.mark.parametrize(("root", "rc"), [("/", 1), (None, 0)])
+def test_an_absent_device_on_this_machine(tmp_path: Path, root: str | None, rc: int) -> None:
+    """This machine's own /sys (no XENPIPE_SYSFS): with install.root "/" it is the box, so an
+    absent device is a no-go; installing into a staging root it warns how to give the box's.
+    PCI domain abcd stands for a device no machine here has."""
+    body = (f'[install]\nroot = "{root}"\n' if root else "") + \
+        '[passthrough]\ndevices = ["abcd:00:00.0"]\n'
+    res = run_doit("devices", config=write_config(tmp_path, body), env={"XENPIPE_SYSFS": ""})
+    assert res.returncode == rc, res.stderr
+    line = next(v for v in res.stdout.splitlines() if ": present: " in v)
+    assert "abcd:00:00.0 is not present on the box examined (/sys)" in line
+    assert ("give a copy of the box's /sys as XENPIPE_SYSFS=<tree>" in line) == (root is None)
