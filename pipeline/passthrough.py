@@ -7,8 +7,10 @@ bootloader entry) and ``doit boot`` (QEMU), so the boot check tests what gets in
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline import pci
 from pipeline.config import Config
@@ -131,3 +133,33 @@ def devices_report(cfg: Config, ws: Workspace) -> str:
                          "xen-pciback seizes the bridge too, so dom0's PCIe port services "
                          "(AER, hotplug, PME) stop for it")
     return "\n".join([text, *lines])
+
+
+def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None) -> list[pci.Verdict]:
+    """The go/no-go of each ``[passthrough] devices`` entry on the box examined (checks.py);
+    *dotconfig*: the built kernel's ``.config`` (absent: no build yet, no kernel check)."""
+    topo = pci.scan()
+    recorded = bool(os.environ.get("XENPIPE_SYSFS"))
+    here = cfg.target is None and cfg.install.root == Path("/")
+    hint = None if recorded or here else (
+        f"{topo.sysfs} is this build host's, not the box's that install.root "
+        f"{cfg.install.root} is for: give a copy of the box's /sys as XENPIPE_SYSFS=<tree>")
+    platform = []
+    iommu = pci.iommu_warning(topo.sysfs)
+    if iommu:
+        platform.append(pci.Finding(pci.WARN, "iommu", iommu))
+    if pci.iommu_disabled(cfg.install.xen_cmdline):
+        platform.append(pci.Finding(pci.WARN, "iommu", "install.xen_cmdline turns the IOMMU off"))
+    text = None
+    if dotconfig is not None and dotconfig.is_file():
+        text = dotconfig.read_text(errors="replace")
+    try:
+        hide: bool | None = flavour(cfg, ws) != "guestdev"
+    except DeviceError:
+        hide = None
+    kernel = pci.check_kernel(text, str(dotconfig), hide)
+    if kernel:
+        platform.append(kernel)
+    return pci.verdicts(cfg.passthrough.devices, topo, pci.system_devices(topo),
+                        allow_system_devices=cfg.install.allow_system_devices,
+                        absent_hint=hint, platform=platform)

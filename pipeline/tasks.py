@@ -31,6 +31,7 @@ from pipeline import (
     nightly,
     passthrough,
     patch,
+    pci,
     proc,
     target,
 )
@@ -359,10 +360,17 @@ def task_install() -> Any:
 
 
 def task_devices() -> Any:
-    """Print the PCI devices (BDF, device path, class, ids, driver), warnings, the dom0 line."""
+    """Print the PCI devices, warnings, the dom0 line and a go/no-go per device (force=1)."""
 
     def show() -> Any:
         print(passthrough.devices_report(CFG, WS), flush=True)
+        found = passthrough.device_verdicts(CFG, WS, build.kernel_build_dir(WS) / ".config")
+        print(pci.render(found), flush=True)
+        error = pci.nogo_error(found)
+        if error is not None and not flag("force"):
+            raise error
+        if error is not None:
+            print(f"force=1: going on despite: {error}", flush=True)
 
     return {"actions": [stage(show)], "uptodate": [lambda: False]}
 

@@ -7,6 +7,7 @@ bridge and the chain of PCI-PCI bridges, so it stays put.
 - ``address``: parsing BDFs and device paths (no machine needed; the config loader uses it)
 - ``sysfs``: the topology under ``/sys``, converting between the two, the device table
 - ``safety``: devices dom0 cannot give away (the disk holding ``/``), a missing IOMMU
+- ``checks``: a go/no-go per passthrough device (reset, MSI, functions, bridges, dom0)
 - ``bootargs``: the dom0 and Xen command-line options for the kernel flavour being built
 - ``cli``: ``python -m pipeline.pci``
 
@@ -35,6 +36,16 @@ from pipeline.pci.bootargs import (
     kernel_family,
     xen_cmdline,
 )
+from pipeline.pci.checks import (
+    NOGO,
+    WARN,
+    Finding,
+    Verdict,
+    check_kernel,
+    nogo_error,
+    render,
+    verdicts,
+)
 from pipeline.pci.cli import USAGE, main
 from pipeline.pci.safety import (
     check_passthrough,
@@ -56,7 +67,8 @@ from pipeline.pci.sysfs import (
 
 __all__ = [
     "BDF_FORMS", "FLAVOURS", "PATH_FORM", "RESOURCE_ALIGN_ORDER", "USAGE", "Bdf", "Device",
-    "DeviceError", "DevicePath", "GuestDevice", "Hop", "RootBus", "Topology", "check_passthrough",
+    "DeviceError", "DevicePath", "Finding", "GuestDevice", "Hop", "NOGO", "Verdict", "WARN",
+    "check_kernel", "nogo_error", "render", "verdicts", "RootBus", "Topology", "check_passthrough",
     "class_name", "detect_flavour", "dom0_params", "iommu_disabled", "iommu_warning",
     "kernel_family", "main", "parse_bdf", "parse_device", "parse_entry", "parse_path",
     "proc_root", "report",

@@ -57,8 +57,12 @@ class Tree:
         return d
 
     def dev(self, bdf: str, cls: int, vendor: int, device: int, driver: str | None = None,
-            parent: str | None = None) -> Path:
-        """A PCI function on the root bus of its domain:bus, or behind bridge *parent*."""
+            parent: str | None = None, reset: str | None = "bus",
+            config: bytes | None = None) -> Path:
+        """A PCI function on the root bus of its domain:bus, or behind bridge *parent*.
+
+        *reset*: the ``reset_method`` file (None: none, as a kernel hides it for a device
+        without reset); *config*: the config space (default 64 zero bytes: unknown)."""
         bdf = _full(bdf)
         base = self.dirs[_full(parent)] if parent else self.sysfs / "devices" / f"pci{bdf[:7]}"
         assert base.is_dir(), f"no bus for {bdf}: create the root bus or the bridge first"
@@ -67,7 +71,9 @@ class Tree:
         (d / "class").write_text(f"0x{cls:06x}\n")
         (d / "vendor").write_text(f"0x{vendor:04x}\n")
         (d / "device").write_text(f"0x{device:04x}\n")
-        (d / "config").write_bytes(b"\0" * 64)
+        (d / "config").write_bytes(b"\0" * 64 if config is None else config)
+        if reset is not None:
+            (d / "reset_method").write_text(reset + "\n")
         if driver:
             drv = self.sysfs / "bus" / "pci" / "drivers" / driver
             drv.mkdir(parents=True, exist_ok=True)
@@ -108,6 +114,27 @@ class Tree:
         tables.mkdir(parents=True, exist_ok=True)
         for n in names:
             (tables / n).write_bytes(n.encode())
+
+
+def config_space(vendor: int, device: int, cls: int, caps: Sequence[int] = (),
+                 port: int | None = None, flr: bool = False, size: int = 256) -> bytes:
+    """A config space with capability list *caps* (IDs; 0x10 PCI Express with device/port type
+    *port* and FLR if *flr*); *size* 64 is what an unprivileged read of sysfs returns."""
+    c = bytearray(256)
+    c[0:4] = vendor.to_bytes(2, "little") + device.to_bytes(2, "little")
+    c[9:12] = cls.to_bytes(3, "little")
+    c[0x0E] = 1 if cls >> 8 == 0x0604 else 0
+    if caps:
+        c[6] |= 0x10
+        c[0x34] = 0x40
+    for i, cap in enumerate(caps):
+        at = 0x40 + 0x10 * i
+        c[at] = cap
+        c[at + 1] = at + 0x10 if i + 1 < len(caps) else 0
+        if cap == 0x10:
+            c[at + 2] = ((port or 0) << 4) | 2
+            c[at + 4:at + 8] = ((1 << 28) if flr else 0).to_bytes(4, "little")
+    return bytes(c[:size])
 
 
 def proc_tree(proc: Path, mounts: Sequence[tuple[str, str, str, str]],
@@ -213,4 +240,40 @@ def ref2009(sysfs: Path) -> Tree:
     t.dev("00:1f.2", SATA, 0x8086, 0x2922, "ahci")
     t.disk("00:1f.2", "sda", "8:0", ["sda1", "sda2", "sda3"])
     t.acpi_tables("APIC", "DSDT", "FACP", "DMAR")
+    return t
+
+
+MSI, MSIX, PCIE = 0x05, 0x11, 0x10
+ROOT_PORT, ENDPOINT = 0x4, 0x0
+
+
+def checks_box(sysfs: Path) -> Tree:
+    """A box for the go/no-go checks: a dual-port NIC (multi-function 01:00.0/.1, MSI-X, FLR)
+    on root port 00:1c.0; a conventional PCI card 03:00.0 (MSI only) and 03:01.0 behind a
+    PCIe-to-PCI bridge 02:00.0 on root port 00:1c.1; a NIC 04:00.0 with no reset method and
+    INTx only on root port 00:1c.2; the root disk on SATA 00:1f.2; the IOMMU's DMAR."""
+    t = Tree(sysfs)
+    t.root_bus(hid="PNP0A08", uid="0")
+    t.dev("00:00.0", HOST_BRIDGE, 0x8086, 0x29C0)
+    port = config_space(0x8086, 0x2940, PCI_BRIDGE, [PCIE, MSI], port=ROOT_PORT)
+    for fn in (0, 1, 2):
+        t.dev(f"00:1c.{fn}", PCI_BRIDGE, 0x8086, 0x2940, "pcieport", config=port)
+    nic = config_space(0x8086, 0x10C9, ETHERNET, [PCIE, MSI, MSIX], port=ENDPOINT, flr=True)
+    t.dev("01:00.0", ETHERNET, 0x8086, 0x10C9, "igb", parent="00:1c.0", reset="flr bus",
+          config=nic)
+    t.dev("01:00.1", ETHERNET, 0x8086, 0x10C9, "igb", parent="00:1c.0", reset="flr bus",
+          config=nic)
+    t.dev("02:00.0", PCI_BRIDGE, 0x104C, 0x8240, parent="00:1c.1",
+          config=config_space(0x104C, 0x8240, PCI_BRIDGE, [PCIE], port=0x7))
+    t.dev("03:00.0", ETHERNET, 0x10EC, 0x8139, "8139too", parent="02:00.0",
+          config=config_space(0x10EC, 0x8139, ETHERNET, [MSI]))
+    t.dev("03:01.0", 0x0C0010, 0x1106, 0x3044, "firewire_ohci", parent="02:00.0",
+          config=config_space(0x1106, 0x3044, 0x0C0010, [MSI]))
+    t.dev("04:00.0", ETHERNET, 0x10EC, 0x8168, "r8169", parent="00:1c.2", reset=None,
+          config=config_space(0x10EC, 0x8168, ETHERNET, [PCIE], port=ENDPOINT))
+    t.dev("00:1f.0", ISA_BRIDGE, 0x8086, 0x2918, "lpc_ich")
+    t.dev("00:1f.2", SATA, 0x8086, 0x2922, "ahci", config=config_space(
+        0x8086, 0x2922, SATA, [MSI], size=64))  # an unprivileged read: capabilities unknown
+    t.disk("00:1f.2", "sda", "8:0", ["sda1", "sda2"])
+    t.acpi_tables("APIC", "DSDT", "FACP", "MCFG", "DMAR")
     return t
