@@ -89,6 +89,10 @@ class RunState:
     variants: list[str] = field(default_factory=list)
     interrupted: str | None = None
     check_failed: list[str] = field(default_factory=list)
+    # task name -> (its fingerprint, its "outputs still there" check): what `doit install
+    # --dry-run` asks to say which stages a real install would run first (see stale_stages)
+    checks: dict[str, tuple[Callable[[], Any] | None, Callable[[], bool] | None]] = field(
+        default_factory=dict)
 
     def interrupt(self, exc: KeyboardInterrupt) -> str:
         """Record that doit was interrupted (no later task starts); the one line of the task
@@ -157,16 +161,11 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-# task name -> (its fingerprint, its "outputs still there" check): what `doit install
-# --dry-run` asks to say which stages a real install would run first (see stale_stages)
-CHECKS: dict[str, tuple[Callable[[], Any] | None, Callable[[], bool] | None]] = {}
-
-
 def uptodate(name: str, fingerprint: Callable[[], Any] | None = None,
              present: Callable[[], bool] | None = None) -> list[Callable[..., Any]]:
     """A task's doit ``uptodate`` list: its fingerprint unchanged (see unchanged) and its
-    outputs present; registered in CHECKS under the task's full name."""
-    CHECKS[name] = (fingerprint, present)
+    outputs present; registered in STATE.checks under the task's full name."""
+    STATE.checks[name] = (fingerprint, present)
     return [*([unchanged(fingerprint)] if fingerprint else []),
             *([checked(present)] if present else [])]
 
@@ -176,11 +175,10 @@ def stale_stages() -> list[str]:
     values doit saved), in task order; read-only, for the dry run."""
     dep = Globals.dep_manager
     stale = []
-    for name, (fingerprint, present) in CHECKS.items():
+    for name, (fingerprint, present) in STATE.checks.items():
         try:
             saved = dep.get_values(name) if dep is not None else {}
-            if (fingerprint is not None
-                    and saved.get("fingerprint") != digest.of_json(fingerprint())) \
+            if (fingerprint is not None and not same_fingerprint(fingerprint, saved)[0]) \
                     or (present is not None and not present()):
                 stale.append(name)
         except USER_ERRORS:
@@ -188,14 +186,21 @@ def stale_stages() -> list[str]:
     return stale
 
 
+def same_fingerprint(compute: Callable[[], Any], saved: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the fingerprint computed now equals the one doit saved for the task, and the
+    fingerprint (the one comparison the real check and the dry run's make)."""
+    fp = digest.of_json(compute())
+    return saved.get("fingerprint") == fp, fp
+
+
 def unchanged(compute: Callable[[], Any]) -> Callable[[Any, dict[str, Any]], bool]:
     """A doit ``uptodate`` callable (see checked): compare a fingerprint computed when the task
     is checked (after its dependencies ran) with the one saved at its last success."""
 
     def check(task: Any, values: dict[str, Any]) -> bool:
-        fp = digest.of_json(compute())
+        same, fp = same_fingerprint(compute, values)
         task.value_savers.append(lambda: {"fingerprint": fp})
-        return values.get("fingerprint") == fp
+        return same
 
     return checked(check)
 
