@@ -12,7 +12,7 @@ from typing import Any
 
 import pexpect
 
-from pipeline import pci
+from pipeline import pci, proc
 from pipeline.boot import milestone
 from pipeline.errors import TargetError
 
@@ -50,8 +50,9 @@ class Console:
         return milestone.watch(self.child, steps, timeout, start=self.started)
 
     def stop(self) -> None:
-        if self.child is not None:
-            self.child.terminate(force=True)
+        if self.child is not None:  # it leads its own session: stop what it started too
+            proc.stop_group(self.child.pid, self.child.isalive, grace=2.5)
+            self.child.close(force=True)
             if self.child.logfile is not None:
                 self.child.logfile.close()
             self.child = None

@@ -14,7 +14,6 @@ built, to compare with the overlay afterwards.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pipeline import proc
 from pipeline.errors import BootError
+from pipeline.install.initramfs import which
 
 SECTOR = 512
 START = 2048  # the partition's first sector (1 MiB), as fdisk puts it
@@ -56,7 +56,7 @@ class Layout:
         return f"label: dos\nstart={START}, type=83, bootable\n"
 
 
-def _run(argv: list[str | os.PathLike[str]], step: str, log: Path,
+def _run(argv: list[str | os.PathLike[str]], step: str, log: Path | None,
          stdin: str | None = None) -> proc.Result:
     res = proc.run(argv, log=log, capture=True, check=False, input=stdin, timeout=600)
     if res.returncode != 0:
@@ -65,9 +65,9 @@ def _run(argv: list[str | os.PathLike[str]], step: str, log: Path,
 
 
 def need(tool: str, package: str) -> str:
-    """The path of *tool*, else the one line that says which package has it."""
-    path = shutil.which(tool) or next(
-        (str(Path(d) / tool) for d in ("/usr/sbin", "/sbin") if (Path(d) / tool).is_file()), None)
+    """The path of *tool* (PATH or the sbin directories), else the one line that says which
+    package has it."""
+    path = which(tool)
     if path is None:
         raise DiskError(f"{tool} not found", f"apt-get install {package}")
     return path
@@ -77,10 +77,7 @@ def copy_tree(src: Path, dest: Path) -> None:
     """*src*'s files onto *dest* byte for byte (modes, times, links), over what is there."""
     if not src.is_dir():
         raise DiskError("install.root", f"{src} is not a directory: run `doit install` first")
-    res = subprocess.run(["cp", "-a", "--", f"{src}/.", str(dest)], capture_output=True,
-                         text=True, env=proc.environment())
-    if res.returncode != 0:
-        raise DiskError(f"copying {src}", (res.stderr.strip().splitlines() or ["failed"])[-1])
+    _run(["cp", "-a", "--", f"{src}/.", dest], f"copying {src}", None)
 
 
 def make_image(tree: Path, image: Path, layout: Layout, log: Path,
