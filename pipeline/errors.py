@@ -64,6 +64,11 @@ class BootError(XenpipeError):
     """The QEMU boot did not reach a milestone."""
 
 
+class BisectError(XenpipeError):
+    """A bisection cannot start or go on: bad arguments, no nightly history, a step that
+    cannot run (its fetch failed)."""
+
+
 class TargetError(XenpipeError):
     """The test box of ``[target]`` is unreachable, refused a step, or did not come back."""
 

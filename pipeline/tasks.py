@@ -21,6 +21,7 @@ from doit.globals import Globals
 from doit.reporter import ConsoleReporter
 
 from pipeline import (
+    bisect,
     boot,
     build,
     config,
@@ -59,7 +60,8 @@ class XenpipeReporter(ConsoleReporter):
 def load_config(var: str | None = None) -> config.Config:
     """Load the chosen config, or print its one-line error and exit 1 (even for `doit list`)."""
     try:
-        return config.load(config.choose_path(var or get_var("config")))
+        # a `doit bisect` step's child doit pins sources (pipeline.bisect.step)
+        return bisect.step_config(config.load(config.choose_path(var or get_var("config"))))
     except XenpipeError as exc:
         sys.stderr.write(format_error(exc) + "\n")
         raise SystemExit(1) from None
@@ -409,3 +411,10 @@ def task_report() -> Any:
         print(f"report page: {path}", flush=True)
 
     return {"actions": [stage(page, variants=True)], "uptodate": [lambda: False]}
+
+
+def task_bisect() -> Any:
+    """Find the changeset (source=NAME) or patch (patches=NAME) that broke the run."""
+    return {"actions": [stage(lambda: bisect.bisect(CFG, WS, {k: get_var(k) for k in
+                                                              bisect.VARS}))],
+            "uptodate": [lambda: False]}

@@ -15,6 +15,7 @@ class Key:
     CONFIG = "config"
     INSTALL = "install"
     NIGHTLY_LAST_GOOD = "nightly-last-good"
+    BISECT = "bisect"  # the bisection under way or last finished (pipeline.bisect)
 
     @staticmethod
     def fetch(source: str) -> str:

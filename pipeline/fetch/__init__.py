@@ -16,6 +16,7 @@ from pipeline.fetch.base import (
     local_edits,
     mirror_path,
     owned_changes,
+    pull,
     resolved,
     vcs_for,
 )
@@ -24,5 +25,5 @@ from pipeline.fetch.hg import Hg
 from pipeline.fetch.tarball import Tarball, unpack
 
 __all__ = ["HEX40", "VCS", "Fetched", "Git", "Hg", "Tarball", "Vcs", "fetch", "fingerprint",
-           "in_place", "local_edits", "mirror_path", "owned_changes", "resolved", "unpack",
+           "in_place", "local_edits", "mirror_path", "owned_changes", "pull", "resolved", "unpack",
            "vcs_for"]

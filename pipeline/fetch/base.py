@@ -33,6 +33,7 @@ class Vcs:
     revert_command = ""  # how the user drops a local change to a file (in messages)
     mirrored = True  # clones through the shared mirror when one is configured
     replaced_on_new_url = False  # a new URL is a new tree, not a new revision of this one
+    history = True  # has revisions to pin and bisect (a tarball has one commit)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         """Each VCS with a name registers itself: ``vcs_for`` finds it, nobody tests names."""
@@ -75,6 +76,16 @@ class Vcs:
 
     def cat(self, dest: Path, resolved: str, paths: Iterable[str]) -> dict[str, bytes | None]:
         """Each file's exact bytes at *resolved* (None when it does not exist there)."""
+        raise NotImplementedError
+
+    def revisions_between(self, dest: Path, good: str, bad: str) -> list[str]:
+        """The full revisions in *bad* that *good* lacks, oldest first (ancestors before
+        descendants; *bad* last): what a bisection searches. SourceError when *good* is not
+        an ancestor of *bad*."""
+        raise NotImplementedError
+
+    def describe(self, dest: Path, rev: str) -> dict[str, str]:
+        """``{rev, author, date, summary}`` of one revision (date: ISO 8601)."""
         raise NotImplementedError
 
     def related(self, dest: Path, url: str, log: Path) -> bool:
@@ -246,6 +257,13 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
     ws.save_state(Key.fetch(src.name), done.record())
     return done
+
+
+def pull(src: SourceCfg, ws: Workspace, mirror: Path | None = None) -> None:
+    """Bring upstream's new revisions into ``src/<name>`` (through the mirror, if any)
+    without moving its checkout: a bisection asked for a revision it does not have yet."""
+    log = ws.log(f"fetch-{src.name}")
+    vcs_for(src.vcs).pull(ws.source_dir(src.name), _upstream(src, mirror, log), log)
 
 
 def _unknown_rev(src: SourceCfg) -> SourceError:

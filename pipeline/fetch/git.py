@@ -129,3 +129,17 @@ class Git(Vcs):
                 blob.mode != 0o120000 else None
         return result
 
+    def revisions_between(self, dest: Path, good: str, bad: str) -> list[str]:
+        git = ["git", "-C", str(dest)]
+        if proc.run([*git, "merge-base", "--is-ancestor", good, bad], capture=True,
+                    check=False).returncode != 0:
+            raise SourceError(f"{good[:12]} is not an ancestor of {bad[:12]} in {dest}: "
+                              "give a good revision older than the bad one")
+        return proc.run([*git, "rev-list", "--reverse", "--topo-order", bad, f"^{good}"],
+                        capture=True, error=SourceError).stdout.split()
+
+    def describe(self, dest: Path, rev: str) -> dict[str, str]:
+        out = proc.run(["git", "-C", str(dest), "show", "-s", "--format=%H%n%an <%ae>%n%aI%n%s",
+                        rev], capture=True, error=SourceError).stdout
+        node, author, date, summary = [*out.splitlines(), "", "", "", ""][:4]
+        return {"rev": node, "author": author, "date": date, "summary": summary}

@@ -87,3 +87,16 @@ class Hg(Vcs):
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
+    def revisions_between(self, dest: Path, good: str, bad: str) -> list[str]:
+        if not self._hg(dest, "log", "-r", f"{good} and ancestors({bad})", "--template",
+                        "{node}\\n").stdout.strip():
+            raise SourceError(f"{good[:12]} is not an ancestor of {bad[:12]} in {dest}: "
+                              "give a good revision older than the bad one")
+        return self._hg(dest, "log", "-r", f"sort(only({bad}, {good}), rev)", "--template",
+                        "{node}\\n").stdout.split()
+
+    def describe(self, dest: Path, rev: str) -> dict[str, str]:
+        out = self._hg(dest, "log", "-r", rev, "--template",
+                       "{node}\\n{author}\\n{date|rfc3339date}\\n{desc|firstline}\\n").stdout
+        node, author, date, summary = [*out.splitlines(), "", "", "", ""][:4]
+        return {"rev": node, "author": author, "date": date, "summary": summary}

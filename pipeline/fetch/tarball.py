@@ -27,6 +27,7 @@ class Tarball(Git):
     name = "tarball"
     mirrored = False  # nothing upstream to share
     replaced_on_new_url = True
+    history = False
     SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 
     def clone(self, url: str, dest: Path, log: Path) -> None:

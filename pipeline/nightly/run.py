@@ -7,7 +7,7 @@ import datetime as dt
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,19 +199,20 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     return result
 
 
-def run_doit(v: Variant, targets: list[str], run_dir: Path
-             ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run the real graph for *targets* in a child doit: its tasks by name, and what went
-    wrong outside any task (doit stopped early: no result, or an exception while checking
-    whether a task is up to date), else ""."""
+def run_doit(v: Variant, targets: list[str], run_dir: Path, env: Mapping[str, str] | None = None,
+             log_name: str = "nightly") -> tuple[dict[str, dict[str, Any]], str]:
+    """Run the real graph for *targets* in a child doit (with *env* added; its output in
+    logs/<log_name>.log): its tasks by name, and what went wrong outside any task (doit
+    stopped early: no result, or an exception while checking whether a task is up to
+    date), else ""."""
     out = run_dir / "doit.json"
     argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(out),
             "--continue", *targets, f"config={v.cfg.path}"]
-    log = v.ws.log("nightly")
+    log = v.ws.log(log_name)
     start = log.stat().st_size if log.is_file() else 0
     # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
     res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True,
-                   env={"XENPIPE_NIGHTLY": "1"})
+                   env={"XENPIPE_NIGHTLY": "1", **(env or {})})
     tasks = doit_tasks(out)
     if res.returncode == 0 or any(t.get("result") == "fail" for t in tasks.values()):
         return tasks, ""
