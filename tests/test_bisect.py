@@ -137,6 +137,8 @@ def test_bisect_names_the_breaking_git_commit_from_the_nightly_history(
     assert cfg.read_text() == text
     again = bisect(cfg)  # finished: shown again, nothing rebuilt
     assert line in again.stdout and "step" not in again.stdout.replace("steps,", "")
+    assert "bisect: forgot bisect xen" in bisect(cfg, "reset=1").stdout
+    assert "give source=NAME" in bisect(cfg, expect=1).stderr
 
 
 def test_bisect_hg_skips_what_cannot_be_judged(tmp_path: Path, hg_upstream: HgUpstream

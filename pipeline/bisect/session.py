@@ -29,6 +29,10 @@ def bisect(cfg: Config, ws: Workspace, args: Mapping[str, str | None]) -> None:
     """Start, continue or show the bisection *args* name (see the module doc)."""
     state = ws.state(Key.BISECT)
     if args.get("reset") in ("1", "yes", "true", "on"):
+        if state and not (args.get("source") or args.get("patches")):
+            ws.save_state(Key.BISECT, {})
+            print(f"bisect: forgot {state.get('label')}", flush=True)
+            return
         state = {}
     if args.get("source") or args.get("patches"):
         spec = make_spec(cfg, ws, args)
