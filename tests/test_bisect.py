@@ -309,3 +309,26 @@ def test_bad_arguments_are_one_line(tmp_path: Path, git_upstream: GitUpstream,
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("xenpipe: error: "), res.stderr
     assert says in lines[0], lines[0]
+
+
+def test_a_step_pins_only_its_own_workspace(tmp_path: Path, git_upstream: GitUpstream,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step file pins revisions and cuts a series for the workspace it names; a config
+    of another workspace (a nightly started from inside a step) loads as written."""
+    from pipeline.bisect import STEP_ENV, step_config
+    from pipeline.config import load
+
+    cfg = load(git_xen_config(tmp_path, git_upstream))
+    other = load(write_config(tmp_path, f'[workspace]\ndir = "{tmp_path / "other"}"\n'
+                              f'[sources.xen]\nvcs = "git"\nurl = "{git_upstream.url}"\n',
+                              "other.toml"))
+    step = tmp_path / "step.json"
+    step.write_text(json.dumps({"workspace": str(cfg.workspace), "revs": {"xen": "a" * 40},
+                                "patches": {"xen": str(tmp_path / "cut")}}))
+    monkeypatch.setenv(STEP_ENV, str(step))
+    pinned = step_config(cfg)
+    assert (pinned.sources["xen"].rev, pinned.sources["xen"].patches) == \
+        ("a" * 40, tmp_path / "cut")
+    assert step_config(other) == other
+    monkeypatch.delenv(STEP_ENV)
+    assert step_config(cfg) == cfg

@@ -45,16 +45,17 @@ def bisect(cfg: Config, ws: Workspace, args: Mapping[str, str | None]) -> None:
     elif not state:
         raise BisectError("bisect: give source=NAME (which changeset broke it) or "
                           "patches=NAME (which patch of its series); see README, doit bisect")
-    elif state.get("result") is None:
-        print(f"{state['label']}: continuing ({len(state['steps'])} steps done)", flush=True)
     if state.get("result") is None:
+        if state["steps"]:
+            print(f"{state['label']}: continuing ({len(state['steps'])} steps done)",
+                  flush=True)
         if state.get("moved"):
             print(moved_notice(state), flush=True)
         run(cfg, ws, state)
     path = report.write(ws, state)
-    print(report.line(state, path), flush=True)
     if state["result"]["status"] == report.NOT_REPRODUCED:
         raise BisectError(report.line(state, path))
+    print(report.line(state, path), flush=True)
 
 
 def run(cfg: Config, ws: Workspace, state: dict[str, Any]) -> None:
