@@ -196,9 +196,11 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,
     child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (state.is_file() and len(json.loads(state.read_text())["steps"]) == 1):
+    second = tmp_path / "ws" / "bisect" / "steps" / "02"
+    while not second.is_dir():  # step 1 saved, step 2 starting
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.05)
+    time.sleep(0.5)  # inside the step's child doit (a second's start-up at least)
     os.killpg(child.pid, signal.SIGINT)
     out, err = child.communicate(timeout=60)
     assert child.returncode == 1 and "interrupted by SIGINT" in err, out + err
