@@ -178,7 +178,8 @@ def test_bisect_hg_skips_what_cannot_be_judged(tmp_path: Path, hg_upstream: HgUp
     rep = report(tmp_path / "ws")
     assert rep["result"]["status"] == "suspects"
     assert rep["result"]["suspects"] == fresh, rep["steps"]
-    assert "could not be judged (skipped)" in res.stdout
+    assert "the first bad one is among 3 that could not be judged (skipped): " + \
+        ", ".join(r[:12] for r in fresh) in res.stdout
 
 
 def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,

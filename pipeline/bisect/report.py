@@ -48,8 +48,9 @@ def line(state: dict[str, Any], path: Path) -> str:
         noun = "patch" if state["mode"] == "patches" else "revision"
         return f"{label}: first bad {noun} {shown(res['first_bad'])} ({cost})"
     if res["status"] == SUSPECTS:
-        return (f"{label}: the first bad one is among {len(res['suspects'])} that could not be "
-                f"judged (skipped): {', '.join(res['suspects'])} ({cost})")
+        short = [s if state["mode"] == "patches" else s[:12] for s in res["suspects"]]
+        return (f"{label}: the first bad one is among {len(short)} that could not be "
+                f"judged (skipped): {', '.join(short)} ({cost})")
     return f"{label}: not reproduced: {res['why']} ({cost})"
 
 
