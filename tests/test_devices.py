@@ -190,4 +190,7 @@ def test_an_absent_device_on_this_machine(tmp_path: Path, root: str | None, rc: 
     assert res.returncode == rc, res.stderr
     line = next(v for v in res.stdout.splitlines() if ": present: " in v)
     assert "abcd:00:00.0 is not present on the box examined (/sys)" in line
-    assert ("give a copy of the box's /sys as XENPIPE_SYSFS=<tree>" in line) == (root is None)
+    assert ("/sys is this build host's, not the box's that install.root" in line) == \
+        (root is None)
+    assert '[target] ssh = "root@box" (its /sys over ssh)' in line
+    assert "XENPIPE_SYSFS=<a copy of its /sys>" in line
