@@ -297,12 +297,11 @@ def make_plan(cfg: Config, ws: Workspace, box: pci.Box | None = None) -> Plan:
 
 
 def install(cfg: Config, ws: Workspace, dry_run: bool = False,
-            box: pci.Box | None = None, checks: str = "") -> dict[str, Any]:
-    """``doit install``: plan, then print the plan (``--dry-run``, with the device *checks*
-    the task made) or carry it out."""
+            box: pci.Box | None = None) -> dict[str, Any]:
+    """``doit install``: plan, then print the plan (``--dry-run``) or carry it out."""
     plan = make_plan(cfg, ws, box)
     if dry_run:
-        print(plan.render() + (f"\n{checks}" if checks else ""), flush=True)
+        print(plan.render(), flush=True)
     else:
         execute(plan, ws)
         if not plan.steps:
@@ -329,13 +328,16 @@ def dry_run(cfg: Config, ws: Workspace, stale: Sequence[str],
             box: pci.Box | None = None, checks: str = "") -> dict[str, Any]:
     """``doit install --dry-run``: changes nothing anywhere, not even the workspace (no
     fetch, no build). First what a real install would build first (*stale*: the stage
-    tasks that are not up to date), then the plan: in full when every artifact is there,
-    else what is known of it, naming the artifacts that do not exist yet."""
+    tasks that are not up to date), the device *checks* the task made, then the plan: in
+    full when every artifact is there, else what is known of it, naming the artifacts that
+    do not exist yet."""
     print("install: dry run: " + (f"would build first: {', '.join(stale)}" if stale
                                   else "the build is up to date"), flush=True)
+    if checks:  # the go/no-go per device the task made, on the box examined
+        print(checks, flush=True)
     missing = missing_artifacts(cfg, ws)
     if not missing:
-        return install(cfg, ws, dry_run=True, box=box, checks=checks)
+        return install(cfg, ws, dry_run=True, box=box)
     root, live = check_root(cfg)
     where = "the running system (/)" if live else f"staging root {root}"
     lines = [f"xenpipe install plan for {where} (partial: nothing is built yet)",
@@ -347,7 +349,6 @@ def dry_run(cfg: Config, ws: Workspace, stale: Sequence[str],
              f"  initramfs: {cfg.install.initramfs}",
              f"  bootloader: {cfg.install.bootloader} entry {entry_name(cfg)!r} "
              f"(xen: {passthrough.xen_cmdline(cfg)}; once = {str(cfg.install.once).lower()})",
-             *(f"  guest {g.name}: {g.config}" for g in cfg.guests),
-             *([checks] if checks else [])]
+             *(f"  guest {g.name}: {g.config}" for g in cfg.guests)]
     print("\n".join(lines), flush=True)
     return {"root": str(root), "dry_run": True, "missing": missing, "stale": list(stale)}

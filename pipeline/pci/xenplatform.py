@@ -72,7 +72,7 @@ def check_xen(info: str | None, dmesg: str | None, bdf: Bdf,
             elif "pv_directio" not in caps:
                 out.append(Finding(NOGO, "xen", f"{why} or pv_directio: this Xen cannot give "
                             "devices to any guest"))
-            else:
+            elif hvm is None:  # no [[guests]] says which guest gets it
                 out.append(Finding(WARN, "xen", f"{why}: only a PV guest can have the device"))
     if dmesg is not None:
         if "I/O virtualisation enabled" in dmesg:
@@ -81,7 +81,7 @@ def check_xen(info: str | None, dmesg: str | None, bdf: Bdf,
             out.append(Finding(NOGO if hvm else WARN, "xen", "xl dmesg: I/O virtualisation "
                         "disabled: no IOMMU protects dom0 and Xen from the guest's DMA"
                         + (", and an HVM guest gets no device" if hvm else "")))
-        if re.search(r"^[^\n]*Interrupt remapping (?:not enabled|disabled)", dmesg, re.M):
+        if re.search(r"^[^\n]*Interrupt remapping (?:not enabled|disabled)", dmesg, re.M | re.I):
             out.append(Finding(WARN, "xen", "xl dmesg: interrupt remapping is not enabled: the "
                         "guest's device can send any interrupt (MSI) it likes"))
         sharers = rmrr_sharers(dmesg).get(bdf)

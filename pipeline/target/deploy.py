@@ -94,7 +94,9 @@ def deploy(cfg: Config, ws: Workspace, dry_run: bool = False,
     ssh = Ssh.of(cfg.target, ws.log(STATE))
     plan = stage.make_plan(scfg, ws, seen)
     if dry_run:
-        print(plan.render() + (f"\n{checks}" if checks else ""), flush=True)
+        if checks:
+            print(checks, flush=True)
+        print(plan.render(), flush=True)
         print(f"then on {cfg.target.ssh}: compare the staged files with the box's (sha256 "
               "over ssh), transfer only those that differ (tar over ssh), then run:", flush=True)
         for step in box_steps(cfg, ws, None):
