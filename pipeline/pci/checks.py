@@ -1,9 +1,11 @@
 """A go/no-go per passthrough device, read from a sysfs tree before the long build.
 
 Each check gives a finding (``info``, ``warn`` or ``no-go``); a device's verdict is its worst
-finding, ``ok`` when it has none worse than ``info``. The checks look at one box's sysfs (this
-machine's ``/sys`` or a recorded tree in ``$XENPIPE_SYSFS``) and the built kernel's
-``.config``; callers pass plain values (this package knows nothing of the config).
+finding, ``ok`` when it has none worse than ``info``. The checks look at one box's sysfs (the
+box examined, :class:`pci.Box`: its ``/sys`` copied over ssh, this machine's, a recorded tree)
+and the built kernel's ``.config``; dom0use.py and xenplatform.py add what dom0 uses a device
+for and what a running Xen says (through *more*). Callers pass plain values (this package
+knows nothing of the config).
 """
 
 from __future__ import annotations
