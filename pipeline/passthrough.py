@@ -7,6 +7,7 @@ bootloader entry) and ``doit boot`` (QEMU), so the boot check tests what gets in
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,7 +114,7 @@ def devices_report(cfg: Config, ws: Workspace, box: pci.Box) -> str:
     text = pci.report(cfg.passthrough.devices, xen_cmdline=cfg.install.xen_cmdline,
                       allow_system_devices=cfg.install.allow_system_devices,
                       sysfs=box.sysfs, proc=box.proc)
-    text = f"devices of {box.origin}:\n{text}"
+    text = box.show(f"devices of {box.origin}:\n{text}")
     if cfg.kernel is None:
         return text
     topo = pci.scan(box.sysfs, box.whence)
@@ -121,7 +122,7 @@ def devices_report(cfg: Config, ws: Workspace, box: pci.Box) -> str:
         kind = flavour(cfg, ws)
         lines = [f"dom0 command line ({kind} kernel): {dom0_cmdline(cfg, kind, topo)}"]
     except DeviceError as exc:
-        return f"{text}\ndom0 command line: not known: {exc}"
+        return f"{text}\ndom0 command line: not known: {box.show(str(exc))}"
     for entry in cfg.passthrough.devices:
         path = pci.parse_device(entry)
         if kind != "guestdev" or isinstance(path, pci.Bdf):
@@ -187,8 +188,8 @@ def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None,
     info = box.run(["xl", "info"], "xl info") if box.run is not None else None
     dmesg = box.run(["xl", "dmesg"], "xl dmesg") if info is not None and box.run else None
     if box.run is not None and info is None:
-        platform.append(pci.Finding(pci.INFO, "xen", "xl info failed: no running Xen there "
-                                    "(or not root), so its checks wait for a boot into Xen"))
+        platform.append(pci.Finding(pci.INFO, "xen", "no xl info (no running Xen there, or "
+                                    "not root): the running Xen's checks wait for one"))
     xen_line = xenplatform.info_fields(info or "").get("xen_commandline", "")
     uses = dom0use.uses(box.sysfs, box.proc, box.ssh_connection, xen_line)
     hvm = hvm_devices(cfg, topo)
@@ -199,7 +200,9 @@ def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None,
                 *xenplatform.check_xen(info, dmesg, dev.bdf, guest_hvm)]
 
     needs = pci.system_devices(topo, box.proc) if box.proc is not None else {}
-    return pci.verdicts(cfg.passthrough.devices, topo, needs,
-                        allow_system_devices=cfg.install.allow_system_devices,
-                        absent_hint=None if box.is_target else box.hint,
-                        platform=platform, more=more)
+    found = pci.verdicts(cfg.passthrough.devices, topo, needs,
+                         allow_system_devices=cfg.install.allow_system_devices,
+                         absent_hint=None if box.is_target else box.hint,
+                         platform=platform, more=more)
+    return [dataclasses.replace(v, findings=tuple(
+        dataclasses.replace(f, text=box.show(f.text)) for f in v.findings)) for v in found]

@@ -194,7 +194,9 @@ def test_an_absent_device_on_this_machine(tmp_path: Path, root: str | None, rc: 
     res = run_doit("devices", config=write_config(tmp_path, body), env={"XENPIPE_SYSFS": ""})
     assert res.returncode == rc, res.stderr
     line = next(v for v in res.stdout.splitlines() if ": present: " in v)
-    assert "abcd:00:00.0 is not present on the box examined (/sys)" in line
+    where = ("(read this machine's /sys (install.root is /); other ways to give the box's: "
+             if root else "(/sys); /sys is this build host's")
+    assert f"abcd:00:00.0 is not present on the box examined {where}" in line
     assert ("/sys is this build host's, not the box's that install.root" in line) == \
         (root is None)
     assert '[target] ssh = "root@box" (its /sys over ssh)' in line
@@ -474,3 +476,69 @@ def test_a_device_path_error_says_which_sysfs_it_read(tmp_path: Path,
             pci.resolve_devices(["PNP0A08:0-1c.3-00.0"], topo)
     assert f"(read the recorded tree XENPIPE_SYSFS={tree.sysfs}; other ways to give the " \
         "box's: [target] ssh" in str(exc.value)
+
+
+# --------------------------------------------------------- inside the Xen doit boot booted
+GUEST_LOG = Path(__file__).parent / "data" / "guest" / "crash.log"
+
+
+def test_the_booted_xen_checks_go_into_boot_json(tmp_path: Path) -> None:
+    """A guest boot's recorded console (tests/data/guest/crash.log: Xen's console, an older
+    probe's dump without the snap lines, dom0's xl info): each device gets the running Xen's
+    verdict on the probe's topology; the same console with
+    the lines a Xen without a usable IOMMU prints instead makes them no-go, and the nightly
+    report's JUnit has a failed case per no-go device."""
+    from pipeline.boot import devicecheck, probe
+    from pipeline.nightly import report
+
+    console = GUEST_LOG.read_bytes().decode(errors="replace")
+    cfg = load(write_config(tmp_path, '[passthrough]\ndevices = ["00:03.0", '
+                                      '"PNP0A08:0-1c.0-0.0", "00:1f.6"]\n'))
+    assert devicecheck.xl_info(console) is not None
+    assert "(XEN) I/O virtualisation enabled" in devicecheck.xen_console(console)
+    ws = Workspace(cfg.workspace)
+    found = devicecheck.record(cfg, ws, console, probe.parse(console), tmp_path / "trees")
+    assert [(c["bdf"], c["verdict"]) for c in found] == [
+        ("0000:00:03.0", "ok"), ("0000:01:00.0", "ok"), ("0000:00:1f.6", "no-go")]
+    assert found[0]["findings"] == [{"level": "info", "check": "xen",
+                                     "text": "xl dmesg: I/O virtualisation enabled"}]
+    assert found[2]["findings"][0]["text"] == "00:1f.6 is not on the virtual machine"
+    broken = console.replace("hvm hvm_directio pv_directio", "hvm").replace(
+        "I/O virtualisation enabled", "I/O virtualisation disabled")
+    bad = devicecheck.record(cfg, ws, broken, probe.parse(broken), tmp_path / "trees")
+    assert [c["verdict"] for c in bad] == ["no-go", "no-go", "no-go"]
+    assert [f["level"] for f in bad[0]["findings"]] == ["no-go", "warn"]
+    cases = report.testcases({"stages": [], "boot": {"available": True, "checks": bad}})
+    assert [(c["name"], c["status"]) for c in cases][:2] == [
+        ("device 0000:00:03.0: no-go", "failed"), ("device 0000:01:00.0: no-go", "failed")]
+    assert report.testcases({"stages": [], "boot": {"available": True, "checks": found}})[0][
+        "status"] == "passed"
+
+
+def test_the_probe_listing_gives_dom0s_own_verdicts(tmp_path: Path) -> None:
+    """The probe runs pci.box.SNAPSHOT in dom0 and prefixes each line (probe.INIT); here the
+    real sh runs the same script on a recorded tree (nic_box) and the lines are spliced into
+    a recorded guest boot's console (crash.log) as the probe prints them: the boot's
+    verdicts are doit devices's, on dom0's trees, with the running Xen's lines."""
+    from pipeline.boot import devicecheck, probe
+
+    assert "sh /tmp/xenpipe-snapshot /sys /proc | sed 's/^/xenpipe-probe: snap /'" in \
+        probe.INIT
+    tree, proc = nic_machine(tmp_path)
+    listing = pci.local_runner(pcibox.snapshot_argv(str(tree.sysfs), str(proc)), "snapshot")
+    assert listing is not None
+    lines = "".join(f"{probe.MARK} snap {ln}\r\r\n" for ln in listing.splitlines())
+    console = GUEST_LOG.read_bytes().decode(errors="replace").replace(
+        f"{probe.MARK} done", lines + f"{probe.MARK} done", 1)
+    cfg = load(write_config(tmp_path, '[passthrough]\ndevices = ["01:00.0", "04:00.0"]\n'))
+    found = devicecheck.record(cfg, Workspace(cfg.workspace), console, probe.parse(console),
+                               tmp_path / "trees")
+    assert [(c["bdf"], c["verdict"]) for c in found] == [("0000:01:00.0", "warn"),
+                                                         ("0000:04:00.0", "warn")]
+    nic = {f["check"]: f["text"] for f in found[0]["findings"]}
+    assert nic["reset"] == "reset methods: flr bus"
+    assert nic["use"].startswith("is eth0, which carries the default route")
+    assert nic["xen"] == "xl dmesg: I/O virtualisation enabled"
+    reset = next(f["text"] for f in found[1]["findings"] if f["check"] == "reset")
+    assert reset.startswith("no reset method (no reset_method or reset file in "
+                            "dom0:/sys/bus/pci/devices/0000:04:00.0)")

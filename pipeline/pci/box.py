@@ -44,6 +44,11 @@ class Box:
     run: Runner | None = None
     ssh_connection: str | None = None  # $SSH_CONNECTION on the box: the address ssh came in on
     hint: str | None = None  # when not is_target: how to give the box's sysfs instead
+    shown: str | None = None  # how messages name *sysfs* (a local copy: "root@box:/sys")
+
+    def show(self, text: str) -> str:
+        """*text* naming the box's sysfs as the user knows it, not as a local copy."""
+        return text.replace(str(self.sysfs), self.shown) if self.shown else text
 
     @property
     def whence(self) -> str:
@@ -62,8 +67,9 @@ def local_runner(argv: Sequence[str], what: str) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
-# per PCI device: these files (reset: existence only, reading it is an error)
-_DEV_FILES = "class vendor device config reset_method boot_vga"
+# per PCI device: these files (reset: existence only, reading it is an error; config: the
+# first 256 bytes, where the capability list the checks read is)
+_DEV_FILES = "class vendor device reset_method boot_vga"
 SNAPSHOT = r"""exec 2>/dev/null
 s=$(cd "$1" && pwd -P) || exit 1; p=$2
 hex() { od -An -v -tx1 "$1" | tr -d ' \n'; }
@@ -74,6 +80,8 @@ for d in "$s"/bus/pci/devices/*; do
   lnk "$d" || continue
   r=$(readlink -f "$d"); dir "$r"
   for f in FILES; do fil "$r/$f"; done
+  [ -r "$r/config" ] &&
+    echo "F ${r#"$s"/}/config $(od -An -v -tx1 -N 256 "$r/config" | tr -d ' \n')"
   [ -e "$r/reset" ] && echo "F ${r#"$s"/}/reset "
   lnk "$r/driver"
   up=${r%/*}

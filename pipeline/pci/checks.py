@@ -227,12 +227,12 @@ def verdicts(entries: Sequence[str], topo: Topology, needs: dict[Bdf, str], *,
         for bdf in bdfs if bdfs is not None else (None,):
             dev = topo.get(bdf) if bdf is not None else None
             if dev is None:
-                what = error or f"{entry} is not present on the box examined ({topo.sysfs})"
-                if absent_hint is None:  # the path error says which sysfs it read already
-                    absent = Finding(NOGO, "present", what if error or not topo.whence
-                                     else f"{what} ({topo.whence})")
+                if absent_hint is None:  # the box itself (a path error says which sysfs)
+                    absent = Finding(NOGO, "present", error or f"{entry} is not present on "
+                                     f"the box examined ({topo.whence or topo.sysfs})")
                 else:
-                    absent = Finding(WARN, "present", what if error else f"{what}; {absent_hint}")
+                    absent = Finding(WARN, "present", error or f"{entry} is not present on "
+                                     f"the box examined ({topo.sysfs}); {absent_hint}")
                 out.append(Verdict(entry, bdf, (absent, *platform)))
                 continue
             found = [*check_dom0(dev, needs, allow_system_devices), check_reset(topo, dev),

@@ -59,7 +59,7 @@ def examined(cfg: Config, ws: Workspace, *, remote: bool = True) -> Iterator[pci
             snap = pcibox.unpack(listing, Path(tmp))
             yield pci.Box(snap.sysfs, snap.proc, f"{cfg.target.ssh}'s /sys (over ssh)",
                           is_target=True, run=_ssh_runner(ssh),
-                          ssh_connection=snap.ssh_connection)
+                          ssh_connection=snap.ssh_connection, shown=f"{cfg.target.ssh}:/sys")
         return
     if cfg.target is None and cfg.install.root == Path("/"):
         yield pci.Box(pci.sysfs_root(), pci.proc_root(), "this machine's /sys (install.root "
