@@ -447,6 +447,9 @@ def test_which_box_is_examined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with target.examined(disk, ws) as box:
         assert (box.sysfs, box.is_target) == (recorded.sysfs, True)
         assert box.origin.startswith("the QEMU machine's topology the last doit boot recorded")
+    dom0 = sysfs_trees.q35(ws.dir / "boot" / "dom0-trees" / "sys")  # dom0's own listing wins
+    with target.examined(disk, ws) as box:
+        assert (box.sysfs, box.proc) == (dom0.sysfs, ws.dir / "boot" / "dom0-trees" / "proc")
 
 
 def test_a_device_path_error_says_which_sysfs_it_read(tmp_path: Path,

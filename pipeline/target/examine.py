@@ -33,12 +33,16 @@ def _ssh_runner(ssh: Ssh) -> pcibox.Runner:
     return run
 
 
-def recorded_qemu(ws: Workspace) -> Path | None:
-    """The QEMU machine's sysfs tree the last ``doit boot`` recorded (its probe's dump)."""
+def recorded_qemu(ws: Workspace) -> tuple[Path, Path | None] | None:
+    """The QEMU machine's sysfs (and procfs) the last ``doit boot`` recorded: dom0's own
+    listing (boot/devicecheck.py), else the probe's topology dump."""
+    trees = boot_dir(ws) / "dom0-trees"
+    if (trees / "sys" / "bus" / "pci" / "devices").is_dir():
+        return trees / "sys", trees / "proc"
     for name in ("sysfs", "sysfs-topology"):
         tree = boot_dir(ws) / name
         if (tree / "bus" / "pci" / "devices").is_dir():
-            return tree
+            return tree, None
     return None
 
 
@@ -68,8 +72,8 @@ def examined(cfg: Config, ws: Workspace, *, remote: bool = True) -> Iterator[pci
         return
     qemu = recorded_qemu(ws) if cfg.boot.via == "disk" and cfg.target is None else None
     if qemu is not None:
-        yield pci.Box(qemu, None, f"the QEMU machine's topology the last doit boot recorded "
-                      f"({qemu}; [boot] via = \"disk\" boots install.root there)",
+        yield pci.Box(qemu[0], qemu[1], f"the QEMU machine's topology the last doit boot "
+                      f"recorded ({qemu[0]}; [boot] via = \"disk\" boots install.root there)",
                       is_target=True)
         return
     if cfg.target is not None:
