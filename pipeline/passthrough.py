@@ -186,7 +186,7 @@ def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None,
     if kernel:
         platform.append(kernel)
     info = box.run(["xl", "info"], "xl info") if box.run is not None else None
-    dmesg = box.run(["xl", "dmesg"], "xl dmesg") if info is not None and box.run else None
+    dmesg = box.run(["xl", "dmesg"], "xl dmesg") if box.run is not None else None
     if box.run is not None and info is None:
         platform.append(pci.Finding(pci.INFO, "xen", "no xl info (no running Xen there, or "
                                     "not root): the running Xen's checks wait for one"))

@@ -545,3 +545,19 @@ def test_the_probe_listing_gives_dom0s_own_verdicts(tmp_path: Path) -> None:
     reset = next(f["text"] for f in found[1]["findings"] if f["check"] == "reset")
     assert reset.startswith("no reset method (no reset_method or reset file in "
                             "dom0:/sys/bus/pci/devices/0000:04:00.0)")
+
+
+def test_xen_console_checks_without_xl_info(tmp_path: Path) -> None:
+    """A boot whose dom0 ran no xl (the probe only): Xen's console still counts. The runner
+    stands in for that console (the recorded xl dmesg, I/O virtualisation off)."""
+    tree, proc = nic_machine(tmp_path)
+    off = XL_DMESG.replace("I/O virtualisation enabled", "I/O virtualisation disabled")
+    box = pci.Box(tree.sysfs, proc, "a recorded box", is_target=True,
+                  run=lambda argv, what: off if argv[-1] == "dmesg" else None)
+    cfg = load(write_config(tmp_path, '[passthrough]\ndevices = ["01:00.1"]\n'))
+    [v] = passthrough.device_verdicts(cfg, Workspace(cfg.workspace), None, box)
+    assert [(f.level, f.text) for f in v.findings if f.check == "xen"] == [
+        ("info", "no xl info (no running Xen there, or not root): the running Xen's checks "
+                 "wait for one"),
+        ("warn", "xl dmesg: I/O virtualisation disabled: no IOMMU protects dom0 and Xen from "
+                 "the guest's DMA")]
