@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -561,3 +562,24 @@ def test_xen_console_checks_without_xl_info(tmp_path: Path) -> None:
                  "wait for one"),
         ("warn", "xl dmesg: I/O virtualisation disabled: no IOMMU protects dom0 and Xen from "
                  "the guest's DMA")]
+
+
+def test_the_probe_snapshot_runs_in_busybox(tmp_path: Path) -> None:
+    """The script the probe writes to /tmp/xenpipe-snapshot (taken out of probe.INIT), run by
+    the probe's own busybox sh (its od, readlink, sed) on a recorded tree: the same listing
+    as the system sh gives."""
+    from pipeline.boot import probe
+
+    bb = probe.busybox()
+    script = probe.INIT.split("<<'XENPIPE_SNAPSHOT'\n", 1)[1].split("XENPIPE_SNAPSHOT\n", 1)[0]
+    assert script == pcibox.SNAPSHOT
+    tree, proc = nic_machine(tmp_path)
+    (tmp_path / "bin").mkdir()
+    for tool in ("sh", "od", "tr", "readlink", "sed"):  # what --install -s gives the probe
+        (tmp_path / "bin" / tool).symlink_to(bb)
+    env = {"PATH": str(tmp_path / "bin")}
+    res = subprocess.run([str(tmp_path / "bin" / "sh"), "-c", script, "x", str(tree.sysfs),
+                          str(proc)], capture_output=True, text=True, env=env, check=True)
+    listing = pci.local_runner(pcibox.snapshot_argv(str(tree.sysfs), str(proc)), "snapshot")
+    assert res.stdout == listing
+    assert "xenpipe-snapshot-end" in res.stdout and "F bus/pci/devices" not in res.stdout
