@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -583,3 +584,20 @@ def test_the_probe_snapshot_runs_in_busybox(tmp_path: Path) -> None:
     listing = pci.local_runner(pcibox.snapshot_argv(str(tree.sysfs), str(proc)), "snapshot")
     assert res.stdout == listing
     assert "xenpipe-snapshot-end" in res.stdout and "F bus/pci/devices" not in res.stdout
+
+
+def test_a_listing_cut_short_over_ssh_is_one_line_naming_the_box(tmp_path: Path) -> None:
+    """A fake ssh (no sshd can run here for a fast test; the slow test in test_target.py uses
+    the real one) whose box stops after one line: one error naming the box and the step."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text("#!/bin/sh\necho 'D bus'\n")
+    (fake / "ssh").chmod(0o755)
+    cfg = write_config(tmp_path, '[target]\nssh = "root@box"\n'
+                                 '[passthrough]\ndevices = ["00:03.0"]\n')
+    res = run_doit("devices", config=cfg, env={
+        "XENPIPE_SYSFS": "", "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        "xenpipe: error: root@box: read the box's /sys and /proc (for the device checks): "
+        "the box's sysfs listing ended early (no end marker)"]

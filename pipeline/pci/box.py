@@ -24,7 +24,7 @@ from pipeline import proc
 from pipeline.errors import XenpipeError
 
 # runs an argv on the box: its output, or None when it failed (absent, not root, no Xen)
-Runner = Callable[[Sequence[str], str], "str | None"]
+Runner = Callable[[Sequence[str], str], str | None]
 
 OTHER_WAYS = ('[target] ssh = "root@box" (its /sys over ssh), install.root = '
               '"/" on the box itself, or XENPIPE_SYSFS=<a copy of its /sys> (XENPIPE_PROC '

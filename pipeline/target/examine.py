@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline import pci
 from pipeline.boot import boot_dir
 from pipeline.config import Config
+from pipeline.errors import TargetError, XenpipeError
 from pipeline.pci import box as pcibox
 from pipeline.target.ssh import Ssh
 from pipeline.workspace import Workspace
@@ -60,7 +61,10 @@ def examined(cfg: Config, ws: Workspace, *, remote: bool = True) -> Iterator[pci
         ssh = Ssh.of(cfg.target, ws.log("devices"))
         listing = ssh.run(pcibox.snapshot_argv(), SNAPSHOT_WHAT, timeout=300).stdout
         with tempfile.TemporaryDirectory(prefix="xenpipe-box-") as tmp:
-            snap = pcibox.unpack(listing, Path(tmp))
+            try:
+                snap = pcibox.unpack(listing, Path(tmp))
+            except XenpipeError as exc:
+                raise TargetError(f"{cfg.target.ssh}: {SNAPSHOT_WHAT}: {exc}") from None
             yield pci.Box(snap.sysfs, snap.proc, f"{cfg.target.ssh}'s /sys (over ssh)",
                           is_target=True, run=_ssh_runner(ssh),
                           ssh_connection=snap.ssh_connection, shown=f"{cfg.target.ssh}:/sys")
