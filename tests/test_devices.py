@@ -601,3 +601,26 @@ def test_a_listing_cut_short_over_ssh_is_one_line_naming_the_box(tmp_path: Path)
     assert res.stderr.strip().splitlines() == [
         "xenpipe: error: root@box: read the box's /sys and /proc (for the device checks): "
         "the box's sysfs listing ended early (no end marker)"]
+
+
+def test_a_real_dom0s_listing(tmp_path: Path) -> None:
+    """The listing the probe printed in a real boot's dom0 (tests/data/boot/dom0-snapshot.log):
+    Xen 4.17 hides the DMAR table from dom0 as RMAD, which counts as the IOMMU's; the e1000
+    (conventional PCI: no reset method, no MSI) warns, the e1000e (pm/bus reset, MSI-X) is ok."""
+    from pipeline.boot import devicecheck, probe
+
+    console = (Path(__file__).parent / "data" / "boot" / "dom0-snapshot.log").read_text()
+    report = probe.parse(console)
+    snap = pcibox.unpack(report.snapshot, tmp_path / "trees")
+    assert (snap.sysfs / "firmware" / "acpi" / "tables" / "RMAD").exists()
+    assert pci.iommu_warning(snap.sysfs) is None
+    cfg = load(write_config(tmp_path, '[passthrough]\ndevices = ["00:03.0", '
+                                      '"PNP0A08:0-1c.0-0.0"]\n'))
+    found = devicecheck.record(cfg, Workspace(cfg.workspace), console, report,
+                               tmp_path / "trees")
+    assert [(c["bdf"], c["verdict"]) for c in found] == [("0000:00:03.0", "warn"),
+                                                         ("0000:01:00.0", "ok")]
+    e1000e = {f["check"]: f["text"] for f in found[1]["findings"]}
+    assert (e1000e["reset"], e1000e["msi"], e1000e["driver"]) == (
+        "reset methods: pm bus", "MSI/MSI-X", "held by pciback")
+    assert {f["check"] for f in found[0]["findings"] if f["level"] == "warn"} == {"reset", "msi"}
