@@ -624,3 +624,17 @@ def test_a_real_dom0s_listing(tmp_path: Path) -> None:
     assert (e1000e["reset"], e1000e["msi"], e1000e["driver"]) == (
         "reset methods: pm bus", "MSI/MSI-X", "held by pciback")
     assert {f["check"] for f in found[0]["findings"] if f["level"] == "warn"} == {"reset", "msi"}
+
+
+def test_device_checks_that_cannot_be_made_leave_the_boot_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The trees' directory cannot be written (a file where it should be): a warning, no
+    verdicts, no exception for the boot stage."""
+    from pipeline.boot import devicecheck, probe
+
+    console = (Path(__file__).parent / "data" / "boot" / "dom0-snapshot.log").read_text()
+    (tmp_path / "file").write_text("")
+    cfg = load(write_config(tmp_path, '[passthrough]\ndevices = ["00:03.0"]\n'))
+    assert devicecheck.record(cfg, Workspace(cfg.workspace), console, probe.parse(console),
+                              tmp_path / "file" / "trees") == []
+    assert "boot: warning: the device checks in dom0 were not made: " in capsys.readouterr().out

@@ -22,7 +22,7 @@ from pipeline.boot import probe
 from pipeline.boot.checks import topology
 from pipeline.build import kernel_build_dir
 from pipeline.config import Config
-from pipeline.errors import DeviceError
+from pipeline.errors import DeviceError, XenpipeError
 from pipeline.pci import box as pcibox
 from pipeline.pci import xenplatform
 from pipeline.workspace import Workspace
@@ -52,7 +52,17 @@ def _as_json(v: pci.Verdict) -> dict[str, Any]:
 def record(cfg: Config, ws: Workspace, console: str, report: probe.Report,
            dest: Path) -> list[dict[str, Any]]:
     """Per ``[passthrough] devices`` device: its verdict in the booted dom0, for boot.json
-    (*dest*: where dom0's trees are rebuilt)."""
+    (*dest*: where dom0's trees are rebuilt). The checks never decide the boot's own verdict:
+    one that cannot be made is a warning line, and no verdicts."""
+    try:
+        return _record(cfg, ws, console, report, dest)
+    except (XenpipeError, OSError) as exc:
+        print(f"boot: warning: the device checks in dom0 were not made: {exc}", flush=True)
+        return []
+
+
+def _record(cfg: Config, ws: Workspace, console: str, report: probe.Report,
+            dest: Path) -> list[dict[str, Any]]:
     dmesg = xen_console(console) or None
     info = xl_info(console)
     if "xenpipe-snapshot-end" in report.snapshot:
