@@ -6,7 +6,8 @@ and how to run a command there (``xl info``, ``xl dmesg``); the caller chooses i
 
 :data:`SNAPSHOT` is a fixed POSIX sh script (busybox is enough; never config text) that
 prints the part of a sysfs and procfs tree the checks read, one line per entry: ``D path``
-(a directory), ``L path target`` (a symlink), ``F path hex`` (a file's bytes). Run on the box
+(a directory), ``L path target`` (a symlink), ``T path text`` (a one-line file), ``F path hex``
+(a file's bytes; ``P`` for procfs). Run on the box
 over ssh it is one command; :func:`unpack` rebuilds the trees locally, in the layout
 ``pci.scan`` reads. A listing rather than tar: sysfs files claim 4096 bytes and are shorter,
 which tar pads with zeros.
@@ -67,40 +68,37 @@ def local_runner(argv: Sequence[str], what: str) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
-# per PCI device: these files (reset: existence only, reading it is an error; config: the
-# first 256 bytes, where the capability list the checks read is)
+# per PCI device: these one-line files, read with the shell's own `read` (no process per
+# file: each fork costs in a TCG dom0), and the first 256 bytes of config (the capability
+# list) as hex; reset: existence only (reading it is an error)
 _DEV_FILES = "class vendor device reset_method boot_vga"
 SNAPSHOT = r"""exec 2>/dev/null
-s=$(cd "$1" && pwd -P) || exit 1; p=$2
-hex() { od -An -v -tx1 "$1" | tr -d ' \n'; }
+cd -P "$1" || exit 1; s=$PWD; p=$2
 dir() { [ -d "$1" ] && echo "D ${1#"$s"/}"; }
 lnk() { [ -L "$1" ] && echo "L ${1#"$s"/} $(readlink "$1")"; }
-fil() { [ -f "$1" ] && [ -r "$1" ] && echo "F ${1#"$s"/} $(hex "$1")"; }
+txt() { [ -f "$1" ] && [ -r "$1" ] || return 1; v=; IFS= read -r v < "$1"; echo "T ${1#"$s"/} $v"; }
+roots=" "
 for d in "$s"/bus/pci/devices/*; do
-  lnk "$d" || continue
-  r=$(readlink -f "$d"); dir "$r"
-  for f in FILES; do fil "$r/$f"; done
-  [ -r "$r/config" ] &&
-    echo "F ${r#"$s"/}/config $(od -An -v -tx1 -N 256 "$r/config" | tr -d ' \n')"
-  [ -e "$r/reset" ] && echo "F ${r#"$s"/}/reset "
+  lnk "$d" && cd -P "$d" || continue
+  r=$PWD; dir "$r"
+  for f in FILES; do txt "$r/$f"; done
+  [ -r "$r/config" ] && echo "F ${r#"$s"/}/config" $(od -An -v -tx1 -N 256 "$r/config")
+  [ -e "$r/reset" ] && echo "T ${r#"$s"/}/reset "
   lnk "$r/driver"
-  up=${r%/*}
-  while [ "${up#"$s"/devices/pci}" != "$up" ]; do
-    case ${up##*/} in pci*) dir "$up"; lnk "$up/firmware_node"
-      fw=$(readlink -f "$up/firmware_node") && dir "$fw" && fil "$fw/hid" && fil "$fw/uid";;
-    esac
-    up=${up%/*}
-  done
+  root=${r#"$s"/devices/}; root=$s/devices/${root%%/*}
+  case "$roots" in *" $root "*) continue;; esac
+  roots="$roots$root "; dir "$root"; lnk "$root/firmware_node" &&
+    cd -P "$root/firmware_node" && dir "$PWD" && txt "$PWD/hid" && txt "$PWD/uid"
 done
-for t in "$s"/firmware/acpi/tables/*; do [ -e "$t" ] && echo "F ${t#"$s"/} "; done
+for t in "$s"/firmware/acpi/tables/*; do [ -e "$t" ] && echo "T ${t#"$s"/} "; done
 for b in "$s"/dev/block/* "$s"/class/block/*; do
-  lnk "$b" || continue
-  r=$(readlink -f "$b"); dir "$r"; fil "$r/dm/name"
-  for x in "$r"/slaves/*; do lnk "$x"; done
+  lnk "$b" && cd -P "$b" || continue
+  dir "$PWD"; txt "$PWD/dm/name"
+  for x in "$PWD"/slaves/*; do lnk "$x"; done
 done
 for n in "$s"/class/net/* "$s"/class/tty/ttyS* "$s"/class/tty/ttyUSB*; do lnk "$n"; done
 for f in self/mountinfo mounts swaps net/route cmdline; do
-  [ -r "$p/$f" ] && echo "P $f $(hex "$p/$f")"
+  [ -r "$p/$f" ] && echo "P $f" $(od -An -v -tx1 "$p/$f")
 done
 echo "E SSH_CONNECTION ${SSH_CONNECTION:-}"
 echo "xenpipe-snapshot-end"
@@ -149,9 +147,10 @@ def unpack(listing: str, dest: Path) -> Snapshot:
             continue
         elif kind == "D":
             path.mkdir(parents=True, exist_ok=True)
-        elif kind in ("F", "P"):
-            try:
-                data = bytes.fromhex(value.strip())
+        elif kind in ("F", "P", "T"):
+            try:  # F, P: hex bytes (od's, spaced); T: one line of text
+                data = (value + "\n").encode() if kind == "T" else bytes.fromhex(
+                    "".join(value.split()))
             except ValueError:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
