@@ -7,7 +7,7 @@ bootloader entry) and ``doit boot`` (QEMU), so the boot check tests what gets in
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline import pci
 from pipeline.config import Config
 from pipeline.errors import DeviceError
+from pipeline.pci import dom0use, xenplatform
 from pipeline.workspace import Workspace
 
 
@@ -106,20 +107,22 @@ def guestdev_entries(cmdline: str) -> list[str]:
     return [e for e in values[-1].split(",") if e] if values else []
 
 
-def devices_report(cfg: Config, ws: Workspace) -> str:
-    """``doit devices``: pci.report's table and warnings, then the dom0 command line the
-    bootloader entry would get on this machine (unless there is no [kernel]), and a note for
-    each bridge a guestdev= path hands to pciback with the devices behind it."""
+def devices_report(cfg: Config, ws: Workspace, box: pci.Box) -> str:
+    """``doit devices``: pci.report's table and warnings for *box*, then the dom0 command line
+    the bootloader entry would get there (unless there is no [kernel]), and a note for each
+    bridge a guestdev= path hands to pciback with the devices behind it."""
     text = pci.report(cfg.passthrough.devices, xen_cmdline=cfg.install.xen_cmdline,
-                      allow_system_devices=cfg.install.allow_system_devices)
+                      allow_system_devices=cfg.install.allow_system_devices,
+                      sysfs=box.sysfs, proc=box.proc)
+    text = box.show(f"devices of {box.origin}:\n{text}")
     if cfg.kernel is None:
         return text
-    topo = pci.scan()
+    topo = pci.scan(box.sysfs, box.whence)
     try:
         kind = flavour(cfg, ws)
         lines = [f"dom0 command line ({kind} kernel): {dom0_cmdline(cfg, kind, topo)}"]
     except DeviceError as exc:
-        return f"{text}\ndom0 command line: not known: {exc}"
+        return f"{text}\ndom0 command line: not known: {box.show(str(exc))}"
     for entry in cfg.passthrough.devices:
         path = pci.parse_device(entry)
         if kind != "guestdev" or isinstance(path, pci.Bdf):
@@ -135,15 +138,37 @@ def devices_report(cfg: Config, ws: Workspace) -> str:
     return "\n".join([text, *lines])
 
 
-def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None) -> list[pci.Verdict]:
-    """The go/no-go of each ``[passthrough] devices`` entry on the box examined (checks.py);
-    *dotconfig*: the built kernel's ``.config`` (absent: no build yet, no kernel check)."""
-    topo = pci.scan()
-    recorded = bool(os.environ.get("XENPIPE_SYSFS"))
-    here = cfg.target is None and cfg.install.root == Path("/")
-    hint = None if recorded or here else (
-        f"{topo.sysfs} is this build host's, not the box's that install.root "
-        f"{cfg.install.root} is for: give a copy of the box's /sys as XENPIPE_SYSFS=<tree>")
+_HVM = re.compile(r"^\s*(?:type|builder)\s*=\s*[\"']hvm[\"']", re.M)
+
+
+def hvm_devices(cfg: Config, topo: pci.Topology) -> dict[pci.Bdf, bool] | None:
+    """Per device a [[guests]] entry gives away: whether that guest is HVM (``type = "hvm"``
+    or ``builder = "hvm"`` in its config file under install.root); None without guests."""
+    if not cfg.guests:
+        return None
+    out: dict[pci.Bdf, bool] = {}
+    for g in cfg.guests:
+        try:
+            text = (cfg.install.root / g.config.lstrip("/")).read_text(errors="replace")
+        except OSError:
+            text = ""
+        for entry in g.devices:
+            try:
+                device = str(pci.parse_entry(entry).device)
+                bdfs = pci.resolve_devices([device], topo)[device]
+            except DeviceError:
+                continue
+            for b in bdfs:
+                out[b] = out.get(b, False) or bool(_HVM.search(text))
+    return out
+
+
+def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None,
+                    box: pci.Box) -> list[pci.Verdict]:
+    """The go/no-go of each ``[passthrough] devices`` entry on *box* (checks.py): its sysfs,
+    dom0's use of each device, a running Xen's word (``xl info``, ``xl dmesg`` through
+    *box*'s runner); *dotconfig*: the built kernel's ``.config`` (absent: no kernel check)."""
+    topo = pci.scan(box.sysfs, box.whence)
     platform = []
     iommu = pci.iommu_warning(topo.sysfs)
     if iommu:
@@ -160,6 +185,24 @@ def device_verdicts(cfg: Config, ws: Workspace, dotconfig: Path | None) -> list[
     kernel = pci.check_kernel(text, str(dotconfig), hide)
     if kernel:
         platform.append(kernel)
-    return pci.verdicts(cfg.passthrough.devices, topo, pci.system_devices(topo),
-                        allow_system_devices=cfg.install.allow_system_devices,
-                        absent_hint=hint, platform=platform)
+    info = box.run(["xl", "info"], "xl info") if box.run is not None else None
+    dmesg = box.run(["xl", "dmesg"], "xl dmesg") if box.run is not None else None
+    if box.run is not None and info is None:
+        platform.append(pci.Finding(pci.INFO, "xen", "no xl info (no running Xen there, or "
+                                    "not root): the running Xen's checks wait for one"))
+    xen_line = xenplatform.info_fields(info or "").get("xen_commandline", "")
+    uses = dom0use.uses(box.sysfs, box.proc, box.ssh_connection, xen_line)
+    hvm = hvm_devices(cfg, topo)
+
+    def more(dev: pci.Device) -> list[pci.Finding]:
+        guest_hvm = None if hvm is None else hvm.get(dev.bdf)
+        return [*dom0use.findings(uses.get(dev.bdf, []), cfg.install.allow_system_devices),
+                *xenplatform.check_xen(info, dmesg, dev.bdf, guest_hvm)]
+
+    needs = pci.system_devices(topo, box.proc) if box.proc is not None else {}
+    found = pci.verdicts(cfg.passthrough.devices, topo, needs,
+                         allow_system_devices=cfg.install.allow_system_devices,
+                         absent_hint=None if box.is_target else box.hint,
+                         platform=platform, more=more)
+    return [dataclasses.replace(v, findings=tuple(
+        dataclasses.replace(f, text=box.show(f.text)) for f in v.findings)) for v in found]

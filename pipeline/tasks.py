@@ -346,16 +346,45 @@ def build_tasks() -> Any:
         }
 
 
+def device_checks(box: pci.Box, dry_run: bool = False) -> tuple[str, XenpipeError | None]:
+    """The go/no-go per device on *box* as printed, and the no-go's one-line error to raise
+    (None: all go, force=1, or a dry run, which says a real install would refuse)."""
+    found = passthrough.device_verdicts(CFG, WS, build.kernel_build_dir(WS) / ".config", box)
+    lines = [pci.render(found)]
+    if not box.is_target and box.hint and CFG.passthrough.devices:
+        lines.append(f"warning: the device checks read {box.origin}: {box.hint}")
+    error = pci.nogo_error(found)
+    if error is not None and flag("force"):
+        lines.append(f"force=1: going on despite: {error}")
+    elif error is not None and dry_run:
+        lines.append(f"a real install refuses: {error}")
+    else:
+        return "\n".join(lines), error
+    return "\n".join(lines), None
+
+
 def task_install() -> Any:
-    """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan).
-    With --dry-run the run command drops the build dependency (pipeline.cli)."""
+    """Install Xen, kernel, modules, initramfs, bootloader, guest configs (--dry-run: plan);
+    first the go/no-go per device (target.examined: the box's), refusing a no-go unless
+    force=1. With --dry-run the run command drops the build dependency (pipeline.cli)."""
+
+    def go(dry_run: bool) -> Any:
+        with target.examined(CFG, WS, remote=not dry_run) as box:
+            checks, error = device_checks(box, dry_run)
+            if not CFG.passthrough.devices:
+                checks = ""
+            if not dry_run and checks:
+                print(checks, flush=True)
+            if error is not None:
+                raise error
+            if CFG.target is not None:  # a test box over ssh: stage here, deploy there
+                return target.deploy(CFG, WS, dry_run=dry_run, seen=box, checks=checks)
+            if dry_run:
+                return install.dry_run(CFG, WS, stale_stages(), box=box, checks=checks)
+            return install.install(CFG, WS, dry_run=False, box=box)
 
     def run(dry_run: bool) -> Any:
-        if CFG.target is not None:  # a test box over ssh: stage here, deploy there
-            return stage(target.deploy, CFG, WS, dry_run=dry_run)()
-        if dry_run:
-            return stage(lambda: install.dry_run(CFG, WS, stale_stages()))()
-        return stage(install.install, CFG, WS, dry_run=False)()
+        return stage(go, dry_run)()
 
     return {
         "actions": [run],
@@ -369,15 +398,13 @@ def task_install() -> Any:
 def task_devices() -> Any:
     """Print the PCI devices, warnings, the dom0 line and a go/no-go per device (force=1)."""
 
-    def show() -> Any:
-        print(passthrough.devices_report(CFG, WS), flush=True)
-        found = passthrough.device_verdicts(CFG, WS, build.kernel_build_dir(WS) / ".config")
-        print(pci.render(found), flush=True)
-        error = pci.nogo_error(found)
-        if error is not None and not flag("force"):
-            raise error
-        if error is not None:
-            print(f"force=1: going on despite: {error}", flush=True)
+    def show() -> None:
+        with target.examined(CFG, WS) as box:
+            print(passthrough.devices_report(CFG, WS, box), flush=True)
+            checks, error = device_checks(box)
+            print(checks, flush=True)
+            if error is not None:
+                raise error
 
     return {"actions": [stage(show)], "uptodate": [lambda: False]}
 

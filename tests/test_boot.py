@@ -608,6 +608,16 @@ def test_real_boot_resolves_device_paths_for_hide(real_kernel: RealKernel, tmp_p
     first = (ws.logs / "boot-topology.log").read_text(errors="replace")
     assert "seizing device" not in first  # the topology boot hands nothing to pciback
     assert pci.scan(boot.boot_dir(ws) / "sysfs-topology").get(E1000E).driver is None
+    # the go/no-go per device made inside the booted dom0 (its /sys listing, Xen's console)
+    checks = {c["bdf"]: c for c in out["checks"]}
+    assert set(checks) == {"0000:00:03.0", "0000:01:00.0"}, out["checks"]
+    for c in checks.values():
+        assert {"reset", "msi", "driver", "xen"} <= {f["check"] for f in c["findings"]}, c
+        assert {"level": "info", "check": "xen",
+                "text": "xl dmesg: I/O virtualisation enabled"} in c["findings"]
+        assert {"level": "info", "check": "driver", "text": "held by pciback"} in c["findings"]
+    assert "MSI" in next(f["text"] for f in checks["0000:01:00.0"]["findings"]
+                         if f["check"] == "msi")  # the e1000e's MSI/MSI-X, from its config
 
 
 @pytest.mark.slow

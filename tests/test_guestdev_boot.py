@@ -167,18 +167,19 @@ def test_devices_report_ends_with_the_dom0_line(tmp_path, monkeypatch):
             '[kernel]\nsource = "linux"\nflavour = "guestdev"\n'
             '[sources.linux]\nvcs = "tarball"\nurl = "/nonexistent.tar"\n')
     cfg = config.load(write_config(tmp_path, body))
-    out = cmdline.devices_report(cfg, Workspace(cfg.workspace)).splitlines()
+    box = pci.Box(sysfs, tmp_path / "noproc", "the probe's tree", is_target=True)
+    out = cmdline.devices_report(cfg, Workspace(cfg.workspace), box).splitlines()
     assert out[-1] == ("dom0 command line (guestdev kernel): ro root=LABEL=/ "
                        "xen-pciback.hide=(0000:00:03.0) guestdev=PNP0A08:0-1c.0-0.0")
     cfg = config.load(write_config(tmp_path, body.replace("PNP0A08:0-1c.0-0.0", BRIDGE)))
-    out = cmdline.devices_report(cfg, Workspace(cfg.workspace)).splitlines()
+    out = cmdline.devices_report(cfg, Workspace(cfg.workspace), box).splitlines()
     assert out[-2:] == [
         "dom0 command line (guestdev kernel): ro root=LABEL=/ xen-pciback.hide=(0000:00:03.0) "
         f"guestdev={BRIDGE}",
         f"note: guestdev path {BRIDGE} names bridge 0000:00:1c.0: xen-pciback seizes the bridge "
         "too, so dom0's PCIe port services (AER, hotplug, PME) stop for it"]
     cfg = config.load(write_config(tmp_path, body.replace('flavour = "guestdev"\n', "")))
-    last = cmdline.devices_report(cfg, Workspace(cfg.workspace)).splitlines()[-1]
+    last = cmdline.devices_report(cfg, Workspace(cfg.workspace), box).splitlines()[-1]
     assert last.startswith("dom0 command line: not known: cannot tell the kernel flavour of ")
 
 

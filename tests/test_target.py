@@ -182,6 +182,37 @@ def test_doit_install_to_a_real_test_box(real_kernel: RealKernel, tmp_path: Path
 
 
 @pytest.mark.slow
+def test_doit_devices_reads_the_boxs_sysfs_over_ssh(real_kernel: RealKernel,
+                                                    tmp_path: Path) -> None:
+    """`doit devices` with [target] and no XENPIPE_SYSFS: the checks read the test box's own
+    /sys and /proc (one ssh command, pci.box.SNAPSHOT) and run xl there: its SMBus 00:1f.3 is
+    found, a device only this machine could have is a no-go on the box (force=1 goes on),
+    and a device path resolves against the box's topology (q35: PNP0A08 uid 0)."""
+    need("ssh")
+    with running_box(tmp_path / "box", real_kernel.vmlinuz) as tb:
+        config = tmp_path / "devices.toml"
+        config.write_text(f'[workspace]\ndir = "{tmp_path / "ws"}"\n'
+                          '[passthrough]\ndevices = ["00:1f.3", "PNP0A08:0-1f.2", '
+                          '"abcd:00:00.0"]\n' + tb.target_toml())
+        env = {"XENPIPE_SYSFS": "", "XENPIPE_PROC": ""}
+        res = run_doit("devices", config=config, env=env, timeout=1800)
+        forced = run_doit("devices", "force=1", config=config, env=env, timeout=1800)
+    print(res.stdout)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "devices of root@testbox's /sys (over ssh):" in res.stdout
+    assert "  0000:00:1f.3: " in res.stdout
+    assert "  0000:00:1f.2 (PNP0A08:0-1f.2): " in res.stdout
+    assert "abcd:00:00.0 is not present on the box examined (read root@testbox's /sys (over " \
+        "ssh)" in res.stdout
+    assert "info: xen: no xl info (no running Xen there" in res.stdout  # Linux without Xen
+    assert "no DMAR or IVRS table under root@testbox:/sys/firmware/acpi/tables" in res.stdout
+    assert "xenpipe-box-" not in res.stdout  # the local copy is never named
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "xenpipe: error: passthrough.devices: no-go for ")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+
+
+@pytest.mark.slow
 def test_doit_boot_on_a_box_that_misses_xen_falls_back(real_kernel: RealKernel,
                                                        tmp_path: Path) -> None:
     """`doit boot` with [target] on the real test box: it reboots over ssh (`systemctl

@@ -28,6 +28,7 @@ from pathlib import Path
 from pipeline import digest
 from pipeline.errors import BootError
 from pipeline.files import atomic_write
+from pipeline.pci.box import SNAPSHOT
 
 MARK = "xenpipe-probe:"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -60,10 +61,11 @@ for d in /sys/bus/pci/devices/*; do
     echo "{MARK} dev ${{p#/sys/devices/}} class=$(cat "$d/class") vendor=$(cat "$d/vendor")\
  device=$(cat "$d/device") driver=$drv"
 done
-echo "{MARK} done"
-sync
-poweroff -f
 """
+# the part of /sys and /proc the go/no-go checks read (pci/box.py), one "snap" line each
+INIT += ("cat > /tmp/xenpipe-snapshot <<'XENPIPE_SNAPSHOT'\n" + SNAPSHOT + "XENPIPE_SNAPSHOT\n"
+         f"sh /tmp/xenpipe-snapshot /sys /proc | sed 's/^/{MARK} snap /'\n"
+         f'echo "{MARK} done"\nsync\npoweroff -f\n')
 _LINE = re.compile(re.escape(MARK) + r" (\S+)(?: (.*?))?\r*$", re.M)
 _FIELDS = re.compile(r"(\w+)=(\S*)")
 _NAME = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -158,6 +160,7 @@ class Report:
     pciback: tuple[str, ...]
     roots: tuple[ProbeRoot, ...]
     devices: tuple[ProbeDevice, ...]
+    snapshot: str = ""  # the pci/box.py listing of dom0's /sys and /proc ("snap" lines)
 
 
 def _opt(value: str) -> str | None:
@@ -171,6 +174,7 @@ def parse(console: str) -> Report:
     pciback: list[str] = []
     roots: dict[str, ProbeRoot] = {}
     devices: dict[str, ProbeDevice] = {}
+    snap: list[str] = []
     for m in _LINE.finditer(console):
         kind, rest = m[1], (m[2] or "").strip()
         words = rest.split()
@@ -179,6 +183,8 @@ def parse(console: str) -> Report:
             started = True
         elif kind == "done":
             done = True
+        elif kind == "snap":
+            snap.append(rest)
         elif kind == "pciback" and len(words) == 1 and _NAME.fullmatch(words[0]):
             pciback.append(words[0])
         elif kind == "root" and words and _NAME.fullmatch(words[0]):
@@ -189,7 +195,7 @@ def parse(console: str) -> Report:
                               fields.get("device", "0"), _opt(fields.get("driver", "-")))
             devices[dev.name] = dev
     return Report(started, done, tuple(dict.fromkeys(pciback)), tuple(roots.values()),
-                  tuple(devices.values()))
+                  tuple(devices.values()), "\n".join(snap))
 
 
 def _link(link: Path, target: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import metadata, passthrough, pci, proc
-from pipeline.boot import guestcheck, probe
+from pipeline.boot import devicecheck, guestcheck, probe
 from pipeline.boot.checks import (
     guestdev_log,
     guestdev_problems,
@@ -154,6 +154,8 @@ def _boot(cfg: Config, ws: Workspace, results: dict[str, Any]) -> dict[str, Any]
     results.update(_session_json(session))
     results["pciback"] = list(session.report.pciback)
     results["xen_build"] = xen_identity(session.console)
+    results["checks"] = devicecheck.record(cfg, ws, session.console, session.report,
+                                           boot_dir(ws) / "dom0-trees")
     gd = guestdev_log(session.console)
     gd_problems, gd_warnings = guestdev_problems(cfg, gd)
     if gd.lines:

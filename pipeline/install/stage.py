@@ -231,23 +231,27 @@ def plan_initramfs(cfg: Config, plan: Plan, k: Kernel) -> str | None:
     return image
 
 
-def devices(cfg: Config, plan: Plan) -> pci.Topology | None:
-    """The PCI topology, after refusing devices the running system needs (pci.py's guard).
+def devices(cfg: Config, plan: Plan, box: pci.Box | None = None) -> pci.Topology | None:
+    """The PCI topology of the box examined (*box*, None: this machine's), after refusing
+    devices the running system needs (pci.py's guard).
 
-    On the running system (``/``) every device must be present; a staging root may be meant
-    for another machine, so a device absent here is only noted."""
+    On the box itself (the running system ``/``, the target's copy, a recorded tree) every
+    device must be present; this build host's sysfs for a staging root may be another
+    machine's, so a device absent there is only noted."""
+    there = box.is_target if box is not None else plan.live
     try:
-        topo = pci.scan()
+        topo = (pci.scan(box.sysfs, box.whence) if box is not None else pci.scan())
     except XenpipeError as exc:
-        if plan.live:
+        if there:
             raise
         plan.note(f"device check skipped: {exc}")
         return None
-    if plan.live:
-        pci.check_passthrough(cfg.passthrough.devices, topo,
+    proc = box.proc if box is not None else None
+    if there:
+        pci.check_passthrough(cfg.passthrough.devices, topo, proc,
                               allow_system_devices=cfg.install.allow_system_devices)
         return topo
-    needs = pci.system_devices(topo)
+    needs = pci.system_devices(topo, proc)
     for entry, bdfs in pci.resolve_devices(cfg.passthrough.devices, topo).items():
         for b in bdfs:
             if topo.get(b) is None:
@@ -265,14 +269,15 @@ def entry_name(cfg: Config) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", cfg.path.stem)
 
 
-def make_plan(cfg: Config, ws: Workspace) -> Plan:
-    """Everything an install would do, checked, without changing anything."""
+def make_plan(cfg: Config, ws: Workspace, box: pci.Box | None = None) -> Plan:
+    """Everything an install would do, checked, without changing anything; device paths
+    resolved on *box* (the box examined; None: this machine)."""
     root, live = check_root(cfg)
     if cfg.kernel is None:
         raise InstallError("no [kernel] configured: there is no dom0 kernel to install")
     state = ws.state(STAGE).get("roots", {}).get(os.path.realpath(root), {})
     plan = Plan(root, live, state)
-    topo = devices(cfg, plan)
+    topo = devices(cfg, plan, box)
     guest_bdfs = guestcfg.check(cfg, topo)
     flavour = passthrough.flavour(cfg, ws)
     dom0 = passthrough.dom0_cmdline(cfg, flavour, topo)
@@ -291,9 +296,10 @@ def make_plan(cfg: Config, ws: Workspace) -> Plan:
     return plan
 
 
-def install(cfg: Config, ws: Workspace, dry_run: bool = False) -> dict[str, Any]:
+def install(cfg: Config, ws: Workspace, dry_run: bool = False,
+            box: pci.Box | None = None) -> dict[str, Any]:
     """``doit install``: plan, then print the plan (``--dry-run``) or carry it out."""
-    plan = make_plan(cfg, ws)
+    plan = make_plan(cfg, ws, box)
     if dry_run:
         print(plan.render(), flush=True)
     else:
@@ -318,16 +324,20 @@ def missing_artifacts(cfg: Config, ws: Workspace) -> list[str]:
     return [display(p) for p in missing if "<release>" in p.name or not p.is_file()]
 
 
-def dry_run(cfg: Config, ws: Workspace, stale: Sequence[str]) -> dict[str, Any]:
+def dry_run(cfg: Config, ws: Workspace, stale: Sequence[str],
+            box: pci.Box | None = None, checks: str = "") -> dict[str, Any]:
     """``doit install --dry-run``: changes nothing anywhere, not even the workspace (no
     fetch, no build). First what a real install would build first (*stale*: the stage
-    tasks that are not up to date), then the plan: in full when every artifact is there,
-    else what is known of it, naming the artifacts that do not exist yet."""
+    tasks that are not up to date), the device *checks* the task made, then the plan: in
+    full when every artifact is there, else what is known of it, naming the artifacts that
+    do not exist yet."""
     print("install: dry run: " + (f"would build first: {', '.join(stale)}" if stale
                                   else "the build is up to date"), flush=True)
+    if checks:  # the go/no-go per device the task made, on the box examined
+        print(checks, flush=True)
     missing = missing_artifacts(cfg, ws)
     if not missing:
-        return install(cfg, ws, dry_run=True)
+        return install(cfg, ws, dry_run=True, box=box)
     root, live = check_root(cfg)
     where = "the running system (/)" if live else f"staging root {root}"
     lines = [f"xenpipe install plan for {where} (partial: nothing is built yet)",

@@ -60,6 +60,12 @@ def testcases(variant: dict[str, Any]) -> list[dict[str, Any]]:
         cases.append({"classname": "boot", "name": f"boot: {m['name']}", "status": m["status"],
                       "time": m.get("time") or 0.0, "message": m.get("detail") or "",
                       "log": boot.get("log"), "tail": m.get("log_tail") or ""})
+    for c in boot.get("checks") or []:  # the booted Xen's go/no-go per device (devicecheck)
+        why = "; ".join(f"{f['level']}: {f['check']}: {f['text']}" for f in c["findings"]
+                        if f["level"] != "info")
+        cases.append({"classname": "boot.devices", "name": f"device {c['bdf'] or c['entry']}: "
+                      f"{c['verdict']}", "status": FAILED if c["verdict"] == "no-go" else PASSED,
+                      "time": 0.0, "message": why, "log": boot.get("log"), "tail": ""})
     return cases
 
 

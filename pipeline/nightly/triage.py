@@ -133,6 +133,8 @@ def boot_section(ws: Workspace, stages: list[dict[str, Any]], no_boot: str | Non
         return section
     section["verdict"] = record.get("verdict")
     section["milestones"] = milestones(record)
+    if isinstance(record.get("checks"), list):  # the go/no-go of the booted Xen (devicecheck)
+        section["checks"] = record["checks"]
     return section
 
 

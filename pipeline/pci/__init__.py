@@ -8,6 +8,9 @@ bridge and the chain of PCI-PCI bridges, so it stays put.
 - ``sysfs``: the topology under ``/sys``, converting between the two, the device table
 - ``safety``: devices dom0 cannot give away (the disk holding ``/``), a missing IOMMU
 - ``checks``: a go/no-go per passthrough device (reset, MSI, functions, bridges, dom0)
+- ``dom0use``: the NIC with the default route or the ssh session, the console
+- ``xenplatform``: a running Xen's ``xl info`` and ``xl dmesg`` (IOMMU, virt_caps, RMRR)
+- ``box``: the box examined (its trees, a runner for its commands), a copy of its /sys
 - ``bootargs``: the dom0 and Xen command-line options for the kernel flavour being built
 - ``cli``: ``python -m pipeline.pci``
 
@@ -36,7 +39,9 @@ from pipeline.pci.bootargs import (
     kernel_family,
     xen_cmdline,
 )
+from pipeline.pci.box import Box, Runner, local_runner
 from pipeline.pci.checks import (
+    INFO,
     NOGO,
     WARN,
     Finding,
@@ -66,8 +71,9 @@ from pipeline.pci.sysfs import (
 )
 
 __all__ = [
-    "BDF_FORMS", "FLAVOURS", "PATH_FORM", "RESOURCE_ALIGN_ORDER", "USAGE", "Bdf", "Device",
-    "DeviceError", "DevicePath", "Finding", "GuestDevice", "Hop", "NOGO", "Verdict", "WARN",
+    "BDF_FORMS", "Box", "FLAVOURS", "PATH_FORM", "RESOURCE_ALIGN_ORDER", "Runner", "USAGE",
+    "Bdf", "Device", "local_runner",
+    "DeviceError", "DevicePath", "Finding", "GuestDevice", "Hop", "INFO", "NOGO", "Verdict", "WARN",
     "check_kernel", "nogo_error", "render", "verdicts", "RootBus", "Topology", "check_passthrough",
     "class_name", "detect_flavour", "dom0_params", "iommu_disabled", "iommu_warning",
     "kernel_family", "main", "parse_bdf", "parse_device", "parse_entry", "parse_path",

@@ -1,15 +1,17 @@
 """A go/no-go per passthrough device, read from a sysfs tree before the long build.
 
 Each check gives a finding (``info``, ``warn`` or ``no-go``); a device's verdict is its worst
-finding, ``ok`` when it has none worse than ``info``. The checks look at one box's sysfs (this
-machine's ``/sys`` or a recorded tree in ``$XENPIPE_SYSFS``) and the built kernel's
-``.config``; callers pass plain values (this package knows nothing of the config).
+finding, ``ok`` when it has none worse than ``info``. The checks look at one box's sysfs (the
+box examined, :class:`pci.Box`: its ``/sys`` copied over ssh, this machine's, a recorded tree)
+and the built kernel's ``.config``; dom0use.py and xenplatform.py add what dom0 uses a device
+for and what a running Xen says (through *more*). Callers pass plain values (this package
+knows nothing of the config).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,12 +206,14 @@ def check_kernel(dotconfig: str | None, where: str, hide: bool | None) -> Findin
 
 def verdicts(entries: Sequence[str], topo: Topology, needs: dict[Bdf, str], *,
              allow_system_devices: bool = False, absent_hint: str | None = None,
-             platform: Iterable[Finding] = ()) -> list[Verdict]:
+             platform: Iterable[Finding] = (),
+             more: Callable[[Device], Iterable[Finding]] | None = None) -> list[Verdict]:
     """A verdict per device the ``[passthrough] devices`` *entries* stand for on *topo*.
 
     *needs*: the devices dom0 needs (safety.system_devices). *absent_hint* None: *topo* is the
     box itself, so an absent device is a no-go; else a warning ending with the hint (how to
-    give the box's sysfs). *platform*: findings every device shares (IOMMU, kernel)."""
+    give the box's sysfs). *platform*: findings every device shares (IOMMU, kernel); *more*:
+    a device's findings from outside its sysfs (dom0's use of it, the running Xen)."""
     platform = tuple(platform)
     groups: list[tuple[str, tuple[Bdf, ...] | None, str]] = []
     for entry in entries:
@@ -223,14 +227,18 @@ def verdicts(entries: Sequence[str], topo: Topology, needs: dict[Bdf, str], *,
         for bdf in bdfs if bdfs is not None else (None,):
             dev = topo.get(bdf) if bdf is not None else None
             if dev is None:
-                what = error or f"{entry} is not present on the box examined ({topo.sysfs})"
-                absent = (Finding(NOGO, "present", what) if absent_hint is None else
-                          Finding(WARN, "present", f"{what}; {absent_hint}"))
+                if absent_hint is None:  # the box itself (a path error says which sysfs)
+                    absent = Finding(NOGO, "present", error or f"{entry} is not present on "
+                                     f"the box examined ({topo.whence or topo.sysfs})")
+                else:
+                    absent = Finding(WARN, "present", error or f"{entry} is not present on "
+                                     f"the box examined ({topo.sysfs}); {absent_hint}")
                 out.append(Verdict(entry, bdf, (absent, *platform)))
                 continue
             found = [*check_dom0(dev, needs, allow_system_devices), check_reset(topo, dev),
                      check_msi(topo, dev), check_siblings(topo, dev, named),
-                     check_bridge(topo, dev, named)]
+                     check_bridge(topo, dev, named),
+                     *(more(dev) if more is not None else ())]
             out.append(Verdict(entry, bdf, (*platform, *(f for f in found if f))))
     return out
 

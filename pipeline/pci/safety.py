@@ -25,7 +25,8 @@ from pipeline.pci.sysfs import (
     table,
 )
 
-IOMMU_TABLES = ("DMAR", "IVRS", "IORT", "XMAR", "XVRS")  # Xen hides DMAR from dom0 as XMAR
+# Xen hides DMAR from dom0: Xen 4.17 as "RMAD" (tests/data/boot/dom0-snapshot.log), older as XMAR
+IOMMU_TABLES = ("DMAR", "IVRS", "IORT", "RMAD", "XMAR", "XVRS")
 CHECK_BY_HAND = "check by hand before passing storage controllers through"
 SYSTEM_MOUNTS = {"/": "the root filesystem", "/boot": "/boot", "/usr": "/usr"}
 

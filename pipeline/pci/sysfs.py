@@ -79,6 +79,12 @@ class Topology:
 
     sysfs: Path
     devices: tuple[Device, ...]
+    # which box's sysfs this is and how else to give one (pci.Box.whence), for the errors
+    # about a device it lacks; None: a virtual machine's or a test's, nothing to add
+    whence: str | None = None
+
+    def _read(self) -> str:
+        return f" ({self.whence})" if self.whence else ""
 
     def get(self, bdf: Bdf) -> Device | None:
         return next((d for d in self.devices if d.bdf == bdf), None)
@@ -115,7 +121,7 @@ class Topology:
             hint = f" (did you mean {same[0]}?)" if len(same) == 1 else ""
             raise DeviceError(
                 f"device path {path} matches nothing: no PCI root bridge {path.root}{hint}; "
-                f"root bridges here: {known}"
+                f"root bridges here: {known}{self._read()}"
             )
         found: list[Device] = []
         misses: list[str] = []
@@ -132,7 +138,8 @@ class Topology:
                 f"bridges are {path.root}; name the device by BDF instead"
             )
         if not found:
-            raise DeviceError(f"device path {path} matches nothing: {'; '.join(misses)}")
+            raise DeviceError(f"device path {path} matches nothing: {'; '.join(misses)}"
+                              + self._read())
         return found[0]
 
     def _walk(self, root: RootBus, hops: tuple[Hop, ...]) -> tuple[Device | None, str]:
@@ -209,12 +216,14 @@ def _root_bus(root_dir: Path, name: str) -> RootBus:
     return RootBus(name, int(m[1], 16), int(m[2], 16), hid or None, uid or None)
 
 
-def scan(sysfs: Path | None = None) -> Topology:
-    """Read every PCI device from ``<sysfs>/bus/pci/devices`` and the tree it links into."""
+def scan(sysfs: Path | None = None, whence: str | None = None) -> Topology:
+    """Read every PCI device from ``<sysfs>/bus/pci/devices`` and the tree it links into;
+    *whence*: which box's it is, for errors (Topology.whence)."""
     root = sysfs_root(sysfs)
     bus_dir = root / "bus" / "pci" / "devices"
     if not bus_dir.is_dir():
-        raise DeviceError(f"{bus_dir} not found: no PCI bus here, or {root} is not a sysfs tree")
+        raise DeviceError(f"{bus_dir} not found: no PCI bus here, or {root} is not a sysfs tree"
+                          + (f" ({whence})" if whence else ""))
     roots: dict[str, RootBus] = {}
     devices = []
     for entry in bus_dir.iterdir():
@@ -237,7 +246,7 @@ def scan(sysfs: Path | None = None) -> Topology:
             root=roots[root_dir],
             parents=tuple(sysfs_bdf(p) for p in chain[:-1]),
         ))
-    return Topology(root, tuple(sorted(devices, key=lambda d: d.bdf)))
+    return Topology(root, tuple(sorted(devices, key=lambda d: d.bdf)), whence)
 
 
 

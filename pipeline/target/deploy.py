@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import digest, proc
+from pipeline import digest, pci, proc
 from pipeline.config import Config
 from pipeline.install import initramfs, stage
 from pipeline.install.plan import execute
@@ -84,13 +84,18 @@ def box_steps(cfg: Config, ws: Workspace, ssh: Ssh | None) -> list[box.BoxStep]:
     return steps
 
 
-def deploy(cfg: Config, ws: Workspace, dry_run: bool = False) -> dict[str, Any]:
-    """``doit install`` to ``[target]``: stage, transfer what changed, run the box steps."""
+def deploy(cfg: Config, ws: Workspace, dry_run: bool = False,
+           seen: pci.Box | None = None, checks: str = "") -> dict[str, Any]:
+    """``doit install`` to ``[target]``: stage, transfer what changed, run the box steps;
+    device paths resolved on *seen* (the target's /sys, see examine.py); a dry run
+    prints the device *checks* the task made with the plan."""
     assert cfg.target is not None
     scfg = staged(cfg, ws)
     ssh = Ssh.of(cfg.target, ws.log(STATE))
-    plan = stage.make_plan(scfg, ws)
+    plan = stage.make_plan(scfg, ws, seen)
     if dry_run:
+        if checks:
+            print(checks, flush=True)
         print(plan.render(), flush=True)
         print(f"then on {cfg.target.ssh}: compare the staged files with the box's (sha256 "
               "over ssh), transfer only those that differ (tar over ssh), then run:", flush=True)

@@ -109,6 +109,21 @@ class Tree:
         _link(self.sysfs / "dev" / "block" / majmin, d)
         _link(self.sysfs / "class" / "block" / name, d)
 
+    def net(self, bdf: str, iface: str) -> Path:
+        """Network interface *iface* of PCI function *bdf* (``class/net/<iface>``)."""
+        d = self.dirs[_full(bdf)] / "net" / iface
+        d.mkdir(parents=True)
+        _link(self.sysfs / "class" / "net" / iface, d)
+        return d
+
+    def tty(self, name: str, bdf: str | None = None) -> Path:
+        """Serial line *name* on PCI card *bdf*, else on the legacy ISA port (``pnp0``)."""
+        base = self.dirs[_full(bdf)] if bdf else self.sysfs / "devices" / "pnp0" / "00:05"
+        d = base / "tty" / name
+        d.mkdir(parents=True)
+        _link(self.sysfs / "class" / "tty" / name, d)
+        return d
+
     def acpi_tables(self, *names: str) -> None:
         tables = self.sysfs / "firmware" / "acpi" / "tables"
         tables.mkdir(parents=True, exist_ok=True)
@@ -138,8 +153,23 @@ def config_space(vendor: int, device: int, cls: int, caps: Sequence[int] = (),
 
 
 def proc_tree(proc: Path, mounts: Sequence[tuple[str, str, str, str]],
-              swaps: Sequence[str] = (), mountinfo: bool = True) -> Path:
-    """A procfs with mount table entries (major:minor, mount point, fstype, source)."""
+              swaps: Sequence[str] = (), mountinfo: bool = True,
+              routes: Sequence[tuple[str, str, str]] = (), cmdline: str | None = None) -> Path:
+    """A procfs with mount table entries (major:minor, mount point, fstype, source), IPv4
+    *routes* (interface, destination, netmask) in ``net/route`` and a ``cmdline``."""
+    if routes:
+        def hexip(ip: str) -> str:
+            return "".join(f"{int(o):02X}" for o in reversed(ip.split(".")))  # host order
+        (proc / "net").mkdir(parents=True, exist_ok=True)
+        (proc / "net" / "route").write_text(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow"
+            "\tIRTT\n" + "".join(
+                f"{i}\t{hexip(d)}\t{hexip('10.0.0.1') if d == '0.0.0.0' else '00000000'}\t"
+                f"{'0003' if d == '0.0.0.0' else '0001'}\t0\t0\t0\t{hexip(m)}\t0\t0\t0\n"
+                for i, d, m in routes))
+    if cmdline is not None:
+        proc.mkdir(parents=True, exist_ok=True)
+        (proc / "cmdline").write_text(cmdline + "\n")
     (proc / "self").mkdir(parents=True, exist_ok=True)
     if mountinfo:
         lines = [f"{20 + i} 1 {mm} / {point.replace(' ', chr(92) + '040')} rw,relatime - "
@@ -276,4 +306,23 @@ def checks_box(sysfs: Path) -> Tree:
         0x8086, 0x2922, SATA, [MSI], size=64))  # an unprivileged read: capabilities unknown
     t.disk("00:1f.2", "sda", "8:0", ["sda1", "sda2"])
     t.acpi_tables("APIC", "DSDT", "FACP", "MCFG", "DMAR")
+    return t
+
+
+SERIAL, ROUTE = 0x070002, [("eth0", "10.0.0.0", "255.255.255.0"), ("eth0", "0.0.0.0", "0.0.0.0"),
+                           ("eth1", "192.168.7.0", "255.255.255.0")]
+
+
+def nic_box(sysfs: Path) -> Tree:
+    """checks_box with dom0's own uses: eth0 on 01:00.0 (10.0.0.0/24 and the default route,
+    see ROUTE), eth1 on 01:00.1 (192.168.7.0/24), a PCI serial card 03:02.0 (ttyS4) behind
+    the PCIe-to-PCI bridge, ttyS0 on the legacy port, and the boot VGA at 00:02.0."""
+    t = checks_box(sysfs)
+    t.net("01:00.0", "eth0")
+    t.net("01:00.1", "eth1")
+    t.dev("00:02.0", VGA, 0x1234, 0x1111, "bochs-drm")
+    (t.dirs["0000:00:02.0"] / "boot_vga").write_text("1\n")
+    t.dev("03:02.0", SERIAL, 0x1415, 0xC158, "serial", parent="02:00.0")
+    t.tty("ttyS4", "03:02.0")
+    t.tty("ttyS0")
     return t
