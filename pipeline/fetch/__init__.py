@@ -21,8 +21,7 @@ from pipeline.fetch.base import (
 )
 from pipeline.fetch.git import Git
 from pipeline.fetch.hg import Hg
-from pipeline.fetch.tarball import Tarball, unpack
+from pipeline.fetch.tarball import Tarball
 
 __all__ = ["HEX40", "VCS", "Fetched", "Git", "Hg", "Tarball", "Vcs", "fetch", "fingerprint",
-           "in_place", "local_edits", "mirror_path", "owned_changes", "resolved", "unpack",
-           "vcs_for"]
+           "in_place", "local_edits", "mirror_path", "owned_changes", "resolved", "vcs_for"]
