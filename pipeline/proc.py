@@ -15,7 +15,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -93,7 +93,6 @@ def run(
     timeout: float | None = None,
     input: str | None = None,
     stdin: Path | None = None,
-    feed: Iterable[bytes] | None = None,
     error: type[XenpipeError] = XenpipeError,
     what: str | None = None,
     on_line: Callable[[str], None] | None = None,
@@ -107,11 +106,7 @@ def run(
     with *on_tick* called about every TICK seconds even when the child is silent (progress).
     With *die_with_parent* the child gets SIGTERM when xenpipe dies, even by SIGKILL.
     *stdin*: a file the child reads (a tar archive for ssh), instead of *input*.
-    *feed*: chunks written to the child's stdin as they are produced (a stream too big to
-    hold, e.g. ``git fast-import``'s); the child's output must stay small until its stdin
-    ends (it is read afterwards). An exception from *feed* stops the child and propagates.
     """
-    assert feed is None or (input is None and stdin is None and on_line is None)
     args = [os.fspath(a) for a in argv]
     streaming = on_line is not None
     last = ""
@@ -129,8 +124,7 @@ def run(
                 args,
                 cwd=cwd,
                 env=environment(env),
-                stdin=subprocess.PIPE if input is not None or feed is not None
-                else inf or subprocess.DEVNULL,
+                stdin=subprocess.PIPE if input is not None else inf or subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture or streaming or logf is None else logf,
                 stderr=subprocess.STDOUT if capture or streaming or logf is not None
                 else subprocess.PIPE,
@@ -144,8 +138,6 @@ def run(
                 err = b""
                 out, last = _pump(proc, on_line, on_tick, logf, capture, timeout, input)
             else:
-                if feed is not None:
-                    _feed(proc, feed)
                 out, err = proc.communicate(
                     input=input.encode() if input is not None else None, timeout=timeout
                 )
@@ -173,17 +165,6 @@ def run(
             + where
         )
     return result
-
-
-def _feed(proc: subprocess.Popen[bytes], chunks: Iterable[bytes]) -> None:
-    """Write *chunks* to the child's stdin (``communicate`` flushes and closes it); a child
-    that stops reading (it failed) ends the writing, and its exit status tells why."""
-    assert proc.stdin is not None
-    try:
-        for chunk in chunks:
-            proc.stdin.write(chunk)
-    except BrokenPipeError:
-        pass
 
 
 TICK = 0.5  # seconds between on_tick calls while streaming

@@ -328,8 +328,8 @@ def test_corrupt_tarball(tmp_path: Path) -> None:
 
 def odd_tarball(path: Path) -> Path:
     """A tarball with what a release may hold: an executable script, a relative symlink, a
-    hard link, an empty directory, a name with a space, a quote and a backslash, all under one
-    top folder (an xz tarball, as Debian's linux-source is)."""
+    hard link, an empty directory, a name with a space, a quote and a backslash, files with
+    the same bytes, all under one top folder (an xz tarball, as Debian's linux-source is)."""
     with tarfile.open(path, "w:xz") as tar:
         def add(name: str, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
                 link: str = "") -> None:
@@ -346,6 +346,10 @@ def odd_tarball(path: Path) -> Path:
         add("COPYING.hard", kind=tarfile.LNKTYPE, link="pkg-1.0/Makefile")
         add("empty", kind=tarfile.DIRTYPE, mode=0o755)
         add('odd name "q" \\ x.txt', b"odd\n")
+        add("same/one", b"odd\n")  # the same bytes again: one blob, stored once
+        add("same/empty1")
+        add("same/empty2")
+        add("same/one-more", b"odd\n")
     return path
 
 
@@ -422,6 +426,18 @@ def test_an_import_cut_short_leaves_nothing_under_src(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=f"{tar}: corrupt or unreadable tarball"):
         sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None), ws)
     assert not ws.src.exists() or list(ws.src.iterdir()) == []
+
+
+def test_tarball_with_a_file_where_a_directory_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "clash.tar"
+    with tarfile.open(path, "w") as tar:
+        for name in ("pkg/a", "pkg/a/b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(SourceError, match=f"{path}: a/b: a file where a directory is needed"):
+        sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
+    assert not (tmp_path / "w" / "src" / "k").exists()
 
 
 @pytest.mark.parametrize("name", ["pkg/.git/config", "pkg/sub/.git/hooks/x"])

@@ -1,9 +1,10 @@
 """Release tarballs: downloaded, read once as a stream (no member may leave the tree) into a
 one-commit local git repository, so that later stages treat them as any git tree.
 
-The import is one pass over the archive: each member's bytes go straight into
-``git fast-import`` (one pack, no loose objects), then ``git checkout`` writes the files and the
-index together, so no second pass hashes 80k files. Compare ``bench/tarball.py``.
+The import is one pass over the archive: each member's bytes go straight into one git pack
+(``pack.py``: hashed and stored as they are read, no loose objects), then ``git checkout``
+writes the files and the index together, so no second pass hashes 80k files. Compare
+``bench/tarball.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import urllib.request
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from pipeline import proc
 from pipeline.errors import SourceError
+from pipeline.fetch import pack
 from pipeline.fetch.git import Git, gitpython
 
 # The one author, committer and date of every import: the same tarball, the same revision.
@@ -60,19 +63,27 @@ class Tarball(Git):
             cw.set_value("core", "looseCompression", "1")
             cw.set_value("core", "compression", "1")
         branch = repo.git.symbolic_ref("HEAD")
-        dirs: list[str] = []
-        # pack.compression=0 and --depth=0: no deflate, no delta search (both would cost more
-        # than the whole tar -x); the pack is as big as the tree
-        proc.run(["git", "-C", str(dest), "-c", "pack.compression=0", "fast-import",
-                  "--quiet", "--done", "--depth=0"],
-                 feed=_fast_import_stream(archive, branch, message, dirs), env=proc.BASE_ENV,
-                 log=log, capture=True, error=SourceError,
-                 what=f"git fast-import of {archive}")
+        out = pack.PackWriter(dest / ".git")
+        try:
+            files, dirs = _read(archive, out)
+            strip = _top_folder(files, dirs)
+            try:
+                tree = pack.write_tree(out, {p[len(strip):]: e for p, e in files.items()})
+            except ValueError as exc:
+                raise SourceError(f"{archive}: {exc}") from None
+            commit = out.add_bytes(pack.COMMIT, b"tree %s\nauthor %s\ncommitter %s\n\n%s" % (
+                tree.hex().encode(), IDENTITY, IDENTITY, message.encode()))
+            out.finish()
+        except BaseException:
+            out.abort()
+            raise
+        repo.git.update_ref(branch, commit.hex(), env=proc.BASE_ENV)
         # checkout writes every file and the index (with each file's stat) in one pass
         repo.git.checkout("--force", "--quiet", branch.removeprefix("refs/heads/"),
                           env=proc.BASE_ENV)
         for d in dirs:  # git keeps no empty directory; the tarball's are part of the tree
-            (dest / d).mkdir(parents=True, exist_ok=True)
+            if len(d) > len(strip):
+                (dest / d[len(strip):]).mkdir(parents=True, exist_ok=True)
 
     def _obtain(self, url: str, tmpdir: Path) -> Path:
         if "://" not in url:
@@ -111,15 +122,13 @@ class Tarball(Git):
         return []
 
 
-def _fast_import_stream(archive: Path, branch: str, message: str, dirs: list[str]
-                        ) -> Iterator[bytes]:
-    """``git fast-import``'s input for *archive*: a blob per file or symlink as it is read,
-    then one commit of them all (a hard link is its target's blob). Hostile members are
-    refused as they come, before anything is checked out. Fills *dirs* with the directories
-    the tarball names (relative to the tree)."""
-    tree: dict[str, tuple[bytes, int]] = {}  # path in the archive -> (git mode, blob mark)
-    named_dirs: list[str] = []
-    marks = 0
+def _read(archive: Path, out: pack.PackWriter
+          ) -> tuple[dict[str, tuple[bytes, bytes]], list[str]]:
+    """Store each file and symlink of *archive* in *out* as it is read (one pass; a hard
+    link is its target's blob); refuse hostile members as they come. The tree's entries
+    (path -> git mode, blob id) and the directories the archive names."""
+    files: dict[str, tuple[bytes, bytes]] = {}
+    dirs: list[str] = []
     try:
         with tarfile.open(archive) as tar:
             raw = tar.fileobj
@@ -130,49 +139,40 @@ def _fast_import_stream(archive: Path, branch: str, message: str, dirs: list[str
                 if not path:
                     continue
                 if m.isdir():
-                    named_dirs.append(path)
-                    continue
-                if m.islnk():
-                    target = tree.get(_path(archive, m.linkname))
+                    dirs.append(path)
+                elif m.islnk():
+                    target = files.get(_path(archive, m.linkname))
                     if target is None:
                         raise _Hostile(f"{archive}: refusing member {m.name!r}: hard link to "
                                        f"{m.linkname}, which is not an earlier file")
-                    tree[path] = target
-                    continue
-                if m.issym():
-                    data = m.linkname.encode("utf-8", "surrogateescape")
-                    marks += 1
-                    tree[path] = (SYMLINK, marks)
-                    yield b"blob\nmark :%d\ndata %d\n%s\n" % (tree[path][1], len(data), data)
-                    continue
-                if not m.isreg() or m.sparse is not None:
+                    files[path] = target
+                elif m.issym():
+                    files[path] = (SYMLINK, out.add_bytes(
+                        pack.BLOB, m.linkname.encode("utf-8", "surrogateescape")))
+                elif m.isreg() and m.sparse is None:
+                    raw.seek(m.offset_data)
+                    files[path] = (EXECUTABLE if m.mode & 0o100 else REGULAR,
+                                   out.add(pack.BLOB, m.size, _chunks(raw, m)))
+                else:
                     raise _Hostile(f"{archive}: refusing member {m.name!r}: not a regular "
                                    f"file, directory or link")
-                marks += 1
-                tree[path] = (EXECUTABLE if m.mode & 0o100 else REGULAR, marks)
-                yield b"blob\nmark :%d\ndata %d\n" % (tree[path][1], m.size)
-                raw.seek(m.offset_data)
-                left = m.size
-                while left:
-                    chunk = raw.read(min(left, CHUNK))
-                    if not chunk:
-                        raise EOFError(f"member {m.name!r} is truncated")
-                    left -= len(chunk)
-                    yield chunk
-                yield b"\n"
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, SourceError):
             raise
         why = " ".join(str(exc).split())  # tarfile's "could not be opened" lists each method
         raise SourceError(f"{archive}: corrupt or unreadable tarball: {why}") from None
-    strip = _top_folder(tree, named_dirs)
-    dirs.extend(d[len(strip):] for d in named_dirs if len(d) > len(strip))
-    text = message.encode()
-    yield (b"commit %s\nauthor %s\ncommitter %s\ndata %d\n%s\n"
-           % (branch.encode(), IDENTITY, IDENTITY, len(text), text))
-    yield b"".join(b"M %s :%d %s\n" % (mode, mark, _quote(path[len(strip):]))
-                   for path, (mode, mark) in tree.items())
-    yield b"\ndone\n"
+    return files, dirs
+
+
+def _chunks(raw: IO[bytes], m: tarfile.TarInfo) -> Iterator[bytes]:
+    """The member's bytes, a chunk at a time (a member is never held whole)."""
+    left = m.size
+    while left:
+        chunk = raw.read(min(left, CHUNK))
+        if not chunk:
+            raise EOFError(f"member {m.name!r} is truncated")
+        left -= len(chunk)
+        yield chunk
 
 
 def _path(archive: Path, name: str) -> str:
@@ -183,7 +183,7 @@ def _path(archive: Path, name: str) -> str:
     return "/".join(parts)
 
 
-def _top_folder(tree: dict[str, tuple[bytes, int]], dirs: list[str]) -> str:
+def _top_folder(tree: dict[str, tuple[bytes, bytes]], dirs: list[str]) -> str:
     """``top/`` when everything is under the one folder ``top`` (the usual ``pkg-1.0/``),
     which the import strips; else ""."""
     tops = {p.split("/", 1)[0] for p in (*tree, *dirs)}
@@ -191,14 +191,6 @@ def _top_folder(tree: dict[str, tuple[bytes, int]], dirs: list[str]) -> str:
         return ""
     top = tops.pop()
     return "" if top in tree else f"{top}/"
-
-
-def _quote(path: str) -> bytes:
-    """*path* as fast-import reads it: always C-quoted, so any byte in a name survives."""
-    raw = path.encode("utf-8", "surrogateescape")
-    for plain, quoted in ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\n", b"\\n")):
-        raw = raw.replace(plain, quoted)
-    return b'"' + raw + b'"'
 
 
 class _Hostile(SourceError, ValueError):
