@@ -428,6 +428,19 @@ def test_an_import_cut_short_leaves_nothing_under_src(tmp_path: Path) -> None:
     assert not ws.src.exists() or list(ws.src.iterdir()) == []
 
 
+def test_a_cut_xz_tarball_is_one_error_naming_it(tmp_path: Path) -> None:
+    """An xz tarball is decompressed by xz in its own process: a cut-short download is one
+    error naming the archive, and nothing is left under src/."""
+    whole = odd_tarball(tmp_path / "whole.tar.xz")
+    cut = tmp_path / "cut.tar.xz"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(SourceError, match=f"^{cut}: corrupt or unreadable tarball: ") as exc:
+        sources.fetch(SourceCfg("pkg", "tarball", str(cut), None, None), ws)
+    assert "\n" not in str(exc.value)
+    assert not ws.src.exists() or list(ws.src.iterdir()) == []
+
+
 def test_tarball_with_a_file_where_a_directory_is_needed(tmp_path: Path) -> None:
     path = tmp_path / "clash.tar"
     with tarfile.open(path, "w") as tar:

@@ -9,6 +9,7 @@ writes the files and the index together, so no second pass hashes 80k files. Com
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
@@ -17,6 +18,7 @@ import urllib.parse
 import urllib.request
 from base64 import b64encode
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -130,7 +132,7 @@ def _read(archive: Path, out: pack.PackWriter
     files: dict[str, tuple[bytes, bytes]] = {}
     dirs: list[str] = []
     try:
-        with tarfile.open(archive) as tar:
+        with _opened(archive) as tar:
             raw = tar.fileobj
             assert raw is not None
             for m in tar:
@@ -162,6 +164,53 @@ def _read(archive: Path, out: pack.PackWriter
         why = " ".join(str(exc).split())  # tarfile's "could not be opened" lists each method
         raise SourceError(f"{archive}: corrupt or unreadable tarball: {why}") from None
     return files, dirs
+
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+@contextmanager
+def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
+    """*archive* open for one pass from start to end. An xz tarball (Debian's linux-source,
+    kernel.org's) is decompressed by ``xz`` in a process of its own, as ``tar -J`` does, so
+    that decompression, most of the work, runs beside the hashing and storing here; any
+    other, or without ``xz``, by tarfile in this process."""
+    with open(archive, "rb") as f:
+        xz = shutil.which("xz") if f.read(len(XZ_MAGIC)) == XZ_MAGIC else None
+    if xz is None:
+        with tarfile.open(archive) as tar:
+            yield tar
+        return
+    with proc.reading([xz, "--decompress", "--stdout"], stdin=archive, error=SourceError,
+                      what=f"{archive}: corrupt or unreadable tarball: xz") as out, \
+            tarfile.open(fileobj=_Forward(out), mode="r:") as tar:
+        yield tar
+
+
+class _Forward(io.RawIOBase):
+    """A pipe as the seekable file tarfile reads an archive from: it only ever seeks
+    forward (to skip padding), which reading on does."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe, self.pos = pipe, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.pipe.read(n)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < self.pos:
+            raise OSError(f"cannot seek back to {offset} in a stream at {self.pos}")
+        while self.pos < offset and self.read(min(offset - self.pos, CHUNK)):
+            pass
+        return self.pos
 
 
 def _chunks(raw: IO[bytes], m: tarfile.TarInfo) -> Iterator[bytes]:
