@@ -35,7 +35,7 @@ RUNS_SHOWN = 8
 
 # pytest's --durations lines: "123.45s call     tests/test_boot.py::test_x[param]"
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)s (setup|call|teardown)\s+(\S.*?)\s*$")
-SUMMARY = re.compile(r"=+ (.*?) in (\d+(?:\.\d+)?)s")
+SUMMARY = re.compile(r"(\d+ (?:passed|failed|error).*?) in (\d+(?:\.\d+)?)s")
 
 
 def from_junit(path: Path) -> tuple[dict[str, tuple[float, str]], float | None]:
@@ -62,7 +62,7 @@ def from_log(path: Path) -> tuple[dict[str, tuple[float, str]], float | None]:
         if m:
             seconds[m[3]] += float(m[1])
         s = SUMMARY.search(line)
-        if s and re.search(r"\d+ (passed|failed|error)", s[1]):
+        if s:
             total = float(s[2])
     return {t: (round(s, 2), "listed") for t, s in seconds.items()}, total
 
