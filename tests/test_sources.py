@@ -384,6 +384,7 @@ def test_tarball_import_keeps_modes_links_and_the_revision_git_add_gives(tmp_pat
     assert os.readlink(tree / "include/asm") == "../arch/x86/include"
     assert (tree / "include/asm/a.h").read_text() == "#define A 1\n"
     assert (tree / "COPYING.hard").read_text() == "all:\n\ttrue\n"
+    assert (tree / "COPYING.hard").stat().st_ino == (tree / "Makefile").stat().st_ino
     assert (tree / "empty").is_dir() and not any((tree / "empty").iterdir())
     assert (tree / 'odd name "q" \\ x.txt').read_text() == "odd\n"
     modes = proc.run(["git", "-C", str(tree), "ls-tree", "-r", "HEAD", "--format",
@@ -392,6 +393,14 @@ def test_tarball_import_keeps_modes_links_and_the_revision_git_add_gives(tmp_pat
     assert "100644 Makefile" in modes
     assert sources.vcs_for("tarball").changes(tree) == []
     assert proc.run(["git", "-C", str(tree), "fsck", "--strict"], check=False).returncode == 0
+    # the index is the commit's tree, with each file's stat data (git hashes nothing later)
+    assert proc.run(["git", "-C", str(tree), "diff-index", "--cached", "--name-only", "HEAD"],
+                    capture=True).stdout == ""
+    debug = proc.run(["git", "-C", str(tree), "ls-files", "--debug", "Makefile"],
+                     capture=True).stdout
+    st = (tree / "Makefile").stat()
+    assert f"mtime: {st.st_mtime_ns // 10**9}:{st.st_mtime_ns % 10**9}" in debug
+    assert f"ino: {st.st_ino}" in debug and f"size: {st.st_size}" in debug
     # a second workspace, the same tarball: the same revision
     assert sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None),
                          Workspace(tmp_path / "ws2")).resolved == expected
@@ -407,8 +416,9 @@ def test_a_hand_edit_right_after_the_import_is_seen(tmp_path: Path) -> None:
     tree = ws.source_dir("pkg")
     (tree / "Makefile").write_text("all:\n\tfals\n")  # same length as "true"
     (tree / "arch/x86/include/a.h").chmod(0o755)
-    assert sorted(sources.vcs_for("tarball").changes(tree)) == ["Makefile",
-                                                                "arch/x86/include/a.h"]
+    # COPYING.hard is a hard link to the Makefile, as tar -x makes it: edited with it
+    assert sorted(sources.vcs_for("tarball").changes(tree)) == [
+        "COPYING.hard", "Makefile", "arch/x86/include/a.h"]
 
 
 def test_an_import_cut_short_leaves_nothing_under_src(tmp_path: Path) -> None:
@@ -448,7 +458,8 @@ def test_tarball_with_a_file_where_a_directory_is_needed(tmp_path: Path) -> None
             info = tarfile.TarInfo(name)
             info.size = 1
             tar.addfile(info, io.BytesIO(b"x"))
-    with pytest.raises(SourceError, match=f"{path}: a/b: a file where a directory is needed"):
+    with pytest.raises(SourceError, match=f"{path}: refusing member 'pkg/a/b': pkg/a is a file "
+                       "or a link, not a directory"):
         sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
     assert not (tmp_path / "w" / "src" / "k").exists()
 

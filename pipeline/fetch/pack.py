@@ -146,3 +146,26 @@ def _tree(pack: PackWriter, node: dict[bytes, object]) -> bytes:
             mode, sha = child  # type: ignore[misc]
             rows.append((name, b"%s %s\0%s" % (mode, name, sha)))
     return pack.add_bytes(TREE, b"".join(row for _, row in sorted(rows)))
+
+
+def write_index(git_dir: Path, tree: Path, files: dict[str, tuple[bytes, bytes]]) -> None:
+    """Git's index (version 2) for the work tree *tree*, whose *files* (path -> (git mode,
+    binary blob SHA-1)) were just written: each entry with the file's stat data, so that
+    ``git status`` compares stat data alone and hashes nothing (git re-reads, by content,
+    any entry not older than the index itself: the racy-git rule). Written atomically."""
+    rows = []
+    root = str(tree)
+    for path, (mode, sha) in files.items():
+        name = path.encode("utf-8", "surrogateescape")
+        st = os.lstat(os.path.join(root, path))
+        fields = (st.st_ctime_ns // 10**9, st.st_ctime_ns % 10**9,
+                  st.st_mtime_ns // 10**9, st.st_mtime_ns % 10**9, st.st_dev, st.st_ino,
+                  int(mode, 8), st.st_uid, st.st_gid, st.st_size)
+        entry = struct.pack(">10I20sH", *(f & 0xFFFFFFFF for f in fields), sha,
+                            min(len(name), 0xFFF)) + name
+        rows.append((name, entry + b"\0" * (8 - len(entry) % 8)))
+    rows.sort()
+    body = b"".join([b"DIRC", struct.pack(">II", 2, len(rows)), *(e for _, e in rows)])
+    tmp = git_dir / "index.xenpipe.tmp"
+    tmp.write_bytes(body + hashlib.sha1(body).digest())
+    tmp.replace(git_dir / "index")
