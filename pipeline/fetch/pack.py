@@ -1,11 +1,14 @@
-"""One git pack (with its ``.idx``) written straight from Python, for the tarball import.
+"""Git's pack (with its ``.idx``) and index files written straight from Python, for the
+tarball import.
 
 ``git fast-import`` spends most of an 80k-file import in git's collision-detecting SHA-1
-(each object, then the whole pack again); Python's hashlib (the CPU's SHA instructions) does
-the same hashing about four times faster, so the objects of a tarball are hashed and stored
-here: pack format v2, objects zlib-stored (level 0: no deflate cost) and never deltified,
-index v2. Git reads the result like any pack; ``git fsck`` checks it in the tests, and the
-revision is compared with what ``git add`` gives for the same tree.
+(each object, then the whole pack again), and ``git checkout`` then reads everything back;
+Python's hashlib (the CPU's SHA instructions) hashes about four times faster, and the files
+are written in the same pass. So the objects of a tarball are hashed and stored here (pack
+format v2, zlib-stored at level 0: no deflate cost, never deltified; pack index v2), and
+git's index (v2) is written from the stat data of the files. Git reads the result like any
+repository's: ``git fsck --strict`` checks it in the tests, and the revision is compared with
+what ``git add`` + ``git commit`` give for the same tree.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 BLOB, TREE, COMMIT = 3, 2, 1
 _TYPE_NAME = {BLOB: b"blob", TREE: b"tree", COMMIT: b"commit"}
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read or hashed at a time (a member is never held whole)
 
 
 class PackWriter:

@@ -29,7 +29,6 @@ from pipeline.fetch.git import Git, gitpython
 
 # The one author, committer and date of every import: the same tarball, the same revision.
 IDENTITY = b"xenpipe <xenpipe@localhost> 0 +0000"
-CHUNK = 1 << 20  # bytes read from the archive at a time (a member is never held whole)
 EXECUTABLE, REGULAR, SYMLINK = b"100755", b"100644", b"120000"
 
 
@@ -254,7 +253,7 @@ class _Forward(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence != io.SEEK_SET or offset < self.pos:
             raise OSError(f"cannot seek back to {offset} in a stream at {self.pos}")
-        while self.pos < offset and self.read(min(offset - self.pos, CHUNK)):
+        while self.pos < offset and self.read(min(offset - self.pos, pack.CHUNK)):
             pass
         return self.pos
 
@@ -263,7 +262,7 @@ def _chunks(raw: IO[bytes], m: tarfile.TarInfo) -> Iterator[bytes]:
     """The member's bytes, a chunk at a time (a member is never held whole)."""
     left = m.size
     while left:
-        chunk = raw.read(min(left, CHUNK))
+        chunk = raw.read(min(left, pack.CHUNK))
         if not chunk:
             raise EOFError(f"member {m.name!r} is truncated")
         left -= len(chunk)
