@@ -34,12 +34,15 @@ setup:
 
 # The fast tests run on every CPU (pytest-xdist); the slow ones after them in one process, as
 # they share one real kernel build and boot QEMU (in parallel they would compete for the CPUs
-# their timeouts assume).
+# their timeouts assume). Both print their slowest tests; the slow run's JUnit XML
+# (bench/results/slow.xml) is what `python bench/slow_table.py bench/results/slow.xml` adds to
+# bench/slow-tests.md, the slow suite's time per test across changes.
 test: test-fast
-	$(BIN)/python -m pytest -m slow
+	@mkdir -p bench/results
+	$(BIN)/python -m pytest -m slow --durations=30 --junitxml=bench/results/slow.xml
 
 test-fast:
-	$(BIN)/python -m pytest -n auto -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow" --durations=25
 
 lint:
 	$(BIN)/ruff check pipeline tests bench dodo.py

@@ -9,8 +9,8 @@ nightly clones and builds, then `--repeat` nightlies find nothing new. For compa
 `doit list` (Python + doit + config start-up) and a no-op `doit build`.
 
 With `--config PATH` it measures nightlies of that config instead (e.g. the real kernel's
-config of the slow tests, /tmp/xenpipe-test-cache/real.toml): one warm-up nightly, then the
-repeats. Its workspace gets reports/ and state/nightly-* like any nightly run.
+config of the slow tests, /tmp/xenpipe-test-cache/kernel-<key>/real.toml): one warm-up
+nightly, then the repeats. Its workspace gets reports/ and state/nightly-* like any nightly run.
 
     python bench/nightly.py [--workdir /tmp/xenpipe-bench-nightly] [--repeat 5] [--config PATH]
 """

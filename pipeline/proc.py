@@ -15,7 +15,8 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -165,6 +166,42 @@ def run(
             + where
         )
     return result
+
+
+@contextmanager
+def reading(argv: Sequence[str | os.PathLike[str]], *, stdin: Path,
+            error: type[XenpipeError] = XenpipeError, what: str | None = None
+            ) -> Iterator[BinaryIO]:
+    """The output of *argv* (reading *stdin*) as a stream this process reads as it comes (a
+    decompressor in a process of its own, beside the reader). The rest of the output is
+    drained once the reader is done, then a failure raises *error* with the child's last
+    line; if the reader fails, the child's process group is stopped."""
+    args = [os.fspath(a) for a in argv]
+    with open(stdin, "rb") as inf:
+        try:
+            child = subprocess.Popen(args, stdin=inf, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=environment(),
+                                     start_new_session=True)
+        except FileNotFoundError as exc:
+            raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
+    assert child.stdout is not None and child.stderr is not None
+    try:
+        yield child.stdout
+        while child.stdout.read(1 << 16):  # what the reader left (a tar's zero padding)
+            pass
+        err = child.stderr.read().decode(errors="replace")
+        child.wait()
+    except BaseException:
+        _kill_group(child)
+        raise
+    finally:
+        child.stdout.close()
+        child.stderr.close()
+    if child.returncode != 0:
+        detail = last_line(err)
+        raise error(f"{what or render(args) + ' < ' + str(stdin)} failed with exit status "
+                    f"{child.returncode}"
+                    + (f": {redact(detail)}" if detail else ""))
 
 
 TICK = 0.5  # seconds between on_tick calls while streaming

@@ -18,7 +18,14 @@ from pipeline.workspace import Workspace
 
 from .support import doit
 from .support.kernel_tree import unpacked_tree
-from .support.realkernel import TARBALL, RealKernel, build_real_kernel, cache_dir
+from .support.realkernel import (
+    TARBALL,
+    RealKernel,
+    build_real_kernel,
+    cache_dir,
+    link_into,
+    rootfs_dir,
+)
 from .support.realxen import RealXen, XenUpstream, build_real_xen, bundle, clone_history
 from .support.tools import IN_CI, free_port, need
 from .support.upstreams import GitUpstream, HgServer, HgUpstream, hg
@@ -135,9 +142,10 @@ def real_kernel() -> RealKernel:
 
 
 @pytest.fixture(scope="session")
-def real_rootfs() -> Path:
-    """The Debian dom0 root of guest boots, built once per cache (debootstrap: root and the
-    Debian mirror; minutes) in the shared workspace's ``rootfs/``; returns that directory."""
+def real_rootfs(real_kernel: RealKernel) -> Path:
+    """The Debian dom0 root of guest boots, built once per key (debootstrap: root and the
+    Debian mirror; minutes) in ``<cache>/rootfs-<key>/rootfs/`` and linked as the shared
+    kernel workspace's ``rootfs/``; returns that directory."""
     from pipeline.boot import rootfs
 
     need("debootstrap")
@@ -145,9 +153,12 @@ def real_rootfs() -> Path:
         if IN_CI:
             pytest.fail("debootstrap needs root: .ci/run must run the slow tests as root")
         pytest.skip("building the Debian root (debootstrap) needs root")
-    ws = Workspace(cache_dir() / "real-ws")
+    ws = Workspace(rootfs_dir(cache_dir()))
     rootfs.build(ws)  # rootfs.build locks its directory: concurrent sessions wait, then find it
-    return rootfs.cache_dir(ws)
+    built = rootfs.cache_dir(ws)
+    with real_kernel.lock():
+        link_into(real_kernel.ws.dir / "rootfs", built)
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ tests must not touch); hardware is a recorded sysfs tree (tests/sysfs_trees.py).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import select
@@ -25,7 +24,7 @@ from pipeline.workspace import Workspace
 
 from .support import install as h
 from .support.doit import run_doit, write_config
-from .support.realkernel import RealKernel, cache_dir
+from .support.realkernel import RealKernel
 from .support.tools import IN_CI, REPO, need
 
 R2009 = "2.6.18.8-xen"
@@ -509,8 +508,7 @@ def test_real_kernel_doit_install(real_kernel: RealKernel, tmp_path: Path,  # no
     env = {**rk.env, **machine}
     config = _real_site(rk, tmp_path, loader)
     root = tmp_path / "root"
-    with open(cache_dir() / "real.lock", "w") as lock:  # one doit at a time in the shared ws
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with rk.lock():  # one doit at a time in the shared ws
         dry = run_doit("install", "--dry-run", config=config, env=env, timeout=1800)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert not root.exists()

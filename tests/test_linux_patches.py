@@ -7,7 +7,6 @@ would: each patch applies to Debian's ``linux-source-6.1`` in order, and the ker
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -17,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from .support.kernel_tree import unpacked_tree
+
 REPO = Path(__file__).resolve().parent.parent
 PATCH_DIR = REPO / "patches" / "linux"
 SERIES = PATCH_DIR / "series"
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 TREE_NAME = "linux-source-6.1"  # the tarball's top-level directory
-CACHE_SUBDIR = "linux-6.1-guestdev-check"
 # A string only a tree carrying our guestdev= patch contains (the pipeline greps for it too).
 GUESTDEV_MARKER = '__setup("guestdev=", pcistub_guestdev_setup);'
 GUESTDEV_FILE = "drivers/xen/xen-pciback/pci_stub.c"
@@ -52,13 +52,6 @@ def test_series_lists_existing_signed_off_patches() -> None:
     assert len({p.name for p in patches}) == len(patches), "a patch is listed twice"
 
 
-def _cache_dir() -> Path:
-    root = Path(os.environ.get("XENPIPE_TEST_CACHE", "/tmp/xenpipe-test-cache"))
-    path = root / CACHE_SUBDIR
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "LC_ALL": "C"})
@@ -77,24 +70,7 @@ def pristine_linux() -> Iterator[Path]:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"{tool} is not installed")
             pytest.skip(f"{tool} is not installed")
-    cache = _cache_dir()
-    stat = TARBALL.stat()
-    stamp_text = f"{TARBALL} {stat.st_size} {stat.st_mtime_ns}\n"
-    tree = cache / TREE_NAME
-    stamp = cache / "unpacked.stamp"
-    with open(cache / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (tree.is_dir() and stamp.is_file() and stamp.read_text() == stamp_text):
-            stamp.unlink(missing_ok=True)
-            shutil.rmtree(tree, ignore_errors=True)
-            unpacking = cache / "unpacking"
-            shutil.rmtree(unpacking, ignore_errors=True)
-            unpacking.mkdir()
-            result = _run(["tar", "-xJf", str(TARBALL), "-C", str(unpacking)], cache)
-            assert result.returncode == 0, f"tar failed:\n{result.stderr}"
-            (unpacking / TREE_NAME).rename(tree)
-            unpacking.rmdir()
-            stamp.write_text(stamp_text)
+    tree = unpacked_tree()  # the slow tests' one unpacked copy (kernel_tree.py)
     yield tree
 
 

@@ -5,7 +5,6 @@ checked against the structure of the common JUnit XSD."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -437,8 +436,7 @@ def test_real_kernel_nightly_only_reports(real_kernel: RealKernel,
     booted in QEMU with the demo's guest): the second run finds every stage up to date and
     only reports, the guest's milestones included."""
     rk = real_kernel
-    with open(rk.config.parent / "real.lock", "w") as lock:  # the fixture's build lock
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with rk.lock():  # the fixture's build lock
         runs = [run_doit("nightly", config=rk.config, env=rk.env, timeout=3600)
                 for _ in range(2)]
     for res in runs:

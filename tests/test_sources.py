@@ -326,6 +326,156 @@ def test_corrupt_tarball(tmp_path: Path) -> None:
         sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
 
 
+def odd_tarball(path: Path) -> Path:
+    """A tarball with what a release may hold: an executable script, a relative symlink, a
+    hard link, an empty directory, a name with a space, a quote and a backslash, files with
+    the same bytes, all under one top folder (an xz tarball, as Debian's linux-source is)."""
+    with tarfile.open(path, "w:xz") as tar:
+        def add(name: str, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+            info = tarfile.TarInfo(f"pkg-1.0/{name}")
+            info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 1700000000
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        add("", kind=tarfile.DIRTYPE, mode=0o755)
+        add("Makefile", b"all:\n\ttrue\n")
+        add("scripts/run.sh", b"#!/bin/sh\necho run\n", mode=0o755)
+        add("scripts/readable-only", b"x\n", mode=0o744)  # the owner's x bit decides, as git's
+        add("include/asm", kind=tarfile.SYMTYPE, link="../arch/x86/include")
+        add("arch/x86/include/a.h", b"#define A 1\n")
+        add("COPYING.hard", kind=tarfile.LNKTYPE, link="pkg-1.0/Makefile")
+        add("empty", kind=tarfile.DIRTYPE, mode=0o755)
+        add('odd name "q" \\ x.txt', b"odd\n")
+        add("same/one", b"odd\n")  # the same bytes again: one blob, stored once
+        add("same/empty1")
+        add("same/empty2")
+        add("same/one-more", b"odd\n")
+    return path
+
+
+def committed_by_hand(tarball: Path, work: Path, message: str) -> str:
+    """The revision the import must give, made without xenpipe: GNU tar extracts, git adds
+    everything and commits with the fixed author, committer and date."""
+    work.mkdir()
+    proc.run(["tar", "-xf", str(tarball), "-C", str(work)])
+    (top,) = work.iterdir()
+    who = {"NAME": "xenpipe", "EMAIL": "xenpipe@localhost", "DATE": "1970-01-01T00:00:00Z"}
+    env = {f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER") for k, v in who.items()}
+    for argv in (["init", "-q"], ["add", "--all", "--force", "."],
+                 ["commit", "-q", "--no-verify", "-m", message]):
+        proc.run(["git", "-C", str(top), *argv], env=env)
+    return proc.run(["git", "-C", str(top), "rev-parse", "HEAD"], capture=True).stdout.strip()
+
+
+def test_tarball_import_keeps_modes_links_and_the_revision_git_add_gives(tmp_path: Path
+                                                                         ) -> None:
+    """The streamed import (fast-import + checkout) gives the very commit that extracting
+    the tarball and committing it by hand gives, and the same tree on disk: exec bits,
+    symlinks, hard links, empty directories, odd names; git sees it clean."""
+    tar = odd_tarball(tmp_path / "pkg-1.0.tar.xz")
+    expected = committed_by_hand(tar, tmp_path / "by-hand", "Unpacked pkg-1.0.tar.xz")
+    ws = Workspace(tmp_path / "ws")
+    got = sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None), ws)
+    assert got.resolved == expected
+    tree = ws.source_dir("pkg")
+    assert os.access(tree / "scripts/run.sh", os.X_OK)
+    assert os.access(tree / "scripts/readable-only", os.X_OK)
+    assert not os.access(tree / "Makefile", os.X_OK)
+    assert os.readlink(tree / "include/asm") == "../arch/x86/include"
+    assert (tree / "include/asm/a.h").read_text() == "#define A 1\n"
+    assert (tree / "COPYING.hard").read_text() == "all:\n\ttrue\n"
+    assert (tree / "COPYING.hard").stat().st_ino == (tree / "Makefile").stat().st_ino
+    assert (tree / "empty").is_dir() and not any((tree / "empty").iterdir())
+    assert (tree / 'odd name "q" \\ x.txt').read_text() == "odd\n"
+    modes = proc.run(["git", "-C", str(tree), "ls-tree", "-r", "HEAD", "--format",
+                      "%(objectmode) %(path)"], capture=True).stdout
+    assert "100755 scripts/run.sh" in modes and "120000 include/asm" in modes
+    assert "100644 Makefile" in modes
+    assert sources.vcs_for("tarball").changes(tree) == []
+    assert proc.run(["git", "-C", str(tree), "fsck", "--strict"], check=False).returncode == 0
+    # the index is the commit's tree, with each file's stat data (git hashes nothing later)
+    assert proc.run(["git", "-C", str(tree), "diff-index", "--cached", "--name-only", "HEAD"],
+                    capture=True).stdout == ""
+    debug = proc.run(["git", "-C", str(tree), "ls-files", "--debug", "Makefile"],
+                     capture=True).stdout
+    st = (tree / "Makefile").stat()
+    assert f"mtime: {st.st_mtime_ns // 10**9}:{st.st_mtime_ns % 10**9}" in debug
+    assert f"ino: {st.st_ino}" in debug and f"size: {st.st_size}" in debug
+    # a second workspace, the same tarball: the same revision
+    assert sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None),
+                         Workspace(tmp_path / "ws2")).resolved == expected
+
+
+def test_a_hand_edit_right_after_the_import_is_seen(tmp_path: Path) -> None:
+    """An edit in the same second as the checkout, of the same size (git's stat data alone
+    cannot tell it: the index must not call it clean), and a mode change, are local
+    changes; ``doit fetch`` refuses to overwrite them."""
+    tar = odd_tarball(tmp_path / "pkg-1.0.tar.xz")
+    ws = Workspace(tmp_path / "ws")
+    sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None), ws)
+    tree = ws.source_dir("pkg")
+    (tree / "Makefile").write_text("all:\n\tfals\n")  # same length as "true"
+    (tree / "arch/x86/include/a.h").chmod(0o755)
+    # COPYING.hard is a hard link to the Makefile, as tar -x makes it: edited with it
+    assert sorted(sources.vcs_for("tarball").changes(tree)) == [
+        "COPYING.hard", "Makefile", "arch/x86/include/a.h"]
+
+
+def test_an_import_cut_short_leaves_nothing_under_src(tmp_path: Path) -> None:
+    """A tarball truncated in the middle of a member (a download cut short): one error
+    line, and neither the tree nor a half-imported repository is left under src/."""
+    tar = tmp_path / "cut.tar"
+    with tarfile.open(tar, "w") as t:
+        for i in range(3):
+            data = bytes([65 + i]) * 300_000
+            info = tarfile.TarInfo(f"pkg/f{i}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    tar.write_bytes(tar.read_bytes()[:500_000])  # inside f1
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(SourceError, match=f"{tar}: corrupt or unreadable tarball"):
+        sources.fetch(SourceCfg("pkg", "tarball", str(tar), None, None), ws)
+    assert not ws.src.exists() or list(ws.src.iterdir()) == []
+
+
+def test_a_cut_xz_tarball_is_one_error_naming_it(tmp_path: Path) -> None:
+    """An xz tarball is decompressed by xz in its own process: a cut-short download is one
+    error naming the archive, and nothing is left under src/."""
+    whole = odd_tarball(tmp_path / "whole.tar.xz")
+    cut = tmp_path / "cut.tar.xz"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(SourceError, match=f"^{cut}: corrupt or unreadable tarball: ") as exc:
+        sources.fetch(SourceCfg("pkg", "tarball", str(cut), None, None), ws)
+    assert "\n" not in str(exc.value)
+    assert not ws.src.exists() or list(ws.src.iterdir()) == []
+
+
+def test_tarball_with_a_file_where_a_directory_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "clash.tar"
+    with tarfile.open(path, "w") as tar:
+        for name in ("pkg/a", "pkg/a/b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(SourceError, match=f"{path}: refusing member 'pkg/a/b': pkg/a is a file "
+                       "or a link, not a directory"):
+        sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
+    assert not (tmp_path / "w" / "src" / "k").exists()
+
+
+@pytest.mark.parametrize("name", ["pkg/.git/config", "pkg/sub/.git/hooks/x"])
+def test_tarball_member_inside_a_git_directory_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "git.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(SourceError, match=f"refusing member '{name}': a path into git"):
+        sources.fetch(SourceCfg("k", "tarball", str(path), None, None), Workspace(tmp_path / "w"))
+    assert not (tmp_path / "w" / "src" / "k").exists()
+
+
 @contextlib.contextmanager
 def http_server(directory: Path, password: str | None = None) -> Iterator[str]:
     """A real HTTP server for *directory* on 127.0.0.1 (its base URL); with *password*, every

@@ -3,7 +3,6 @@ install`` to a real test box (QEMU TCG, Debian, the real sshd over a serial line
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shlex
@@ -20,7 +19,7 @@ from pipeline.workspace import Workspace
 
 from .support import install as h
 from .support.doit import run_doit
-from .support.realkernel import RealKernel, cache_dir
+from .support.realkernel import RealKernel
 from .support.testbox import running_box
 from .support.tools import need
 
@@ -144,8 +143,7 @@ def test_doit_install_to_a_real_test_box(real_kernel: RealKernel, tmp_path: Path
     r = rk.release
     env = {**rk.env, **h.machine_demo(tmp_path)}
     with running_box(tmp_path / "box", rk.vmlinuz) as tb, \
-            open(cache_dir() / "real.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one doit at a time in the shared workspace
+            rk.lock():  # one doit at a time in the shared workspace
         config = _box_config(rk, tmp_path, tb.target_toml())
         dry = run_doit("install", "--dry-run", config=config, env=env, timeout=1800)
         assert dry.returncode == 0, dry.stdout + dry.stderr

@@ -22,8 +22,8 @@ from pipeline.fetch.base import (
 )
 from pipeline.fetch.git import Git
 from pipeline.fetch.hg import Hg
-from pipeline.fetch.tarball import Tarball, unpack
+from pipeline.fetch.tarball import Tarball
 
 __all__ = ["HEX40", "VCS", "Fetched", "Git", "Hg", "Tarball", "Vcs", "fetch", "fingerprint",
-           "in_place", "local_edits", "mirror_path", "owned_changes", "pull", "resolved", "unpack",
+           "in_place", "local_edits", "mirror_path", "owned_changes", "pull", "resolved",
            "vcs_for"]

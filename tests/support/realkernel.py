@@ -6,22 +6,28 @@ configs/kernel/xen-dom0.config, ccache on), but with the workspace in a cache di
 survives test sessions, so only the first session pays for the build:
 
 - cache directory: ``$XENPIPE_TEST_CACHE``, default ``/tmp/xenpipe-test-cache``;
-- workspace ``<cache>/real-ws``, config file ``<cache>/real.toml``, ccache ``<cache>/ccache``
-  (``CCACHE_DIR``), so even a fresh workspace rebuilds from ccache in a few minutes;
-- the build runs ``doit build config=<cache>/real.toml`` exactly as a user would, under an
-  exclusive lock (``<cache>/real.lock``): concurrent pytest sessions wait rather than build the
+- ``<cache>/kernel-<key>/``: workspace ``ws/``, config file ``real.toml``, lock ``real.lock``;
+  the key (tests/support/keys.py) covers the inputs (configs/demo.toml, the tarball's size
+  and date) and the source of the stage modules that fetch, patch, configure and build it
+  (``KERNEL_MODULES``, the task graph), so a warm cache never passes on what older code
+  built: a change there is a new workspace, built afresh;
+- ccache ``<cache>/ccache`` (``CCACHE_DIR``), shared by every key, so even a fresh workspace
+  rebuilds from ccache in a few minutes;
+- the build runs ``doit build config=<dir>/real.toml`` exactly as a user would, under an
+  exclusive lock (``real.lock``): concurrent pytest sessions wait rather than build the
   same workspace twice. A later session finds it up to date (a no-op ``doit build``).
   A test that runs doit on this workspace itself should hold ``rk.lock()`` meanwhile.
 
 ``real.toml`` is configs/demo.toml with only the workspace changed, so it boots the demo's
 guest too (``[boot] guest = true``). The Debian root of guest boots is ``real_rootfs``
-(session scope): debootstrap'ed once per cache into ``<cache>/real-ws/rootfs/``, where
+(session scope): debootstrap'ed once per key of its own (``ROOTFS_MODULES``) into
+``<cache>/rootfs-<key>/rootfs/``, linked as the kernel workspace's ``rootfs/``, where
 ``doit boot`` of real.toml finds it; guest tests on other workspaces link that directory as
 their ``rootfs/``. Boot tests that start no guest set ``guest = false`` in their copy.
 
 Without /usr/src/linux-source-6.1.tar.xz the fixture skips, except under CI=true (fail).
-A failed build fails the test with the tail of doit's output (the full log is in
-``<cache>/real-ws/logs/``). Tests must treat the workspace as read-only: copy what they
+A failed build fails the test with the tail of doit's output (the full log is in the
+workspace's ``logs/``). Tests must treat the workspace as read-only: copy what they
 change (e.g. ``shutil.copytree(rk.ws.out / "kernel-build", ...)``), never edit it in place.
 """
 
@@ -44,12 +50,28 @@ import pytest
 from pipeline.config import Config, load
 from pipeline.workspace import Workspace
 
+from . import keys
 from .doit import run_doit
 from .tools import REPO
 
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 DEMO = REPO / "configs" / "demo.toml"
 BUILD_TIMEOUT = 4 * 3600.0
+# What makes the kernel build: the stages doit runs for it (with all they import), the task
+# graph that runs them and decides what is up to date, and the dodo.py doit loads.
+KERNEL_MODULES = ("pipeline.config", "pipeline.fetch", "pipeline.patch", "pipeline.kernel",
+                  "pipeline.build")
+TASK_GRAPH = ("pipeline/tasks.py", "dodo.py")
+# What makes the Debian root of guest boots (rootfs.key covers packages, mirror and suite).
+ROOTFS_MODULES = ("pipeline.boot.rootfs",)
+
+
+def kernel_key(tarball: Path = TARBALL, root: Path = REPO) -> str:
+    """The key of the shared kernel build: its inputs and the code that builds it (in the
+    repository at *root*)."""
+    demo = root / DEMO.relative_to(REPO)
+    return keys.key({"config": demo.read_text(), "tarball": keys.file_identity(tarball)},
+                    KERNEL_MODULES, TASK_GRAPH, root)
 
 
 def cache_dir() -> Path:
@@ -57,10 +79,10 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def build_lock(cache: Path) -> Iterator[None]:
-    """Exclusive use of the shared workspace (other pytest sessions wait)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "real.lock", "w") as lock:
+def build_lock(base: Path) -> Iterator[None]:
+    """Exclusive use of the shared workspace in *base* (other pytest sessions wait)."""
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / "real.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -130,17 +152,39 @@ def demo_with_workspace(workspace: Path, demo: Path = DEMO) -> str:
     return text
 
 
+def rootfs_key(root: Path = REPO) -> str:
+    """The key of a shared Debian root: the code that builds it (``rootfs.key`` names each
+    archive after its packages, mirror and suite inside that directory)."""
+    return keys.key({}, ROOTFS_MODULES, root=root)
+
+
+def rootfs_dir(cache: Path, kind: str = "rootfs") -> Path:
+    """The workspace directory of a shared Debian root (*kind*: the guest boots' ``rootfs``,
+    the test box's ``box``), keyed by the code that builds it."""
+    return keys.keyed_dir(cache, kind, rootfs_key())
+
+
+def link_into(link: Path, target: Path) -> None:
+    """*link* (a symlink) points at *target*, replaced atomically if it pointed elsewhere."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(f".{link.name}.new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
 def build_real_kernel(cache: Path | None = None) -> RealKernel:
     """Build (or find up to date) the shared real kernel; pytest.fail on a failed build."""
     cache = cache or cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    ws = Workspace(cache / "real-ws")
-    config = cache / "real.toml"
+    base = keys.keyed_dir(cache, "kernel", kernel_key())
+    ws = Workspace(base / "ws")
+    config = base / "real.toml"
     text = demo_with_workspace(ws.dir)
     if not config.is_file() or config.read_text() != text:
         config.write_text(text)
     env = {"CCACHE_DIR": str(cache / "ccache")}
-    with build_lock(cache):
+    with build_lock(base):
         res = run_doit("build", config=config, env=env, timeout=BUILD_TIMEOUT)
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).splitlines()[-40:])

@@ -9,7 +9,8 @@ over hg and built by ``doit build``.
 - ``real_xen`` (session): ``doit build`` of a config with ``[sources.xen] vcs = "hg"``, ``rev
   = "RELEASE-4.17.7"`` and ``[xen] source = "xen"`` (ccache on, in the real kernel's ccache),
   on a workspace in the test cache keyed by the inputs of the build (the changeset the tag
-  names, the make args and targets), so only the first session pays for the cold build; later
+  names, the make args and targets) and the code that fetches and builds it
+  (tests/support/keys.py), so only the first session pays for the cold build; later
   sessions refetch from their own server (the tag is there: no network) and find the build up
   to date. No kernel: the boot tests borrow the shared ``real_kernel``.
 Tests treat the workspace as read-only (they link its artifacts into workspaces of their own).
@@ -26,13 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import digest
 from pipeline.build.buildid import gnu_build_id
 from pipeline.workspace import Workspace
 
+from . import keys
 from .doit import run_doit
 from .realkernel import (
     BUILD_TIMEOUT,
+    TASK_GRAPH,
     RealKernel,
     build_lock,
     cache_dir,
@@ -45,6 +47,7 @@ from .upstreams import hg
 BUNDLE = REPO.parent / "shared" / "upstreams" / "xen-4.17.hg"
 NEW, OLD = "RELEASE-4.17.7", "RELEASE-4.17.6"
 MAKE_ARGS: list[str] = []  # Debian 12's gcc builds 4.17 with the defaults (defconfig)
+XEN_MODULES = ("pipeline.config", "pipeline.fetch", "pipeline.build")  # fetch (hg) and build
 
 
 def bundle() -> str:
@@ -115,9 +118,9 @@ def build_real_xen(up: XenUpstream, rev: str = NEW) -> RealXen:
     cache = cache_dir()
     node = up.node(rev)
     # stamp: built with the XEN_BUILD_DATE/TIME that make install-xen reuses
-    key = digest.of_json({"node": node, "make_args": MAKE_ARGS, "targets": None,
-                          "stamp": True})[:16]
-    base = cache / f"real-xen-{key}"
+    key = keys.key({"node": node, "make_args": MAKE_ARGS, "targets": None, "stamp": True},
+                   XEN_MODULES, TASK_GRAPH)
+    base = keys.keyed_dir(cache, "xen", key)
     ws = Workspace(base / "ws")
     config = base / "xen.toml"
     base.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from pipeline.target import Ssh
 from pipeline.workspace import Workspace
 
 from . import serialpipe
-from .realkernel import cache_dir
+from .realkernel import cache_dir, rootfs_dir
 
 PACKAGES = (*rootfs.PACKAGES, "openssh-server")
 HOST = "testbox"  # the name ssh knows the box by (HostKeyAlias, known_hosts)
@@ -124,7 +124,7 @@ def _toml_list(items: list[str]) -> str:
 
 def box_root() -> Path:
     """The packed Debian root with openssh-server (built once per cache: debootstrap)."""
-    ws = Workspace(cache_dir() / "box-ws")
+    ws = Workspace(rootfs_dir(cache_dir(), "box"))
     return rootfs.build(ws, packages=PACKAGES).image
 
 
