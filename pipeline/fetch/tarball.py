@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline import proc
 from pipeline.errors import SourceError
-from pipeline.fetch.git import Git, gitpython
+from pipeline.fetch.git import Git, git
 
 
 class Tarball(Git):
@@ -38,13 +38,13 @@ class Tarball(Git):
         who = {"NAME": "xenpipe", "EMAIL": "xenpipe@localhost", "DATE": "1970-01-01T00:00:00Z"}
         env = {**proc.BASE_ENV, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
                                    for k, v in who.items()}}
-        repo = gitpython().Repo.init(dest)
-        with repo.config_writer() as cw:  # a kernel tarball is ~80k files: favour speed
-            cw.set_value("core", "looseCompression", "1")
-            cw.set_value("core", "compression", "1")
-        repo.git.add("--all", "--force", ".", env=env)
-        repo.git.commit("--quiet", "--allow-empty", "--no-verify", "-m",
-                        f"Unpacked {os.path.basename(url)}", env=env)
+        git(dest, "init", "--quiet", log=log)
+        # a kernel tarball is ~80k files: favour speed
+        git(dest, "config", "core.looseCompression", "1", log=log)
+        git(dest, "config", "core.compression", "1", log=log)
+        git(dest, "add", "--all", "--force", ".", env=env, log=log)
+        git(dest, "commit", "--quiet", "--allow-empty", "--no-verify", "-m",
+            f"Unpacked {os.path.basename(url)}", env=env, log=log)
         if local.parent == dest.parent and local.name.startswith(".download-"):
             local.unlink()
 
