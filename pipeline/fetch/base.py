@@ -10,6 +10,7 @@ than testing the VCS's name.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 from pipeline import digest, proc
 from pipeline.config import Config, SourceCfg
 from pipeline.errors import SourceError, XenpipeError
+from pipeline.files import pid_alive
 from pipeline.workspace import Key, Workspace
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -136,7 +138,8 @@ def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
     finished tree ever appears at *dest* (a half-checked-out one would look like the user's
     edits to the next fetch). Returns what *settle* returned."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
+    sweep(dest)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-{os.getpid()}-"))
     try:
         tmp.rmdir()
         vcs.clone(url, tmp, log)
@@ -146,6 +149,32 @@ def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_LEFT = r"\.(?P<name>.+)\.clone-(?P<pid>\d+)-.*|\.download-(?P<dpid>\d+)-.*"
+
+
+def sweep(dest: Path) -> None:
+    """Remove what a killed fetch left beside *dest*: its unfinished clones and downloads
+    (named after the process that made them, so a fetch running now keeps its own), and the
+    replaced tree a new URL's fetch had not yet removed (``.<name>.old``: never the user's,
+    its edits were refused before it was moved there) or its replacement not yet moved in
+    (``.<name>.new``: the next fetch clones again)."""
+    for left in (".old", ".new"):
+        shutil.rmtree(dest.with_name(f".{dest.name}{left}"), ignore_errors=True)
+    try:
+        entries = list(dest.parent.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        m = re.fullmatch(_LEFT, entry.name)
+        if m is None or (m["name"] is not None and m["name"] != dest.name):
+            continue
+        if not pid_alive(int(m["pid"] or m["dpid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def owned_changes(ws: Workspace, name: str) -> dict[str, str | None]:
@@ -194,6 +223,7 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     dest = ws.source_dir(src.name)
     log = ws.log(f"fetch-{src.name}")
     prev = ws.state(Key.fetch(src.name))
+    sweep(dest)
     ours = (dest / vcs.marker).is_dir()
     if dest.exists() and not ours:
         raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
