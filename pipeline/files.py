@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -37,6 +40,32 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def sweep_temps(path: Path) -> None:
+    """Remove the temp files a killed writer of *path* left beside it (named after their
+    process: a live writer keeps its own), so that nothing half-written stays beside it."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^/]+\.tmp")
+    try:
+        entries = os.listdir(path.parent)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        if m is not None and not pid_alive(int(m[1])):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path.parent / entry)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process *pid* exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json(path: Path, obj: Any) -> None:
