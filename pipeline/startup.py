@@ -44,4 +44,8 @@ def main() -> None:
     except KeyboardInterrupt as exc:
         sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
         code = 1
+    finally:
+        # the run is over: a signal from here on must not kill the interpreter as it ends
+        # (its finalization puts the default handlers back) with a bare exit status 130/143
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)
