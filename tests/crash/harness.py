@@ -10,6 +10,10 @@ The comparison (``snapshot``), precisely:
 - a JSON file (state/, metadata.json, boot and nightly records) is compared as parsed JSON
   with the values of VOLATILE keys (times, durations, the counts of what this very run
   compiled) replaced by a marker: every other value must be equal;
+- two names hold a time and are compared without it: a backup ``NAME.xenpipe-<UTC
+  stamp>.bak`` becomes ``NAME.xenpipe-<stamp N>.bak`` (N: its rank among that file's
+  backups, so their number and contents are still compared); and the durations in
+  ``out/kconfig-summary.txt`` (``0.27 s``) are masked, its other lines compared;
 - ``.doit.db`` (doit's sqlite3 backend, ``DOIT_CONFIG['backend']``) row by row as JSON,
   masked the same way;
 - a VCS's own directory (``.git``, ``.hg``) by what it means rather than its files (packs
@@ -24,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -43,6 +48,9 @@ VOLATILE = {"duration", "started", "finished", "updated", "steps", "compiled",
             "frontend_seconds", "when", "seconds"}
 VCS_DIRS = (".git", ".hg")
 MARK = "<volatile>"
+BACKUP = re.compile(r"^(?P<name>.+)\.xenpipe-\d{8}T\d{6}(-\d+)?\.bak$")
+DURATION = re.compile(rb"\b\d+(\.\d+)? s\b")
+TEXT_MASKS = {"kconfig-summary.txt": DURATION}
 EXIT_WAIT = 60.0  # seconds a signalled doit has to end (SIGINT/SIGTERM: it stops make first)
 CHILD_GRACE = 20.0  # seconds its children have to end after it (PR_SET_PDEATHSIG's SIGTERM)
 
@@ -104,9 +112,15 @@ def snapshot(*roots: Path) -> dict[str, Any]:
                 if vcs in dirnames:
                     dirnames.remove(vcs)
                     snap[f"{root.name}:{rel_here}/{vcs}"] = _vcs_view(here)
+            ranks: dict[str, int] = {}
             for name in sorted([*dirnames, *filenames]):
                 p = here / name
-                rel = f"{root.name}:{p.relative_to(root)}"
+                shown = name
+                m = BACKUP.match(name)
+                if m:
+                    ranks[m["name"]] = ranks.get(m["name"], 0) + 1
+                    shown = f"{m['name']}.xenpipe-<stamp {ranks[m['name']]}>.bak"
+                rel = f"{root.name}:{(here / shown).relative_to(root)}"
                 st = p.lstat()
                 if p.is_symlink():
                     snap[rel] = ("link", os.readlink(p))
@@ -117,7 +131,10 @@ def snapshot(*roots: Path) -> dict[str, Any]:
                 elif name.endswith(".json"):
                     snap[rel] = ("json", st.st_mode, masked(json.loads(p.read_bytes())))
                 else:
-                    snap[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
+                    data = p.read_bytes()
+                    if name in TEXT_MASKS:
+                        data = TEXT_MASKS[name].sub(MARK.encode(), data)
+                    snap[rel] = ("file", st.st_mode, hashlib.sha256(data).hexdigest())
     return snap
 
 

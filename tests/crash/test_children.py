@@ -1,0 +1,116 @@
+"""What a killed xenpipe leaves: no child goes on (issue 25 item 9), no temporary file or
+unfinished clone stays where the next run would find it, and a signal as the run ends is not a
+bare exit status. The random kills of test_kills.py found each of these; here each is pinned."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline import files
+from pipeline.fetch import base
+
+from ..support.tools import REPO
+
+PIPELINE = REPO / "pipeline"
+
+
+def dead_pid() -> int:
+    """A process id no process has (a child that has been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_children_die_with_a_sigkilled_xenpipe(tmp_path: Path) -> None:
+    """proc.run's child is in its own session (an interrupt stops its whole group), so
+    nothing else would stop it when xenpipe is SIGKILLed: PR_SET_PDEATHSIG does."""
+    pidfile = tmp_path / "child.pid"
+    child_code = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+                  "time.sleep(300)")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline import proc; "
+         f"proc.run([sys.executable, '-c', {child_code!r}])"], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not (pidfile.is_file() and pidfile.read_text()):
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while files.pid_alive(pid) and "Z" not in _state(pid):
+        assert time.monotonic() < deadline, f"the child {pid} outlived the killed xenpipe"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_every_child_is_started_by_proc() -> None:
+    """No module but proc.py starts a program: no subprocess, no os.system or exec, no
+    GitPython (its git children are its own Popen), and each pexpect child dies with
+    xenpipe too."""
+    bad = []
+    for path in sorted(PIPELINE.rglob("*.py")):
+        if path.name == "proc.py" and path.parent == PIPELINE:
+            continue
+        text = path.read_text()
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"^\s*(import subprocess|from subprocess|import git\b|from git\b)"
+                         r"|\bos\.(system|popen|exec\w*|spawn\w*|fork)\(|shell=True", line):
+                bad.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+        for m in re.finditer(r"pexpect\.spawn\((?:[^()]|\([^()]*\))*\)", text, re.S):
+            if "preexec_fn=proc.die_with_parent()" not in m[0]:
+                bad.append(f"{path.relative_to(REPO)}: {m[0][:80]} without die_with_parent")
+    assert not bad, "\n".join(bad)
+
+
+def test_a_fetch_sweeps_what_a_killed_fetch_left(tmp_path: Path) -> None:
+    """A SIGKILLed clone leaves ``.NAME.clone-PID-*`` (and a tarball's ``.download-PID-*``)
+    in src/: the next fetch removes those of dead processes, never a running fetch's."""
+    src = tmp_path / "src"
+    dead, me = dead_pid(), os.getpid()
+    left = [src / f".linux.clone-{dead}-abc", src / f".linux.clone-{dead}-abc.strip",
+            src / f".download-{dead}-linux.tar.gz", src / ".linux.old", src / ".linux.new"]
+    kept = [src / f".linux.clone-{me}-xyz", src / f".xen.clone-{dead}-abc", src / "xen"]
+    for p in left + kept:
+        p.mkdir(parents=True) if not p.name.endswith(".gz") else p.write_bytes(b"half")
+    base.sweep(src / "linux")
+    assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_a_write_sweeps_the_temp_files_of_a_killed_writer(tmp_path: Path) -> None:
+    """atomic_write's temp file of a SIGKILLed writer is removed by the next write of that
+    file (a live writer's stays), so a rerun leaves the directory as an uninterrupted run."""
+    target = tmp_path / "grub.cfg"
+    dead = dead_pid()
+    stale = tmp_path / f".grub.cfg.{dead}.k3j2.tmp"
+    stale.write_text("half of a grub.cfg")
+    live = tmp_path / f".grub.cfg.{os.getpid()}.zz.tmp"
+    live.write_text("being written")
+    files.atomic_write(target, "set default=0\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["grub.cfg", live.name])
+
+
+def test_a_signal_as_the_run_ends_is_not_an_exit_by_signal(tmp_path: Path) -> None:
+    """SIGTERM after doit finished, while the interpreter ends (here from an atexit
+    function: where the random kills landed), is neither a traceback nor a death by the
+    signal: the run's own exit status stands."""
+    script = ("import atexit, os, signal, sys\n"
+              "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+              "sys.argv = ['doit', 'help']\n"
+              "from pipeline import startup\n"
+              "startup.main()\n")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, (res.returncode, res.stderr)
