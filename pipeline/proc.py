@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from pipeline.errors import XenpipeError
+from pipeline.errors import XenpipeError, advice
 
 BASE_ENV = {"LC_ALL": "C", "LANG": "C", "HGPLAIN": "1", "GIT_TERMINAL_PROMPT": "0"}
 
@@ -136,6 +136,11 @@ def run(
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc)
             raise error(f"{what or render(args)}: timed out after {timeout:.0f} s") from exc
+        except OSError as exc:
+            _kill_group(proc)
+            if exc.filename is None and log is not None:  # writing the child's output
+                raise OSError(exc.errno, exc.strerror, str(log)) from None
+            raise
         except BaseException:
             _kill_group(proc)
             raise
@@ -151,10 +156,11 @@ def run(
     if check and proc.returncode != 0:
         detail = last_line(text) or last
         where = f" (log: {log})" if log is not None else ""
+        hint = advice(text)
         raise error(
             f"{what or render(args)} failed with exit status {proc.returncode}"
             + (f": {redact(detail)}" if detail else "")
-            + where
+            + where + (f"; {hint}" if hint else "")
         )
     return result
 

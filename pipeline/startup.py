@@ -33,19 +33,23 @@ def raise_on_sigterm() -> None:
 
 def main() -> None:
     """``doit ARGS``: doit's own main, with an interrupt at any point one line, exit 1."""
+    code = 1
     try:
-        raise_on_sigterm()
-        # a launcher may hold the two signals pending until this handler is in place (nothing
-        # can handle them while the interpreter itself starts): take them from here on
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        from doit.doit_cmd import DoitMain
+        try:
+            raise_on_sigterm()
+            # a launcher may hold the two signals pending until this handler is in place
+            # (nothing can handle them while the interpreter itself starts): take them now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            from doit.doit_cmd import DoitMain
 
-        code = DoitMain().run(sys.argv[1:])
-    except KeyboardInterrupt as exc:
-        sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
-        code = 1
-    finally:
-        # the run is over: a signal from here on must not kill the interpreter as it ends
-        # (its finalization puts the default handlers back) with a bare exit status 130/143
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            code = DoitMain().run(sys.argv[1:])
+        except KeyboardInterrupt as exc:
+            code = 1
+            sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
+        finally:
+            # the run is over: a signal from here on must not kill the interpreter as it
+            # ends (its finalization puts the default handlers back: a bare exit -15 or -2)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:  # it came as the run ended, before the mask took: the run's
+        pass  # own outcome stands (an uncaught one, with the signal blocked, is exit 130)
     sys.exit(code)

@@ -402,6 +402,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
             rec.set(commands=logged_commands(log, start))
         ws.save_state(Key.CONFIG, record)
         rec.finish("pass", kconfig=record)
+    metadata.still_built(ws, "kernel", f"config-{record['release']}", record["config"]["sha256"])
     return record
 
 

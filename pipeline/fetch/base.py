@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline import digest, proc
 from pipeline.config import Config, SourceCfg
-from pipeline.errors import SourceError, XenpipeError
+from pipeline.errors import SourceError, XenpipeError, advice
 from pipeline.files import pid_alive
 from pipeline.workspace import Key, Workspace
 
@@ -84,6 +84,16 @@ class Vcs:
         a fork of it: a pull will do) rather than being another project (fetch afresh)."""
         raise NotImplementedError
 
+
+
+def transfer_failed(exc: SourceError, url: str) -> SourceError:
+    """A clone or pull that failed, with what to do: free space (the disk filled up), or see
+    that the remote answers; either way the tree under src/ is as it was."""
+    text = str(exc)
+    if advice(text) is None:
+        text += (f"; check that {proc.redact(url)} is reachable (server up, repository there) "
+                 "and run `doit fetch` again (src/ keeps what it had)")
+    return SourceError(text)
 
 
 VCS: dict[str, Vcs] = {}  # name -> the one instance of its class (filled by __init_subclass__)

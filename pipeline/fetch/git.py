@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.errors import SourceError, XenpipeError
-from pipeline.fetch.base import HEX40, Vcs
+from pipeline.errors import SourceError, XenpipeError, advice
+from pipeline.fetch.base import HEX40, Vcs, transfer_failed
 
 _GIT_NOISE = ("Cloning into", "Please make sure you have the correct access rights",
               "and the repository exists.")
@@ -32,7 +32,9 @@ def git(dest: Path | None, *args: str, log: Path | None = None, what: str | None
     argv = ["git", *(["-C", str(dest)] if dest else []), *args]
     res = proc.run(argv, capture=True, log=log, check=False, env=env, error=SourceError)
     if check and res.returncode != 0:
-        raise SourceError(f"{what or proc.render(argv)}: {_git_error(res.stdout)}")
+        hint = advice(res.stdout)
+        raise SourceError(f"{what or proc.render(argv)}: {_git_error(res.stdout)}"
+                          + (f"; {hint}" if hint else ""))
     return res
 
 
@@ -45,12 +47,19 @@ class Git(Vcs):
     revert_command = "git checkout --"
 
     def clone(self, url: str, dest: Path, log: Path) -> None:
-        git(None, "clone", "--no-checkout", "--", url, str(dest), log=log,
-            what=f"git clone {proc.redact(url)}")
+        try:
+            git(None, "clone", "--no-checkout", "--", url, str(dest), log=log,
+                what=f"git clone {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
 
     def pull(self, dest: Path, url: str, log: Path) -> None:
-        git(dest, "fetch", "--tags", "--force", "--prune", "--", url,
-            "+refs/heads/*:refs/remotes/origin/*", log=log, what=f"git fetch {proc.redact(url)}")
+        try:
+            git(dest, "fetch", "--tags", "--force", "--prune", "--", url,
+                "+refs/heads/*:refs/remotes/origin/*", log=log,
+                what=f"git fetch {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
         git(dest, "remote", "set-url", "origin", url, log=log)
 
     def related(self, dest: Path, url: str, log: Path) -> bool:

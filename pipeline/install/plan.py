@@ -169,7 +169,8 @@ class Plan:
                            or on_disk.stat().st_mode & 0o7777 == mode):
             return False
         if os.path.isdir(on_disk):
-            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to write a file")
+            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to write a "
+                               "file: move the directory away and run doit install again")
         self.pending[rel] = raw
         self.scheduled.add(rel)
         existing = next((s for s in self.steps if isinstance(s, Write) and s.rel == rel), None)
@@ -187,7 +188,8 @@ class Plan:
         if current == file_digest(src):
             return False
         if current == "dir":
-            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to copy a file")
+            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to copy a "
+                               "file: move the directory away and run doit install again")
         backup = None
         if current is not None and current != self.record["files"].get(rel):
             backup = self._backup_name(rel)

@@ -15,7 +15,7 @@ The comparison (``snapshot``), precisely:
   backups, so their number and contents are still compared); and the durations in
   ``out/kconfig-summary.txt`` (``0.27 s``) are masked, its other lines compared;
 - ``.doit.db`` (doit's sqlite3 backend, ``DOIT_CONFIG['backend']``) row by row as JSON,
-  masked the same way;
+  masked the same way; a row that saved nothing (EMPTY_ROW) counts as no row;
 - a VCS's own directory (``.git``, ``.hg``) by what it means rather than its files (packs
   and dirstates hold times): the checked-out revision, every ref or head and tag, a clean
   ``status`` and a passing ``git fsck`` / ``hg verify``.
@@ -48,6 +48,9 @@ VOLATILE = {"duration", "started", "finished", "updated", "steps", "compiled",
             "frontend_seconds", "when", "seconds"}
 VCS_DIRS = (".git", ".hg")
 MARK = "<volatile>"
+# a task that saved nothing (no values, no file_dep) as doit records it: doit decides such a
+# task by its uptodate checks alone, so the row and its absence mean the same
+EMPTY_ROW = {"_values_:": {}, "checker:": "MD5Checker", "deps:": []}
 BACKUP = re.compile(r"^(?P<name>.+)\.xenpipe-\d{8}T\d{6}(-\d+)?\.bak$")
 DURATION = re.compile(rb"\b\d+(\.\d+)? s\b")
 TEXT_MASKS = {"kconfig-summary.txt": DURATION}
@@ -143,10 +146,11 @@ def doit_rows(db: Path) -> dict[str, Any]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
-        return {task: masked(json.loads(data))
+        rows = {task: masked(json.loads(data))
                 for task, data in con.execute("SELECT task_id, task_data FROM doit")}
     finally:
         con.close()
+    return {task: row for task, row in rows.items() if row != EMPTY_ROW}
 
 
 def differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
@@ -154,9 +158,22 @@ def differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted(set(want) | set(got)):
         if want.get(key) != got.get(key):
-            lines.append(f"{key}: uninterrupted {str(want.get(key))[:300]} "
-                         f"!= rerun {str(got.get(key))[:300]}")
+            where, a, b = _first_difference(want.get(key), got.get(key))
+            lines.append(f"{key}{where}: uninterrupted {str(a)[:300]} != rerun {str(b)[:300]}")
     return lines
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
+    """The path (``[key][1]``) to the first place two values differ, and the two values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{where}[{k!r}]")
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{i}]")
+    return where, a, b
 
 
 def copy_tree(src: Path, dest: Path) -> None:
