@@ -100,6 +100,9 @@ class Plan:
     summary: list[str] = field(default_factory=list)
     pending: dict[str, bytes] = field(default_factory=dict)
     scheduled: set[str] = field(default_factory=set)
+    # files that already hold what xenpipe would write (sha256): recorded as written, as if
+    # this run had written them (a killed install wrote them and died before recording)
+    settled: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.real = Path(os.path.realpath(self.root))
@@ -167,6 +170,7 @@ class Plan:
         on_disk = self.path(rel)
         if old == raw and (mode is None or not on_disk.exists()
                            or on_disk.stat().st_mode & 0o7777 == mode):
+            self.settled[rel] = digest.of_bytes(raw)
             return False
         if os.path.isdir(on_disk):
             raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to write a "
@@ -186,6 +190,8 @@ class Plan:
         dest = self.path(rel)
         current = file_digest(dest)
         if current == file_digest(src):
+            if current not in (None, "dir"):
+                self.settled[rel] = current
             return False
         if current == "dir":
             raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to copy a "
@@ -343,6 +349,10 @@ def execute(plan: Plan, ws: Workspace) -> None:
     """Run the plan's steps in order, logging each and recording what was done."""
     log = ws.log(STAGE)
     _log(log, f"install into {plan.root}: {len(plan.steps)} step(s)")
+    unrecorded = {k: v for k, v in plan.settled.items() if plan.record["files"].get(k) != v}
+    if unrecorded:
+        plan.record["files"].update(unrecorded)
+        _save(ws, plan)
     if plan.steps:
         plan.real.mkdir(parents=True, exist_ok=True)
     for n, step in enumerate(plan.steps, 1):

@@ -114,3 +114,56 @@ def test_a_signal_as_the_run_ends_is_not_an_exit_by_signal(tmp_path: Path) -> No
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert res.returncode == 0 and "Traceback" not in res.stderr, (res.returncode, res.stderr)
+
+
+KILLED_AFTER_RENAME = """
+import os, re, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from pipeline import config, install, workspace
+
+real_replace = os.replace
+
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if str(dst).endswith("/boot/grub/grub.conf"):  # written, not yet recorded
+        print("WRITTEN", flush=True)
+        time.sleep(600)
+
+os.replace = replace
+cfg = config.load(Path(sys.argv[2]))
+install.install(cfg, workspace.Workspace(cfg.workspace))
+"""
+
+
+def test_a_file_written_by_a_killed_install_is_recorded_by_the_rerun(tmp_path: Path) -> None:
+    """SIGKILL after grub.conf's rename, before the install recorded it: the rerun finds it
+    as it wants it (no step) and must still record it as xenpipe's, or the next change
+    would back xenpipe's own file up as the user's (the crash suite: install.json differed
+    from an uninterrupted run's)."""
+    from .harness import run, snapshot
+    from .scenarios import kbuild_site, prepared
+
+    site = prepared(kbuild_site(tmp_path / "a"), "build")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_RENAME, str(REPO),
+                              str(site.config)], stdout=subprocess.PIPE,
+                             env={**os.environ, **site.env})
+    assert child.stdout is not None
+    seen = b""
+    while b"WRITTEN\n" not in seen:
+        chunk = os.read(child.stdout.fileno(), 1 << 16)
+        assert chunk, f"the install ended before writing grub.conf: {seen!r}"
+        seen += chunk
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    run(site, ["install"])
+    reference_site = prepared(kbuild_site(tmp_path / "b"), "build")
+    run(reference_site, ["install"])
+
+    def record(s: object) -> dict[str, object]:
+        snap = snapshot(s.ws / "state")  # type: ignore[attr-defined]
+        files = snap["state:install.json"][2]["roots"]
+        return {k: v["files"].get("/boot/grub/grub.conf") for k, v in files.items()}
+
+    assert list(record(site).values()) == list(record(reference_site).values())
+    assert list(record(site).values())[0] is not None

@@ -31,6 +31,9 @@ from . import harness
 from .harness import Site
 from .scenarios import fetch_site, kbuild_site, prepared, unlink_served
 
+# each fault costs a few full doit runs (about 10 to 30 s here): slow, but for the corrupt
+# dependency database (the fast suite's guard on doit's own record)
+
 
 def _root_or_skip() -> None:
     if os.geteuid() != 0:
@@ -92,6 +95,7 @@ def converges(site: Site, task: str, reference: dict[str, object]) -> None:
 
 
 # -------------------------------------------------------------------------- disk full
+@pytest.mark.slow
 def test_disk_full_in_fetch(tmp_path: Path, hg_server: HgServer) -> None:
     """The workspace on a tmpfs too small for the trees: one line saying the disk is full
     and to free space; no half tree in src/, no record; with room, the rerun converges."""
@@ -118,6 +122,7 @@ def test_disk_full_in_fetch(tmp_path: Path, hg_server: HgServer) -> None:
             unlink_served(site, hg_server)
 
 
+@pytest.mark.slow
 def test_disk_full_in_build(tmp_path: Path) -> None:
     """make runs out of space: one line that says so and to free space; the fetched,
     patched and configured trees are kept (the rerun after freeing space converges)."""
@@ -134,6 +139,7 @@ def test_disk_full_in_build(tmp_path: Path) -> None:
             converges(site, "build", reference)
 
 
+@pytest.mark.slow
 def test_disk_full_in_install(tmp_path: Path) -> None:
     """The install root's file system fills up: one line, the user's grub.conf and guest
     config are their old bytes, and the rerun with room converges."""
@@ -199,6 +205,7 @@ def trees(site: Site) -> dict[str, object]:
     return {k: v for k, v in snap.items() if v != "absent"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["clone", "pull"])
 def test_hg_server_killed_mid_transfer(tmp_path: Path, hg_server: HgServer, when: str) -> None:
     """The hg server dies while it sends changesets (held in its preoutgoing hook, then
@@ -243,6 +250,7 @@ def test_hg_server_killed_mid_transfer(tmp_path: Path, hg_server: HgServer, when
         converges(site, "fetch", reference)
 
 
+@pytest.mark.slow
 def test_git_remote_removed_mid_fetch(tmp_path: Path, hg_server: HgServer) -> None:
     """The git remote's directory disappears while git packs its objects (held in
     uploadpack.packObjectsHook): one line naming the remote and what to do; no half clone
@@ -297,6 +305,7 @@ def read_only(path: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["grub-legacy", "grub2"])
 def test_read_only_install_root(tmp_path: Path, loader: str) -> None:
     """One line naming the read-only file system and what to do; nothing in the root
@@ -313,6 +322,7 @@ def test_read_only_install_root(tmp_path: Path, loader: str) -> None:
     converges(site, "install", reference)
 
 
+@pytest.mark.slow
 def test_bootloader_file_replaced_by_a_directory(tmp_path: Path) -> None:
     """grub.cfg is a directory: one line naming it, nothing written; once it is a file
     again the install converges."""
@@ -356,6 +366,7 @@ def test_corrupt_doit_db_is_reported_and_rebuilt(tmp_path: Path) -> None:
     assert not diff, "\n".join(diff)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("record", ["patch-xen", "fetch-linux", "config", "build-kernel"])
 def test_corrupt_state_record_is_reported_and_rebuilt(tmp_path: Path, record: str) -> None:
     """A state record that does not parse: one warning line naming it, the stage that
