@@ -103,6 +103,7 @@ class Plan:
     # files that already hold what xenpipe would write (sha256): recorded as written, as if
     # this run had written them (a killed install wrote them and died before recording)
     settled: dict[str, str] = field(default_factory=dict)
+    settled_runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # likewise, commands
 
     def __post_init__(self) -> None:
         self.real = Path(os.path.realpath(self.root))
@@ -217,6 +218,12 @@ class Plan:
         self.scheduled.add(rel)
         self.steps.append(Link(rel, target, what, old))
         return True
+
+    def settle_run(self, key: str, inputs: Any, outputs: Sequence[str]) -> None:
+        """A command not needed because its outputs already are what it would make: recorded
+        as run with *inputs* (see settled)."""
+        self.settled_runs[key] = {"inputs": digest.of_json(inputs),
+                                  "outputs": {o: file_digest(self.path(o)) for o in outputs}}
 
     def run(self, argv: Sequence[str | os.PathLike[str]], what: str, *, key: str,
             inputs: Any = None, outputs: Sequence[str] = (), after: Iterable[str] = (),
@@ -350,8 +357,10 @@ def execute(plan: Plan, ws: Workspace) -> None:
     log = ws.log(STAGE)
     _log(log, f"install into {plan.root}: {len(plan.steps)} step(s)")
     unrecorded = {k: v for k, v in plan.settled.items() if plan.record["files"].get(k) != v}
-    if unrecorded:
+    runs = {k: v for k, v in plan.settled_runs.items() if plan.record["runs"].get(k) != v}
+    if unrecorded or runs:
         plan.record["files"].update(unrecorded)
+        plan.record["runs"].update(runs)
         _save(ws, plan)
     if plan.steps:
         plan.real.mkdir(parents=True, exist_ok=True)
