@@ -25,6 +25,10 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal after the run is over changes nothing (see main)."""
+
+
 def raise_on_sigterm() -> None:
     """SIGTERM stops start-up as Ctrl-C does (tasks.py installs its own, which also records
     it, once the tasks are loaded)."""
@@ -48,8 +52,12 @@ def main() -> None:
             sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
         finally:
             # the run is over: a signal from here on must not kill the interpreter as it
-            # ends (its finalization puts the default handlers back: a bare exit -15 or -2)
+            # ends (its finalization puts the default handlers back: a bare exit -15 or -2),
+            # nor raise where nothing catches it (one the C handler took just before the
+            # mask runs its Python handler later: at any bytecode, then a no-op)
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _ignore)
     except KeyboardInterrupt:  # it came as the run ended, before the mask took: the run's
         pass  # own outcome stands (an uncaught one, with the signal blocked, is exit 130)
     sys.exit(code)

@@ -94,6 +94,9 @@ class Workspace:
         db = self.dep_file
         if not db.exists():
             return
+        if not db.is_file():
+            raise SystemExit(f"xenpipe: error: {db} is not a file (doit's dependency "
+                             "database belongs there): move it away and run doit again")
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             try:

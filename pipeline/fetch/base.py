@@ -88,9 +88,10 @@ class Vcs:
 
 def transfer_failed(exc: SourceError, url: str) -> SourceError:
     """A clone or pull that failed, with what to do: free space (the disk filled up), or see
-    that the remote answers; either way the tree under src/ is as it was."""
+    that the remote answers (not when the VCS itself is missing: that line says what to
+    install); either way the tree under src/ is as it was."""
     text = str(exc)
-    if advice(text) is None:
+    if advice(text) is None and not isinstance(exc.__cause__, FileNotFoundError):
         text += (f"; check that {proc.redact(url)} is reachable (server up, repository there) "
                  "and run `doit fetch` again (src/ keeps what it had)")
     return SourceError(text)
@@ -174,7 +175,7 @@ def sweep(dest: Path) -> None:
         shutil.rmtree(dest.with_name(f".{dest.name}{left}"), ignore_errors=True)
     try:
         entries = list(dest.parent.iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # mkdir will say what is wrong
         return
     for entry in entries:
         m = re.fullmatch(_LEFT, entry.name)
