@@ -2,6 +2,14 @@
 signal, check what it left, rerun it plainly and compare the result with an uninterrupted
 run's, byte for byte.
 
+Right after the kill (one_kill): doit ended within EXIT_WAIT (SIGINT/SIGTERM: with one
+``xenpipe: error:`` line and no traceback); no process it started is left after CHILD_GRACE
+(by its process group, by a token in the environment every child inherits, by a cwd or
+command line in the workspace or root); every JSON record parses and doit's db passes
+sqlite's integrity check; each watched file (bootloader files, guest configs) is wholly its
+old or new bytes and a grub.cfg passes grub-script-check; every other file is as before the
+run, as after an uninterrupted one, or a temporary a next run sweeps (TEMP, half_done).
+
 The comparison (``snapshot``), precisely:
 
 - every entry of the workspace and the install root, by relative path: its type, its mode
@@ -115,14 +123,8 @@ def snapshot(*roots: Path) -> dict[str, Any]:
                 if vcs in dirnames:
                     dirnames.remove(vcs)
                     snap[f"{root.name}:{rel_here}/{vcs}"] = _vcs_view(here)
-            ranks: dict[str, int] = {}
-            for name in sorted([*dirnames, *filenames]):
+            for name, shown in ranked([*dirnames, *filenames]):
                 p = here / name
-                shown = name
-                m = BACKUP.match(name)
-                if m:
-                    ranks[m["name"]] = ranks.get(m["name"], 0) + 1
-                    shown = f"{m['name']}.xenpipe-<stamp {ranks[m['name']]}>.bak"
                 rel = f"{root.name}:{(here / shown).relative_to(root)}"
                 st = p.lstat()
                 if p.is_symlink():
@@ -134,11 +136,65 @@ def snapshot(*roots: Path) -> dict[str, Any]:
                 elif name.endswith(".json"):
                     snap[rel] = ("json", st.st_mode, masked(json.loads(p.read_bytes())))
                 else:
-                    data = p.read_bytes()
-                    if name in TEXT_MASKS:
-                        data = TEXT_MASKS[name].sub(MARK.encode(), data)
-                    snap[rel] = ("file", st.st_mode, hashlib.sha256(data).hexdigest())
+                    snap[rel] = ("file", st.st_mode, content_digest(p))
     return snap
+
+
+TEMP = re.compile(r"^\..+\.(\d+)\.[^/]+\.tmp$|^\..+\.clone-\d+-[^/]*$|^\.download-\d+-"
+                  r"|^\..+\.xenpipe-tmp$|^\..+\.(old|new)$")
+
+
+def entries(*roots: Path) -> dict[str, tuple[object, ...]]:
+    """Every file and symlink under *roots* with its mode and sha256 (or target), outside
+    what has its own check: VCS directories (their fsck), logs/, JSON records and doit's db
+    (they must parse), and the contents of a temporary's directory."""
+    out: dict[str, tuple[object, ...]] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            rel_here = here.relative_to(root)
+            dirnames[:] = [d for d in dirnames if d not in VCS_DIRS and not TEMP.match(d)
+                           and not (rel_here == Path(".") and d == "logs")]
+            for name, shown in ranked(filenames):
+                p = here / name
+                if name.endswith(".json") or name.startswith(".doit.db") or TEMP.match(name):
+                    continue
+                rel = f"{root.name}:{(here / shown).relative_to(root)}"
+                out[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
+                    ("file", p.lstat().st_mode, content_digest(p))
+    return out
+
+
+def ranked(names: list[str]) -> list[tuple[str, str]]:
+    """Each name and the name compared: a backup's stamp replaced by its rank (BACKUP)."""
+    ranks: dict[str, int] = {}
+    out = []
+    for name in sorted(names):
+        m = BACKUP.match(name)
+        shown = name
+        if m:
+            ranks[m["name"]] = ranks.get(m["name"], 0) + 1
+            shown = f"{m['name']}.xenpipe-<stamp {ranks[m['name']]}>.bak"
+        out.append((name, shown))
+    return out
+
+
+def content_digest(p: Path) -> str:
+    """sha256 of a file's bytes, TEXT_MASKS applied."""
+    data = p.read_bytes()
+    if p.name in TEXT_MASKS:
+        data = TEXT_MASKS[p.name].sub(MARK.encode(), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[object, ...]],
+              now: dict[str, tuple[object, ...]]) -> list[str]:
+    """Right after a kill: each file is as it was before the run, as an uninterrupted run
+    leaves it, or a temporary a next run sweeps (TEMP); nothing else (a half-written file
+    under its final name is what a next run would take for a result)."""
+    return [f"{rel}: neither as before the run nor as after it, and not a temporary"
+            for rel, entry in sorted(now.items())
+            if entry != before.get(rel) and entry != after.get(rel)]
 
 
 def doit_rows(db: Path) -> dict[str, Any]:
@@ -284,8 +340,8 @@ class Kill:
 
 def one_kill(site: Site, task: list[str], sig: signal.Signals, at: float, stage: str,
              reference: dict[str, Any], old: dict[str, bytes | None],
-             new: dict[str, bytes | None], check_tree: Callable[[Site], list[str]] | None = None
-             ) -> Kill:
+             new: dict[str, bytes | None], check_tree: Callable[[Site], list[str]] | None = None,
+             states: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Kill:
     """Start the stage, send *sig* after *at* seconds, check what it left, rerun, compare."""
     kill = Kill(stage, sig, at)
     token = f"xenpipe-crash-{os.getpid()}-{time.monotonic_ns()}"
@@ -314,6 +370,8 @@ def one_kill(site: Site, task: list[str], sig: signal.Signals, at: float, stage:
     for left in wait_no_leftovers(token, doit.pid, paths, site.spare):
         kill.problems.append(f"left running: {left}")
     kill.problems += consistent(site, old, new)
+    if states is not None:
+        kill.problems += half_done(*states, entries(site.ws, site.root))
     if check_tree is not None:
         kill.problems += check_tree(site)
     # a plain rerun converges
@@ -383,9 +441,11 @@ def matrix(site: Site, task: list[str], stage: str, tmp: Path, rng: random.Rando
     uninterrupted run's duration, from the same starting state."""
     with saved(site, tmp / "before") as restore:
         old = files(site.root, site.watched)
+        before = entries(site.ws, site.root)
         took, _ = run(site, task)
         reference = snapshot(site.ws, site.root)
         new = files(site.root, site.watched)
+        after = entries(site.ws, site.root)
         kills = []
         plan = [(sig, rng.uniform(0.0, took * 1.05)) for sig in signals
                 for _ in range(per_signal)]
@@ -393,7 +453,7 @@ def matrix(site: Site, task: list[str], stage: str, tmp: Path, rng: random.Rando
         for sig, at in plan:
             restore()
             kills.append(one_kill(site, task, sig, at, stage, reference, old, new,
-                                  check_tree))
+                                  check_tree, (before, after)))
         return kills
 
 
