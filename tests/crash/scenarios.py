@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import shutil
+import subprocess
 from pathlib import Path
 
 from ..support import install as h
@@ -156,6 +157,22 @@ vcs = "tarball"
 url = "{tarball}"
 """)
     return Site(cfg, tmp / "ws", tmp / "root", spare={server.process.pid})
+
+
+def updated_site(tmp: Path, server: HgServer) -> Site:
+    """fetch_site fetched once, then both VCS upstreams moved on: every file changed, so the
+    next fetch pulls and checks out a new revision over the old tree."""
+    site = prepared(fetch_site(tmp, server), "fetch")
+    up = tmp / "up"
+    for name, text in many_files(300, "hg, later").items():
+        (up / "xen.hg" / name).write_text(text)
+    hg("commit", "-q", "-m", "every file", cwd=up / "xen.hg")
+    repo = up / "linux.git"
+    for name, text in many_files(300, "git, later").items():
+        (repo / name).write_text(text)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-a", "-m", "every file"],
+                   check=True, capture_output=True)
+    return site
 
 
 def unlink_served(site: Site, server: HgServer) -> None:

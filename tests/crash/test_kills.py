@@ -22,7 +22,7 @@ from ..support.tools import need
 from ..support.upstreams import HgServer
 from . import harness
 from .harness import Site
-from .scenarios import fetch_site, kbuild_site, prepared, unlink_served
+from .scenarios import fetch_site, kbuild_site, prepared, unlink_served, updated_site
 
 SEED = harness.seed()
 PER_SIGNAL = int(os.environ.get("XENPIPE_CRASH_KILLS") or 20)
@@ -36,6 +36,7 @@ def _sites(tmp: Path, server: HgServer) -> dict[str, tuple[Callable[[], Site], l
     """stage -> (the site as the stage finds it, doit's arguments)."""
     return {
         "fetch": (lambda: fetch_site(tmp, server), ["fetch"]),
+        "fetch-update": (lambda: updated_site(tmp, server), ["fetch"]),
         "patch": (lambda: prepared(kbuild_site(tmp), "fetch"), ["patch"]),
         "config": (lambda: prepared(kbuild_site(tmp), "fetch", "patch"), ["config"]),
         "build": (lambda: prepared(kbuild_site(tmp), "fetch", "patch", "config"), ["build"]),
@@ -71,8 +72,8 @@ def test_a_seeded_kill(stage: str, sig: signal.Signals, tmp_path: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["fetch", "patch", "config", "build", "install-grub-legacy",
-                                   "install-grub2"])
+@pytest.mark.parametrize("stage", ["fetch", "fetch-update", "patch", "config", "build",
+                                   "install-grub-legacy", "install-grub2"])
 def test_kill_matrix(stage: str, tmp_path: Path, hg_server: HgServer) -> None:
     """PER_SIGNAL kills per signal of the stage at random moments."""
     kills = kill_stage(stage, tmp_path, hg_server, PER_SIGNAL)
