@@ -9,10 +9,13 @@ interrupt anywhere in the run into xenpipe's one line.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
 from typing import Any
+
+STARTUP_INTERRUPTED: list[str] = []  # the signal that stopped doit loading dodo.py (cli.py)
 
 
 def signal_name(exc: KeyboardInterrupt) -> str:
@@ -37,7 +40,7 @@ def raise_on_sigterm() -> None:
 
 def main() -> None:
     """``doit ARGS``: doit's own main, with an interrupt at any point one line, exit 1."""
-    code = 1
+    code, interrupted = 1, False
     try:
         try:
             raise_on_sigterm()
@@ -49,6 +52,7 @@ def main() -> None:
             code = DoitMain().run(sys.argv[1:])
         except KeyboardInterrupt as exc:
             code = 1
+            interrupted = True
             sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
         finally:
             # the run is over: a signal from here on must not kill the interpreter as it
@@ -60,4 +64,11 @@ def main() -> None:
                 signal.signal(sig, _ignore)
     except KeyboardInterrupt:  # it came as the run ended, before the mask took: the run's
         pass  # own outcome stands (an uncaught one, with the signal blocked, is exit 130)
+    if interrupted or STARTUP_INTERRUPTED:
+        # interrupted in start-up (here or while doit imported dodo.py, see cli), Python
+        # would still end "by the signal" (exit 130: it remembers a KeyboardInterrupt that
+        # went through its import machinery) although the one line is out: exit 1 now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)

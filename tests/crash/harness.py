@@ -144,17 +144,21 @@ TEMP = re.compile(r"^\..+\.(\d+)\.[^/]+\.tmp$|^\..+\.clone-\d+-[^/]*$|^\.downloa
                   r"|^\..+\.xenpipe-tmp$|^\..+\.(old|new)$")
 
 
+SCRATCH = ("logs", "tmp")  # the workspace's logs and scratch (ws/tmp: a stage empties its own)
+
+
 def entries(*roots: Path) -> dict[str, tuple[object, ...]]:
     """Every file and symlink under *roots* with its mode and sha256 (or target), outside
-    what has its own check: VCS directories (their fsck), logs/, JSON records and doit's db
-    (they must parse), and the contents of a temporary's directory."""
+    what has its own check: VCS directories (their fsck), logs/ and the scratch tmp/ (the
+    rerun's comparison sees tmp/ again: it must end as an uninterrupted run leaves it), JSON
+    records and doit's db (they must parse), and the contents of a temporary's directory."""
     out: dict[str, tuple[object, ...]] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
             rel_here = here.relative_to(root)
             dirnames[:] = [d for d in dirnames if d not in VCS_DIRS and not TEMP.match(d)
-                           and not (rel_here == Path(".") and d == "logs")]
+                           and not (rel_here == Path(".") and d in SCRATCH)]
             for name, shown in ranked(filenames):
                 p = here / name
                 if name.endswith(".json") or name.startswith(".doit.db") or TEMP.match(name):
