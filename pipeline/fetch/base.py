@@ -279,9 +279,13 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
             resolved, pinned = vcs.identify(dest, src.rev)
             if resolved is None:
                 raise _unknown_rev(src)
-        if vcs.current(dest) != resolved:
-            if not force:
+        # a checkout this fetch recorded and did not finish (killed): the tree's changes are
+        # its own (it only starts once the user's edits were refused), so it is done again
+        unfinished = prev.get("checkout") is not None
+        if vcs.current(dest) != resolved or unfinished:
+            if not force and not unfinished:
                 _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
+            ws.save_state(Key.fetch(src.name), {**prev, "checkout": resolved})
             vcs.checkout(dest, resolved, log)
 
     done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
@@ -310,6 +314,7 @@ def in_place(src: SourceCfg, ws: Workspace) -> bool:
     rec = ws.state(Key.fetch(src.name))
     vcs = vcs_for(src.vcs)
     dest = ws.source_dir(src.name)
-    return bool(rec.get("resolved")) and vcs.current(dest) == rec["resolved"] and \
+    return bool(rec.get("resolved")) and "checkout" not in rec and \
+        vcs.current(dest) == rec["resolved"] and \
         rec.get("url") == proc.redact(src.url) and rec.get("rev") == src.rev and \
         rec.get("pinned") is True

@@ -192,13 +192,21 @@ def content_digest(p: Path) -> str:
 
 
 def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[object, ...]],
-              now: dict[str, tuple[object, ...]]) -> list[str]:
+              now: dict[str, tuple[object, ...]], ws: Path) -> list[str]:
     """Right after a kill: each file is as it was before the run, as an uninterrupted run
     leaves it, or a temporary a next run sweeps (TEMP); nothing else (a half-written file
-    under its final name is what a next run would take for a result)."""
+    under its final name is what a next run would take for a result). The one exception is
+    a tree its fetch record says is being checked out (``checkout``: the next fetch does it
+    again, and the rerun's comparison holds it to that)."""
+    busy = []
+    for rec in (ws / "state").glob("fetch-*.json"):
+        with contextlib.suppress(ValueError, OSError):
+            if json.loads(rec.read_bytes()).get("checkout"):
+                busy.append(f"ws:src/{rec.stem.removeprefix('fetch-')}/")
     return [f"{rel}: neither as before the run nor as after it, and not a temporary"
             for rel, entry in sorted(now.items())
-            if entry != before.get(rel) and entry != after.get(rel)]
+            if entry != before.get(rel) and entry != after.get(rel)
+            and not rel.startswith(tuple(busy))]
 
 
 def doit_rows(db: Path) -> dict[str, Any]:
@@ -375,7 +383,7 @@ def one_kill(site: Site, task: list[str], sig: signal.Signals, at: float, stage:
         kill.problems.append(f"left running: {left}")
     kill.problems += consistent(site, old, new)
     if states is not None:
-        kill.problems += half_done(*states, entries(site.ws, site.root))
+        kill.problems += half_done(*states, entries(site.ws, site.root), site.ws)
     if check_tree is not None:
         kill.problems += check_tree(site)
     # a plain rerun converges

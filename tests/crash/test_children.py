@@ -194,3 +194,60 @@ def test_an_interrupt_in_start_up_is_exit_1(tmp_path: Path) -> None:
         assert doit.returncode in (0, 1), (doit.returncode, err)
         assert doit.returncode == 0 or err.decode().splitlines()[-1].startswith(
             "xenpipe: error:"), err
+
+
+def test_a_checkout_killed_midway_is_done_again_not_taken_for_edits(tmp_path: Path) -> None:
+    """SIGKILL while git checks a new revision out over the fetched tree (held in the middle
+    by a smudge filter from a global config: some files new, some old): the next fetch
+    finishes that checkout, recorded before it began, instead of refusing the tree as the
+    user's local changes (the crash suite's fetch-update kills); the tree ends as an
+    uninterrupted fetch leaves it."""
+    from .harness import Site, run, start
+    from .scenarios import many_files
+
+    up = tmp_path / "up.git"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(up)], check=True)
+    files_v1 = many_files(40, "v1")
+
+    def commit(files: dict[str, str], msg: str) -> None:
+        for name, text in files.items():
+            (up / name).parent.mkdir(parents=True, exist_ok=True)
+            (up / name).write_text(text)
+        subprocess.run(["git", "-C", str(up), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(up), "-c", "user.name=T", "-c", "user.email=t@e",
+                        "commit", "-q", "-m", msg], check=True)
+
+    commit(files_v1, "v1")
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'[workspace]\ndir = "{tmp_path / "ws"}"\n\n[sources.linux]\nvcs = "git"\n'
+                   f'url = "{up}"\nrev = "main"\n')
+    site = Site(cfg, tmp_path / "ws", tmp_path / "root")
+    run(site, ["fetch"])
+    commit(many_files(40, "v2"), "v2")
+    held, hold = tmp_path / "held", tmp_path / "hold"
+    count = tmp_path / "count"
+    hook = tmp_path / "smudge"
+    hook.write_text(f"#!/bin/sh\necho x >> {count}\nif [ $(wc -l < {count}) -ge 20 ]; then\n"
+                    f"  touch {held}; while [ -e {hold} ]; do sleep 0.05; done\nfi\nexec cat\n")
+    hook.chmod(0o755)
+    attrs = tmp_path / "attributes"
+    attrs.write_text("*.c filter=hold\n")
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(f"[core]\n\tattributesFile = {attrs}\n[filter \"hold\"]\n"
+                         f"\tsmudge = {hook}\n")
+    hold.touch()
+    doit = start(Site(cfg, site.ws, site.root, {"GIT_CONFIG_GLOBAL": str(gitconfig)}),
+                 ["fetch"], "checkout")
+    deadline = time.monotonic() + 120
+    while not held.exists():
+        assert doit.poll() is None and time.monotonic() < deadline, doit.communicate()
+        time.sleep(0.05)
+    doit.send_signal(signal.SIGKILL)
+    doit.wait()
+    hold.unlink()
+    tree = site.ws / "src" / "linux"
+    mixed = {p.read_text().split()[1] for p in tree.rglob("*.c")}
+    assert mixed == {"v1", "v2"}, mixed  # killed in the middle indeed
+    time.sleep(1)  # the filter's own processes end with git
+    run(site, ["fetch"])
+    assert {p.read_text().split()[1] for p in tree.rglob("*.c")} == {"v2"}
