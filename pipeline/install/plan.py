@@ -149,7 +149,16 @@ class Plan:
         since xenpipe wrote it."""
         if old is None or (owned and self.record["files"].get(rel) == digest.of_bytes(old)):
             return None
+        if self.backed_up(rel, digest.of_bytes(old)):
+            return None
         return self._backup_name(rel)
+
+    def backed_up(self, rel: str, sha256: str) -> bool:
+        """Whether a backup of *rel* with these very bytes is already there (an install
+        killed after its backup, before its write, made it): one is enough."""
+        p = self.path(rel)
+        return any(digest.of_file(b) == sha256 for b in p.parent.glob(f"{p.name}.xenpipe-*.bak")
+                   if b.is_file() and not b.is_symlink())
 
     def _backup_name(self, rel: str) -> str:
         """``<file>.xenpipe-<UTC time>.bak``, unique."""
@@ -199,7 +208,7 @@ class Plan:
                                "file: move the directory away and run doit install again")
         backup = None
         if current is not None and current != self.record["files"].get(rel):
-            backup = self._backup_name(rel)
+            backup = None if self.backed_up(rel, current) else self._backup_name(rel)
         self.scheduled.add(rel)
         self.steps.append(Copy(src, rel, what, mode, current is not None, backup))
         return True
@@ -245,7 +254,8 @@ class Plan:
         pairs = []
         for b in map(self.rel, backups):  # a file the command rewrites, unless it left it so
             current = file_digest(self.path(b))
-            if current not in (None, "dir") and current != rec.get(b):
+            if current not in (None, "dir") and current != rec.get(b) \
+                    and not self.backed_up(b, current):
                 pairs.append((b, self._backup_name(b)))
         self.scheduled.add(key)
         self.steps.append(Run([os.fspath(a) for a in argv], what, key, digest.of_json(inputs),

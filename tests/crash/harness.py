@@ -144,6 +144,11 @@ TEMP = re.compile(r"^\..+\.(\d+)\.[^/]+\.tmp$|^\..+\.clone-\d+-[^/]*$|^\.downloa
                   r"|^\..+\.xenpipe-tmp$|^\..+\.(old|new)$")
 
 
+# make's own work: the O= build directory of the kernel and the Xen tree's objects, where make
+# (and kconfig, for .config) write in place and make removes a target it was building when
+# stopped; the stage's record says whether it finished, and the rerun's comparison holds the
+# directory to an uninterrupted run's
+WORK = ("ws:out/kernel-build/", "ws:src/xen/xen/")
 SCRATCH = ("logs", "tmp")  # the workspace's logs and scratch (ws/tmp: a stage empties its own)
 
 
@@ -197,7 +202,7 @@ def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[obje
     leaves it, or a temporary a next run sweeps (TEMP); nothing else (a half-written file
     under its final name is what a next run would take for a result). The one exception is
     a tree its fetch record says is being checked out (``checkout``: the next fetch does it
-    again, and the rerun's comparison holds it to that)."""
+    again, and the rerun's comparison holds it to that), and make's WORK directories."""
     busy = []
     for rec in (ws / "state").glob("fetch-*.json"):
         with contextlib.suppress(ValueError, OSError):
@@ -206,7 +211,7 @@ def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[obje
     return [f"{rel}: neither as before the run nor as after it, and not a temporary"
             for rel, entry in sorted(now.items())
             if entry != before.get(rel) and entry != after.get(rel)
-            and not rel.startswith(tuple(busy))]
+            and not rel.startswith((*busy, *WORK))]
 
 
 def doit_rows(db: Path) -> dict[str, Any]:

@@ -126,7 +126,7 @@ real_replace = os.replace
 
 def replace(src, dst, *args, **kwargs):
     real_replace(src, dst, *args, **kwargs)
-    if str(dst).endswith("/boot/grub/grub.conf"):  # written, not yet recorded
+    if re.search(sys.argv[3], str(dst)):  # written, not yet recorded
         print("WRITTEN", flush=True)
         time.sleep(600)
 
@@ -134,6 +134,38 @@ os.replace = replace
 cfg = config.load(Path(sys.argv[2]))
 install.install(cfg, workspace.Workspace(cfg.workspace))
 """
+
+
+def killed_after(site: object, written: str) -> None:
+    """Run the install of *site* and SIGKILL it right after it renamed a file matching the
+    regular expression *written* into place."""
+    child = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_RENAME, str(REPO),
+                              str(site.config), written],  # type: ignore[attr-defined]
+                             stdout=subprocess.PIPE,
+                             env={**os.environ, **site.env})  # type: ignore[attr-defined]
+    assert child.stdout is not None
+    seen = b""
+    while b"WRITTEN\n" not in seen:
+        chunk = os.read(child.stdout.fileno(), 1 << 16)
+        assert chunk, f"the install ended before writing {written}: {seen!r}"
+        seen += chunk
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+
+def test_a_backup_made_by_a_killed_install_is_not_made_twice(tmp_path: Path) -> None:
+    """SIGKILL right after the backup of the user's grub.conf, before grub.conf's write:
+    the rerun finds that backup and makes no second one (the crash suite, install-grub-legacy
+    SIGINT, seed 3652329330: two identical backups where an uninterrupted run makes one)."""
+    from .harness import run
+    from .scenarios import kbuild_site, prepared
+
+    site = prepared(kbuild_site(tmp_path), "build")
+    user = (site.root / "boot/grub/grub.conf").read_bytes()
+    killed_after(site, r"/boot/grub/grub\.conf\.xenpipe-[^/]*\.bak$")
+    run(site, ["install"])
+    backups = sorted((site.root / "boot/grub").glob("grub.conf.xenpipe-*.bak"))
+    assert [b.read_bytes() for b in backups] == [user]
 
 
 def test_a_file_written_by_a_killed_install_is_recorded_by_the_rerun(tmp_path: Path) -> None:
@@ -145,17 +177,7 @@ def test_a_file_written_by_a_killed_install_is_recorded_by_the_rerun(tmp_path: P
     from .scenarios import kbuild_site, prepared
 
     site = prepared(kbuild_site(tmp_path / "a"), "build")
-    child = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_RENAME, str(REPO),
-                              str(site.config)], stdout=subprocess.PIPE,
-                             env={**os.environ, **site.env})
-    assert child.stdout is not None
-    seen = b""
-    while b"WRITTEN\n" not in seen:
-        chunk = os.read(child.stdout.fileno(), 1 << 16)
-        assert chunk, f"the install ended before writing grub.conf: {seen!r}"
-        seen += chunk
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    killed_after(site, r"/boot/grub/grub\.conf$")
     run(site, ["install"])
     reference_site = prepared(kbuild_site(tmp_path / "b"), "build")
     run(reference_site, ["install"])
