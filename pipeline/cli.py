@@ -27,7 +27,7 @@ from doit.cmdparse import CmdParseError
 from doit.exceptions import InvalidCommand, InvalidTask
 
 from pipeline.errors import format_error
-from pipeline.startup import raise_on_sigterm, signal_name
+from pipeline.startup import STARTUP_INTERRUPTED, raise_on_sigterm, signal_name
 
 raise_on_sigterm()  # doit loads plugins in its main thread
 
@@ -57,6 +57,7 @@ class XenpipeRun(Run):
         except (CmdParseError, InvalidTask) as err:
             return self._fail(self._bad_option(str(err)))
         except KeyboardInterrupt as exc:  # during start-up: inside a task, stage() has it
+            STARTUP_INTERRUPTED.append(signal_name(exc))
             return self._fail(f"interrupted by {signal_name(exc)}")
 
     def _execute(self, outfile: Any, verbosity: Any = None, always: bool = False,

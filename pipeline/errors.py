@@ -73,11 +73,31 @@ class TargetError(XenpipeError):
     """The test box of ``[target]`` is unreachable, refused a step, or did not come back."""
 
 
+_FULL, _READ_ONLY = 28, 30  # ENOSPC, EROFS (errno's values on Linux, spelled once)
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
+
+
+def advice(text: str, path: str | None = None) -> str | None:
+    """What the user does about a failure the system reported (an OSError's strerror or a
+    tool's last line): a full disk or a read-only file system; None for anything else."""
+    where = f" of {path} (df -h {path})" if path else ""
+    if any(w in text for w in _DISK_FULL):
+        return (f"free space on the file system{where} and run the same doit command again "
+                "(what finished is kept)")
+    if "Read-only file system" in text:
+        return (f"remount the file system{where.split(' (')[0]} read-write (or choose another "
+                "root) and run the same doit command again")
+    return None
+
+
 def format_error(exc: BaseException) -> str:
-    """The one line a user sees for a user error (an OSError as ``PATH: strerror``)."""
+    """The one line a user sees for a user error (an OSError as ``PATH: strerror``, with
+    what to do about a full disk or a read-only file system)."""
     text = str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
         text = ": ".join([" -> ".join(paths), exc.strerror] if paths else [exc.strerror])
+        hint = advice(exc.strerror, paths[0] if paths else None)
+        text += f": {hint}" if hint else ""
     text = " ".join(text.split("\n")[0:1]).strip() or exc.__class__.__name__
     return f"xenpipe: error: {text}"

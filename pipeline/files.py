@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                   suffix=".tmp")
+    except OSError as exc:  # the user knows the file, not its temp
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -28,15 +34,43 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def sweep_temps(path: Path) -> None:
+    """Remove the temp files a killed writer of *path* left beside it (named after their
+    process: a live writer keeps its own), so that nothing half-written stays beside it."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^/]+\.tmp")
+    try:
+        entries = os.listdir(path.parent)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        if m is not None and not pid_alive(int(m[1])):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path.parent / entry)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process *pid* exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -204,6 +204,21 @@ class StageRecord:
         self.update(**top)
 
 
+def still_built(ws: Workspace, later: str, artifact: str, sha256: str) -> None:
+    """A stage that ran again and made the same output leaves the stage built from it as it
+    was: *later* (marked ``pending`` when the earlier stage began) is ``pass`` again when
+    its *artifact* was built from these very bytes (doit rightly finds it up to date and
+    does not run it, so nothing else would say so)."""
+    md = load(ws)
+    st = md["stages"].get(later)
+    art = md["artifacts"].get(artifact) or {}
+    if st is not None and st.get("status") == "pending" and art.get("stage") == later \
+            and art.get("sha256") == sha256:
+        st["status"] = "pass"
+        md["status"] = overall(md["stages"])
+        write_json(path(ws), md)
+
+
 def outcome(exc: BaseException) -> tuple[str, str]:
     """The status and one-line error a stage that ended by *exc* records: ``interrupted`` by
     Ctrl-C or SIGTERM, else ``fail`` with the user error's line (an OSError, the system

@@ -2,7 +2,9 @@
 
 Argv lists only (never a shell), a predictable environment (``LC_ALL=C``, ``HGPLAIN=1``),
 output appended to a log file, and each child in its own process group so that an interrupt
-stops make and every compiler it started, not just the top process.
+stops make and every compiler it started, not just the top process. Every child also gets
+SIGTERM from Linux when xenpipe dies, even by SIGKILL (PR_SET_PDEATHSIG, see die_with_parent):
+nothing it started goes on writing into the workspace after it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from pipeline.errors import XenpipeError
+from pipeline.errors import XenpipeError, advice
 
 BASE_ENV = {"LC_ALL": "C", "LANG": "C", "HGPLAIN": "1", "GIT_TERMINAL_PROMPT": "0"}
 
@@ -98,14 +100,12 @@ def run(
     what: str | None = None,
     on_line: Callable[[str], None] | None = None,
     on_tick: Callable[[], None] | None = None,
-    die_with_parent: bool = False,
 ) -> Result:
     """Run *argv*; raise *error* (a one-line user error) when it fails and *check* is set.
 
     With *capture* the output is returned (and also logged); otherwise it goes to *log* only.
     With *on_line* the output is streamed: logged as it comes and handed over line by line,
     with *on_tick* called about every TICK seconds even when the child is silent (progress).
-    With *die_with_parent* the child gets SIGTERM when xenpipe dies, even by SIGKILL.
     *stdin*: a file the child reads (a tar archive for ssh), instead of *input*.
     """
     args = [os.fspath(a) for a in argv]
@@ -120,20 +120,12 @@ def run(
         if logf is not None:
             logf.write(f"$ {render(args)}\n".encode())
             logf.flush()
-        try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=environment(env),
-                stdin=subprocess.PIPE if input is not None else inf or subprocess.DEVNULL,
-                stdout=subprocess.PIPE if capture or streaming or logf is None else logf,
-                stderr=subprocess.STDOUT if capture or streaming or logf is not None
-                else subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_die_with(os.getpid()) if die_with_parent else None,
-            )
-        except FileNotFoundError as exc:
-            raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
+        proc = _popen(
+            args, error, cwd=cwd, env=env,
+            stdin=subprocess.PIPE if input is not None else inf or subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture or streaming or logf is None else logf,
+            stderr=subprocess.STDOUT if capture or streaming or logf is not None
+            else subprocess.PIPE)
         try:
             if on_line is not None:
                 err = b""
@@ -145,6 +137,11 @@ def run(
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc)
             raise error(f"{what or render(args)}: timed out after {timeout:.0f} s") from exc
+        except OSError as exc:
+            _kill_group(proc)
+            if exc.filename is None and log is not None:  # writing the child's output
+                raise OSError(exc.errno, exc.strerror, str(log)) from None
+            raise
         except BaseException:
             _kill_group(proc)
             raise
@@ -160,12 +157,48 @@ def run(
     if check and proc.returncode != 0:
         detail = last_line(text) or last
         where = f" (log: {log})" if log is not None else ""
+        hint = advice(text)
         raise error(
             f"{what or render(args)} failed with exit status {proc.returncode}"
             + (f": {redact(detail)}" if detail else "")
-            + where
+            + where + (f"; {hint}" if hint else "")
         )
     return result
+
+
+def _popen(args: list[str], error: type[XenpipeError], *, cwd: str | os.PathLike[str] | None,
+           env: Mapping[str, str] | None, stdin: object, stdout: object, stderr: object
+           ) -> subprocess.Popen[bytes]:
+    """Start *args* as every child starts: xenpipe's environment, its own session, SIGTERM
+    when xenpipe dies."""
+    try:
+        return subprocess.Popen(args, cwd=cwd, env=environment(env), stdin=stdin,  # type: ignore[arg-type]
+                                stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
+                                start_new_session=True, preexec_fn=die_with_parent())
+    except FileNotFoundError as exc:
+        raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
+
+
+def output(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None,
+           input: str | None = None, error: type[XenpipeError] = XenpipeError
+           ) -> tuple[int, bytes, bytes]:
+    """Run *argv* for its exact output: exit status, stdout and stderr as bytes, apart (a
+    program that prints a banner on stderr and a file's bytes on stdout: debugfs; the blobs
+    of ``git cat-file --batch``)."""
+    args = [os.fspath(a) for a in argv]
+    proc = _popen(args, error, cwd=None, env=None,
+                  stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input=input.encode() if input is not None else None,
+                                    timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(proc)
+        raise error(f"{render(args)}: timed out after {timeout:.0f} s") from exc
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return proc.returncode, out, err
 
 
 @contextmanager
@@ -178,12 +211,8 @@ def reading(argv: Sequence[str | os.PathLike[str]], *, stdin: Path,
     line; if the reader fails, the child's process group is stopped."""
     args = [os.fspath(a) for a in argv]
     with open(stdin, "rb") as inf:
-        try:
-            child = subprocess.Popen(args, stdin=inf, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=environment(),
-                                     start_new_session=True)
-        except FileNotFoundError as exc:
-            raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
+        child = _popen(args, error, cwd=None, env=None, stdin=inf, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
     assert child.stdout is not None and child.stderr is not None
     try:
         yield child.stdout
@@ -256,15 +285,24 @@ def _pump(
     return b"".join(kept), last.strip()
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: ask Linux to SIGTERM the child when *parent* dies (PR_SET_PDEATHSIG).
+_PRCTL: list[Callable[..., int] | None] = []  # libc's prctl, looked up once
 
-    make forwards SIGTERM to the jobs it runs, so a SIGKILLed xenpipe leaves no build behind.
-    Everything is looked up before the fork: a preexec_fn must not import or allocate much.
+
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn (subprocess, pexpect): ask Linux to SIGTERM the child when this process
+    dies (PR_SET_PDEATHSIG), even by SIGKILL.
+
+    make forwards SIGTERM to the jobs it runs, hg rolls its transaction back, git removes its
+    lock and temporary files and its helpers see their pipes close: a killed xenpipe leaves
+    nothing running. Everything is looked up before the fork: a preexec_fn must not import or
+    allocate much.
     """
-    import ctypes
+    if not _PRCTL:
+        import ctypes
 
-    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+        _PRCTL.append(getattr(ctypes.CDLL(None, use_errno=True), "prctl", None))
+    prctl = _PRCTL[0]
+    parent = os.getpid()
     pr_set_pdeathsig = 1
 
     def preexec() -> None:

@@ -9,10 +9,13 @@ interrupt anywhere in the run into xenpipe's one line.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
 from typing import Any
+
+STARTUP_INTERRUPTED: list[str] = []  # the signal that stopped doit loading dodo.py (cli.py)
 
 
 def signal_name(exc: KeyboardInterrupt) -> str:
@@ -25,6 +28,10 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal after the run is over changes nothing (see main)."""
+
+
 def raise_on_sigterm() -> None:
     """SIGTERM stops start-up as Ctrl-C does (tasks.py installs its own, which also records
     it, once the tasks are loaded)."""
@@ -33,15 +40,35 @@ def raise_on_sigterm() -> None:
 
 def main() -> None:
     """``doit ARGS``: doit's own main, with an interrupt at any point one line, exit 1."""
+    code, interrupted = 1, False
     try:
-        raise_on_sigterm()
-        # a launcher may hold the two signals pending until this handler is in place (nothing
-        # can handle them while the interpreter itself starts): take them from here on
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        from doit.doit_cmd import DoitMain
+        try:
+            raise_on_sigterm()
+            # a launcher may hold the two signals pending until this handler is in place
+            # (nothing can handle them while the interpreter itself starts): take them now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            from doit.doit_cmd import DoitMain
 
-        code = DoitMain().run(sys.argv[1:])
-    except KeyboardInterrupt as exc:
-        sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
-        code = 1
+            code = DoitMain().run(sys.argv[1:])
+        except KeyboardInterrupt as exc:
+            code = 1
+            interrupted = True
+            sys.stderr.write(f"xenpipe: error: interrupted by {signal_name(exc)}\n")
+        finally:
+            # the run is over: a signal from here on must not kill the interpreter as it
+            # ends (its finalization puts the default handlers back: a bare exit -15 or -2),
+            # nor raise where nothing catches it (one the C handler took just before the
+            # mask runs its Python handler later: at any bytecode, then a no-op)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _ignore)
+    except KeyboardInterrupt:  # it came as the run ended, before the mask took: the run's
+        pass  # own outcome stands (an uncaught one, with the signal blocked, is exit 130)
+    if interrupted or STARTUP_INTERRUPTED:
+        # interrupted in start-up (here or while doit imported dodo.py, see cli), Python
+        # would still end "by the signal" (exit 130: it remembers a KeyboardInterrupt that
+        # went through its import machinery) although the one line is out: exit 1 now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)

@@ -219,6 +219,7 @@ try:
     WS.dir.mkdir(parents=True, exist_ok=True)
 except OSError as exc:  # what config's check of [workspace] dir cannot foresee (e.g. in /proc)
     raise SystemExit(format_error(exc)) from None
+WS.check_dep_file()  # before doit opens it: a corrupt one is set aside, never trusted
 
 DOIT_CONFIG = {
     "backend": "sqlite3",
@@ -274,7 +275,7 @@ def task_patch() -> Any:
             "uptodate": uptodate(f"patch:{name}", lambda name=name, src=src: {
                 "rev": fetch.resolved(CFG, WS, name),
                 "series": patch.fingerprint(src),
-            }),
+            }, lambda name=name: WS.has_state(Key.patch(name))),
         }
 
 
@@ -295,7 +296,7 @@ def task_config() -> Any:
             "patched": kernel.tree_inputs(
                 WS.state(Key.patch(kcfg.source)).get("files")
                 if CFG.sources[kcfg.source].patches else None),
-        }, lambda: kernel.outputs_present(CFG, WS)),
+        }, lambda: WS.has_state(Key.CONFIG) and kernel.outputs_present(CFG, WS)),
     }
 
 
@@ -333,7 +334,8 @@ def build_tasks() -> Any:
             "actions": [stage(build.build_xen, CFG, WS)],
             "task_dep": ready(CFG.xen.source),
             "uptodate": uptodate("build:xen", lambda: build.fingerprint_xen(CFG, WS),
-                                 lambda: build.xen_outputs_present(CFG, WS)),
+                                 lambda: WS.has_state(Key.build("xen"))
+                                 and build.xen_outputs_present(CFG, WS)),
         }
     if CFG.kernel is not None:
         yield {
@@ -342,7 +344,8 @@ def build_tasks() -> Any:
             "actions": [stage(build.build_kernel, CFG, WS)],
             "task_dep": ["config"],
             "uptodate": uptodate("build:kernel", lambda: build.fingerprint_kernel(CFG, WS),
-                                 lambda: build.kernel_outputs_present(CFG, WS)),
+                                 lambda: WS.has_state(Key.build("kernel"))
+                                 and build.kernel_outputs_present(CFG, WS)),
         }
 
 

@@ -462,16 +462,20 @@ def test_killed_while_writing_leaves_the_old_file(tmp_path: Path, machine: dict[
     install completes."""
     site = site_2009(tmp_path, modules)
     child = subprocess.Popen([sys.executable, "-c", KILLER, str(REPO), str(site.path)],
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, **machine})
+                             stdout=subprocess.PIPE, env={**os.environ, **machine})
     assert child.stdout is not None
+    # read the pipe's bytes as they come (a buffered readline after select would keep
+    # "WRITING" in its buffer when it arrives with the lines before it: under load, often)
+    fd = child.stdout.fileno()
     deadline = time.monotonic() + 120
-    line = ""
-    while "WRITING" not in line:
-        assert child.poll() is None, "the install ended before writing grub.conf"
-        ready, _, _ = select.select([child.stdout], [], [], 1)
+    seen = b""
+    while b"WRITING\n" not in seen:
+        ready, _, _ = select.select([fd], [], [], 1)
         if ready:
-            line = child.stdout.readline()
-        assert time.monotonic() < deadline
+            chunk = os.read(fd, 1 << 16)
+            assert chunk, f"the install ended before writing grub.conf: {seen!r}"
+            seen += chunk
+        assert time.monotonic() < deadline, seen
     child.send_signal(signal.SIGKILL)
     child.wait()
     conf = site.root / "boot/grub/grub.conf"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .support.doit import default_sigint, run_doit, signalled_while_held, write_config
+from .support.doit import held_signals, run_doit, signalled_while_held, write_config
 from .support.tools import REPO, free_port
 from .support.upstreams import make_tarball
 
@@ -139,13 +139,6 @@ def test_an_interrupt_during_start_up_is_one_line(tmp_path: Path, sig: signal.Si
     rc, out, err = signalled_while_held(["fetch", f"config={fifo}"], fifo, sig)
     assert (rc, err.splitlines(), out) == (
         1, [f"xenpipe: error: interrupted by {sig.name}"], ""), err
-
-
-def held_signals() -> None:
-    """A preexec_fn: SIGINT at its default, SIGINT and SIGTERM blocked (pending) until the
-    entry point unblocks them."""
-    default_sigint()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def test_random_interrupts_in_the_first_moments_are_one_line(tmp_path: Path) -> None:

@@ -184,7 +184,8 @@ def run_qemu(argv: Sequence[str], log: Path, steps: Sequence[Sequence[Milestone]
         try:
             child = pexpect.spawn(argv[0], list(argv[1:]), env=proc.environment(),
                                   encoding="utf-8", codec_errors="replace", timeout=timeout,
-                                  maxread=65536, echo=False)
+                                  maxread=65536, echo=False,
+                                  preexec_fn=proc.die_with_parent())
         except pexpect.ExceptionPexpect as exc:
             raise BootError(f"{argv[0]}: cannot start: {exc} (apt-get install "
                             "qemu-system-x86)") from None

@@ -176,7 +176,7 @@ def run_make(rec: metadata.StageRecord, argv: list[str], targets: Sequence[str],
     try:
         res = proc.run(argv, env=env, log=log, check=False, timeout=MAKE_TIMEOUT,
                        error=BuildError, what=what, on_line=prog.feed,
-                       on_tick=prog.tick, die_with_parent=True)
+                       on_tick=prog.tick)
     except BaseException:
         prog.done(False)
         raise
@@ -402,6 +402,7 @@ def configure(cfg: Config, ws: Workspace, src: Path) -> dict[str, Any]:
             rec.set(commands=logged_commands(log, start))
         ws.save_state(Key.CONFIG, record)
         rec.finish("pass", kconfig=record)
+    metadata.still_built(ws, "kernel", f"config-{record['release']}", record["config"]["sha256"])
     return record
 
 

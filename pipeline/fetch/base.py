@@ -10,6 +10,7 @@ than testing the VCS's name.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from pipeline import digest, proc
 from pipeline.config import Config, SourceCfg
-from pipeline.errors import SourceError, XenpipeError
+from pipeline.errors import SourceError, XenpipeError, advice
+from pipeline.files import pid_alive
 from pipeline.workspace import Key, Workspace
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -95,6 +97,17 @@ class Vcs:
 
 
 
+def transfer_failed(exc: SourceError, url: str) -> SourceError:
+    """A clone or pull that failed, with what to do: free space (the disk filled up), or see
+    that the remote answers (not when the VCS itself is missing: that line says what to
+    install); either way the tree under src/ is as it was."""
+    text = str(exc)
+    if advice(text) is None and not isinstance(exc.__cause__, FileNotFoundError):
+        text += (f"; check that {proc.redact(url)} is reachable (server up, repository there) "
+                 "and run `doit fetch` again (src/ keeps what it had)")
+    return SourceError(text)
+
+
 VCS: dict[str, Vcs] = {}  # name -> the one instance of its class (filled by __init_subclass__)
 
 
@@ -147,7 +160,8 @@ def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
     finished tree ever appears at *dest* (a half-checked-out one would look like the user's
     edits to the next fetch). Returns what *settle* returned."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
+    sweep(dest)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-{os.getpid()}-"))
     try:
         tmp.rmdir()
         vcs.clone(url, tmp, log)
@@ -157,6 +171,32 @@ def _clone_into_place(vcs: Vcs, url: str, dest: Path, log: Path,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_LEFT = r"\.(?P<name>.+)\.clone-(?P<pid>\d+)-.*|\.download-(?P<dpid>\d+)-.*"
+
+
+def sweep(dest: Path) -> None:
+    """Remove what a killed fetch left beside *dest*: its unfinished clones and downloads
+    (named after the process that made them, so a fetch running now keeps its own), and the
+    replaced tree a new URL's fetch had not yet removed (``.<name>.old``: never the user's,
+    its edits were refused before it was moved there) or its replacement not yet moved in
+    (``.<name>.new``: the next fetch clones again)."""
+    for left in (".old", ".new"):
+        shutil.rmtree(dest.with_name(f".{dest.name}{left}"), ignore_errors=True)
+    try:
+        entries = list(dest.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # mkdir will say what is wrong
+        return
+    for entry in entries:
+        m = re.fullmatch(_LEFT, entry.name)
+        if m is None or (m["name"] is not None and m["name"] != dest.name):
+            continue
+        if not pid_alive(int(m["pid"] or m["dpid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def owned_changes(ws: Workspace, name: str) -> dict[str, str | None]:
@@ -205,6 +245,7 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
     dest = ws.source_dir(src.name)
     log = ws.log(f"fetch-{src.name}")
     prev = ws.state(Key.fetch(src.name))
+    sweep(dest)
     ours = (dest / vcs.marker).is_dir()
     if dest.exists() and not ours:
         raise SourceError(f"{dest} exists but is not a {src.vcs} tree from xenpipe; move it away")
@@ -249,9 +290,13 @@ def fetch(src: SourceCfg, ws: Workspace, mirror: Path | None = None,
             resolved, pinned = vcs.identify(dest, src.rev)
             if resolved is None:
                 raise _unknown_rev(src)
-        if vcs.current(dest) != resolved:
-            if not force:
+        # a checkout this fetch recorded and did not finish (killed): the tree's changes are
+        # its own (it only starts once the user's edits were refused), so it is done again
+        unfinished = prev.get("checkout") is not None
+        if vcs.current(dest) != resolved or unfinished:
+            if not force and not unfinished:
                 _refuse_edits(src, dest, local_edits(vcs, dest, owned_changes(ws, src.name)))
+            ws.save_state(Key.fetch(src.name), {**prev, "checkout": resolved})
             vcs.checkout(dest, resolved, log)
 
     done = Fetched(src.name, src.vcs, src.url, src.rev, resolved, pinned)
@@ -287,6 +332,7 @@ def in_place(src: SourceCfg, ws: Workspace) -> bool:
     rec = ws.state(Key.fetch(src.name))
     vcs = vcs_for(src.vcs)
     dest = ws.source_dir(src.name)
-    return bool(rec.get("resolved")) and vcs.current(dest) == rec["resolved"] and \
+    return bool(rec.get("resolved")) and "checkout" not in rec and \
+        vcs.current(dest) == rec["resolved"] and \
         rec.get("url") == proc.redact(src.url) and rec.get("rev") == src.rev and \
         rec.get("pinned") is True

@@ -1,46 +1,45 @@
-"""Git's primitive steps, mostly through GitPython (imported on first use); the fetch
-algorithm that uses them is in ``base``."""
+"""Git's primitive steps, through the real ``git`` CLI started by proc.run (its own session,
+gone when xenpipe dies); the fetch algorithm that uses them is in ``base``."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 from pipeline import proc
-from pipeline.errors import SourceError, XenpipeError
-from pipeline.fetch.base import HEX40, Vcs
-
-if TYPE_CHECKING:
-    import git
-
-
-def gitpython() -> ModuleType:
-    """GitPython, imported on first use: the no-op path (`doit fetch` up to date) never pays
-    for it."""
-    import git
-
-    return git
-
+from pipeline.errors import SourceError, XenpipeError, advice
+from pipeline.fetch.base import HEX40, Vcs, transfer_failed
 
 _GIT_NOISE = ("Cloning into", "Please make sure you have the correct access rights",
               "and the repository exists.")
 
 
-def _git_error(exc: git.GitCommandError) -> str:
+def _git_error(text: str) -> str:
     """What git said went wrong, on one line: from its first ``fatal:``/``error:``/``ssh:``
-    line on (GitPython quotes stderr: ``stderr: 'Cloning into ...``, a last line ``'``)."""
-    lines = [ln.strip().removeprefix("stderr: ").strip("'").strip()
-             for ln in str(exc.stderr or exc).splitlines()]
+    line on."""
+    lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith(_GIT_NOISE)]
     first = next((i for i, ln in enumerate(lines) if re.search(r"\b(fatal|error|ssh):", ln)),
                  max(len(lines) - 1, 0))
-    return proc.redact("; ".join(lines[first:]) or str(exc))
+    return proc.redact("; ".join(lines[first:]) or "failed")
+
+
+def git(dest: Path | None, *args: str, log: Path | None = None, what: str | None = None,
+        check: bool = True, env: dict[str, str] | None = None) -> proc.Result:
+    """``git -C DEST ARGS`` through proc.run; a failure with *check* is one SourceError line
+    that starts with *what* (default: the command) and says what git said."""
+    argv = ["git", *(["-C", str(dest)] if dest else []), *args]
+    res = proc.run(argv, capture=True, log=log, check=False, env=env, error=SourceError)
+    if check and res.returncode != 0:
+        hint = advice(res.stdout)
+        raise SourceError(f"{what or proc.render(argv)}: {_git_error(res.stdout)}"
+                          + (f"; {hint}" if hint else ""))
+    return res
+
 
 class Git(Vcs):
-    """Git through GitPython."""
+    """Git through the real ``git`` CLI."""
 
     name = "git"
     marker = ".git"
@@ -49,35 +48,30 @@ class Git(Vcs):
 
     def clone(self, url: str, dest: Path, log: Path) -> None:
         try:
-            gitpython().Repo.clone_from(url, dest, no_checkout=True, env=proc.BASE_ENV)
-        except gitpython().GitCommandError as exc:
-            raise SourceError(f"git clone {proc.redact(url)}: {_git_error(exc)}") from None
+            git(None, "clone", "--no-checkout", "--", url, str(dest), log=log,
+                what=f"git clone {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
 
     def pull(self, dest: Path, url: str, log: Path) -> None:
-        repo = gitpython().Repo(dest)
         try:
-            repo.git.fetch("--tags", "--force", "--prune", url,
-                           "+refs/heads/*:refs/remotes/origin/*", env=proc.BASE_ENV)
-        except gitpython().GitCommandError as exc:
-            raise SourceError(f"git fetch {proc.redact(url)}: {_git_error(exc)}") from None
-        repo.git.remote("set-url", "origin", url)
+            git(dest, "fetch", "--tags", "--force", "--prune", "--", url,
+                "+refs/heads/*:refs/remotes/origin/*", log=log,
+                what=f"git fetch {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
+        git(dest, "remote", "set-url", "origin", url, log=log)
 
     def related(self, dest: Path, url: str, log: Path) -> bool:
         """The new repository's branches and tags share a commit with the checked-out one (a
         fetch of an unrelated repository succeeds in git, and would mix two projects)."""
         self.pull(dest, url, log)
-        repo = gitpython().Repo(dest)
-        heads = repo.git.for_each_ref("--format=%(objectname)", "refs/remotes/origin").split()
-        for head in heads:
-            try:
-                repo.git.merge_base("HEAD", head)
-                return True
-            except gitpython().GitCommandError:
-                continue
-        return False
+        heads = git(dest, "for-each-ref", "--format=%(objectname)",
+                    "refs/remotes/origin").stdout.split()
+        return any(git(dest, "merge-base", "HEAD", head, check=False).returncode == 0
+                   for head in heads)
 
     def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
-        repo = gitpython().Repo(dest)
         rev = rev or "HEAD"
         pinned = [f"refs/tags/{rev}"]
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
@@ -86,15 +80,15 @@ class Git(Vcs):
         if rev == "HEAD":
             floating.insert(0, "refs/remotes/origin/HEAD")
         for cand in pinned + floating:
-            try:
-                sha = repo.git.rev_parse("--verify", "--quiet", f"{cand}^{{commit}}")
-            except gitpython().GitCommandError:
-                continue
-            return sha, cand in pinned
+            res = git(dest, "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}",
+                      check=False)
+            sha = res.stdout.strip()
+            if res.returncode == 0 and HEX40.fullmatch(sha):
+                return sha, cand in pinned
         return None, False
 
     def checkout(self, dest: Path, resolved: str, log: Path) -> None:
-        gitpython().Repo(dest).git.checkout("--force", "--detach", resolved)
+        git(dest, "checkout", "--force", "--detach", resolved, log=log)
 
     def current(self, dest: Path) -> str | None:
         try:
@@ -117,16 +111,33 @@ class Git(Vcs):
         return res.stdout.splitlines() if res.returncode == 0 else []
 
     def cat(self, dest: Path, resolved: str, paths: Iterable[str]) -> dict[str, bytes | None]:
-        tree = gitpython().Repo(dest).commit(resolved).tree
-        result: dict[str, bytes | None] = {}
-        for path in paths:
-            try:
-                blob = tree / path
-            except KeyError:
-                result[path] = None
-                continue
-            result[path] = blob.data_stream.read() if blob.type == "blob" and \
-                blob.mode != 0o120000 else None
+        """One ``git ls-tree`` for the entries, one ``git cat-file --batch`` for their bytes
+        (symlinks, trees and submodules are not files: None)."""
+        paths = sorted(set(paths))
+        result: dict[str, bytes | None] = dict.fromkeys(paths)
+        blobs: dict[str, str] = {}
+        for i in range(0, len(paths), 200):
+            listed = git(dest, "ls-tree", "-z", "--full-tree", resolved, "--",
+                         *paths[i:i + 200]).stdout
+            for entry in listed.split("\0"):
+                meta, _, path = entry.partition("\t")
+                if meta and path in result:
+                    mode, kind, sha = meta.split()
+                    if kind == "blob" and mode != "120000":
+                        blobs[path] = sha
+        if not blobs:
+            return result
+        code, out, err = proc.output(["git", "-C", str(dest), "cat-file", "--batch"],
+                                     input="".join(f"{sha}\n" for sha in blobs.values()),
+                                     error=SourceError)
+        if code != 0:
+            raise SourceError(f"git cat-file in {dest}: {_git_error(err.decode(errors='replace'))}")
+        at = 0
+        for path in blobs:
+            nl = out.index(b"\n", at)
+            size = int(out[at:nl].split()[2])
+            result[path] = out[nl + 1:nl + 1 + size]
+            at = nl + 1 + size + 1
         return result
 
     def revisions_between(self, dest: Path, good: str, bad: str) -> list[str]:

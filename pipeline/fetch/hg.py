@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline import proc
 from pipeline.errors import SourceError, XenpipeError
-from pipeline.fetch.base import HEX40, Vcs
+from pipeline.fetch.base import HEX40, Vcs, transfer_failed
 
 
 class Hg(Vcs):
@@ -27,11 +27,17 @@ class Hg(Vcs):
         return proc.run(argv, capture=True, log=log, check=check, error=error, what=what)
 
     def clone(self, url: str, dest: Path, log: Path) -> None:
-        self._hg(None, "clone", "--noupdate", "--", url, str(dest), log=log,
-                 what=f"hg clone {proc.redact(url)}")
+        try:
+            self._hg(None, "clone", "--noupdate", "--", url, str(dest), log=log,
+                     what=f"hg clone {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
 
     def pull(self, dest: Path, url: str, log: Path) -> None:
-        self._hg(dest, "pull", "--", url, log=log, what=f"hg pull {proc.redact(url)}")
+        try:
+            self._hg(dest, "pull", "--", url, log=log, what=f"hg pull {proc.redact(url)}")
+        except SourceError as exc:
+            raise transfer_failed(exc, url) from None
 
     def identify(self, dest: Path, rev: str | None) -> tuple[str | None, bool]:
         rev = rev or "tip"

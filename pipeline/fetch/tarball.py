@@ -25,7 +25,7 @@ from typing import IO
 from pipeline import proc
 from pipeline.errors import SourceError
 from pipeline.fetch import pack
-from pipeline.fetch.git import Git, gitpython
+from pipeline.fetch.git import Git, git
 
 # The one author, committer and date of every import: the same tarball, the same revision.
 IDENTITY = b"xenpipe <xenpipe@localhost> 0 +0000"
@@ -60,11 +60,11 @@ class Tarball(Git):
         """Import *archive* as one commit (*message*, ``IDENTITY``) of a new repository at
         *dest*, its files written and indexed; one top-level folder is stripped. The caller
         removes *dest* if this fails (``base._clone_into_place``)."""
-        repo = gitpython().Repo.init(dest)
-        with repo.config_writer() as cw:  # later objects (patches) stay cheap to write
-            cw.set_value("core", "looseCompression", "1")
-            cw.set_value("core", "compression", "1")
-        branch = repo.git.symbolic_ref("HEAD")
+        git(dest.parent, "init", "--quiet", str(dest), log=log)
+        # later objects (patches) stay cheap to write
+        git(dest, "config", "core.looseCompression", "1", log=log)
+        git(dest, "config", "core.compression", "1", log=log)
+        branch = git(dest, "symbolic-ref", "HEAD").stdout.strip()
         out = pack.PackWriter(dest / ".git")
         try:
             files, dirs = _read(archive, out, dest)
@@ -86,8 +86,7 @@ class Tarball(Git):
             (dest / ".git").rename(moved / ".git")
             dest.rmdir()
             moved.rename(dest)
-        repo = gitpython().Repo(dest)
-        repo.git.update_ref(branch, commit.hex(), env=proc.BASE_ENV)
+        git(dest, "update-ref", branch, commit.hex(), log=log)
         pack.write_index(dest / ".git", dest, files)
 
     def _obtain(self, url: str, tmpdir: Path) -> Path:

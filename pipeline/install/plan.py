@@ -100,6 +100,10 @@ class Plan:
     summary: list[str] = field(default_factory=list)
     pending: dict[str, bytes] = field(default_factory=dict)
     scheduled: set[str] = field(default_factory=set)
+    # files that already hold what xenpipe would write (sha256): recorded as written, as if
+    # this run had written them (a killed install wrote them and died before recording)
+    settled: dict[str, str] = field(default_factory=dict)
+    settled_runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # likewise, commands
 
     def __post_init__(self) -> None:
         self.real = Path(os.path.realpath(self.root))
@@ -145,7 +149,16 @@ class Plan:
         since xenpipe wrote it."""
         if old is None or (owned and self.record["files"].get(rel) == digest.of_bytes(old)):
             return None
+        if self.backed_up(rel, digest.of_bytes(old)):
+            return None
         return self._backup_name(rel)
+
+    def backed_up(self, rel: str, sha256: str) -> bool:
+        """Whether a backup of *rel* with these very bytes is already there (an install
+        killed after its backup, before its write, made it): one is enough."""
+        p = self.path(rel)
+        return any(digest.of_file(b) == sha256 for b in p.parent.glob(f"{p.name}.xenpipe-*.bak")
+                   if b.is_file() and not b.is_symlink())
 
     def _backup_name(self, rel: str) -> str:
         """``<file>.xenpipe-<UTC time>.bak``, unique."""
@@ -167,9 +180,11 @@ class Plan:
         on_disk = self.path(rel)
         if old == raw and (mode is None or not on_disk.exists()
                            or on_disk.stat().st_mode & 0o7777 == mode):
+            self.settled[rel] = digest.of_bytes(raw)
             return False
         if os.path.isdir(on_disk):
-            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to write a file")
+            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to write a "
+                               "file: move the directory away and run doit install again")
         self.pending[rel] = raw
         self.scheduled.add(rel)
         existing = next((s for s in self.steps if isinstance(s, Write) and s.rel == rel), None)
@@ -185,12 +200,15 @@ class Plan:
         dest = self.path(rel)
         current = file_digest(dest)
         if current == file_digest(src):
+            if current not in (None, "dir"):
+                self.settled[rel] = current
             return False
         if current == "dir":
-            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to copy a file")
+            raise InstallError(f"{self.show(rel)} is a directory; xenpipe wants to copy a "
+                               "file: move the directory away and run doit install again")
         backup = None
         if current is not None and current != self.record["files"].get(rel):
-            backup = self._backup_name(rel)
+            backup = None if self.backed_up(rel, current) else self._backup_name(rel)
         self.scheduled.add(rel)
         self.steps.append(Copy(src, rel, what, mode, current is not None, backup))
         return True
@@ -209,6 +227,12 @@ class Plan:
         self.scheduled.add(rel)
         self.steps.append(Link(rel, target, what, old))
         return True
+
+    def settle_run(self, key: str, inputs: Any, outputs: Sequence[str]) -> None:
+        """A command not needed because its outputs already are what it would make: recorded
+        as run with *inputs* (see settled)."""
+        self.settled_runs[key] = {"inputs": digest.of_json(inputs),
+                                  "outputs": {o: file_digest(self.path(o)) for o in outputs}}
 
     def run(self, argv: Sequence[str | os.PathLike[str]], what: str, *, key: str,
             inputs: Any = None, outputs: Sequence[str] = (), after: Iterable[str] = (),
@@ -230,7 +254,8 @@ class Plan:
         pairs = []
         for b in map(self.rel, backups):  # a file the command rewrites, unless it left it so
             current = file_digest(self.path(b))
-            if current not in (None, "dir") and current != rec.get(b):
+            if current not in (None, "dir") and current != rec.get(b) \
+                    and not self.backed_up(b, current):
                 pairs.append((b, self._backup_name(b)))
         self.scheduled.add(key)
         self.steps.append(Run([os.fspath(a) for a in argv], what, key, digest.of_json(inputs),
@@ -341,6 +366,12 @@ def execute(plan: Plan, ws: Workspace) -> None:
     """Run the plan's steps in order, logging each and recording what was done."""
     log = ws.log(STAGE)
     _log(log, f"install into {plan.root}: {len(plan.steps)} step(s)")
+    unrecorded = {k: v for k, v in plan.settled.items() if plan.record["files"].get(k) != v}
+    runs = {k: v for k, v in plan.settled_runs.items() if plan.record["runs"].get(k) != v}
+    if unrecorded or runs:
+        plan.record["files"].update(unrecorded)
+        plan.record["runs"].update(runs)
+        _save(ws, plan)
     if plan.steps:
         plan.real.mkdir(parents=True, exist_ok=True)
     for n, step in enumerate(plan.steps, 1):

@@ -38,7 +38,8 @@ def spawn(kb: Kbuild, target: str, env: dict[str, str], deadline: float) -> Any:
     try:
         child = pexpect.spawn(argv[0], argv[1:], env=proc.environment(env), encoding="utf-8",
                               codec_errors="replace", dimensions=(ROWS, COLS),
-                              timeout=max(1.0, deadline - time.monotonic()), maxread=65536)
+                              timeout=max(1.0, deadline - time.monotonic()), maxread=65536,
+                              preexec_fn=proc.die_with_parent())
     except pexpect.ExceptionPexpect as exc:
         raise KconfigError(f"make {target}: cannot start: {exc}") from None
     child.delaybeforesend = None

@@ -211,7 +211,7 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path, env: Mapping[str, st
     log = v.ws.log(log_name)
     start = log.stat().st_size if log.is_file() else 0
     # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
-    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False, die_with_parent=True,
+    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False,
                    env={"XENPIPE_NIGHTLY": "1", **(env or {})})
     tasks = doit_tasks(out)
     if res.returncode == 0 or any(t.get("result") == "fail" for t in tasks.values()):

@@ -40,7 +40,8 @@ class Console:
         try:
             self.child = pexpect.spawn(self.argv[0], list(self.argv[1:]), encoding="utf-8",
                                        codec_errors="replace", timeout=None,
-                                       logfile=open(self.log, "a"))  # noqa: SIM115
+                                       logfile=open(self.log, "a"),  # noqa: SIM115
+                                       preexec_fn=proc.die_with_parent())
         except pexpect.ExceptionPexpect as exc:
             raise TargetError(f"[target] console {self.argv[0]}: {exc}") from None
         self.started = time.monotonic()

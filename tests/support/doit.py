@@ -65,6 +65,15 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def held_signals() -> None:
+    """A preexec_fn for the thin entry point (``python -m pipeline``, what the installed
+    ``doit`` runs): SIGINT at its default, SIGINT and SIGTERM blocked (pending) until the
+    entry point unblocks them (a signal inside the interpreter's own start-up, before any
+    program code, ends Python with its Fatal Python error whatever a program does)."""
+    default_sigint()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 @contextlib.contextmanager
 def held_reader(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60) -> Iterator[None]:
     """Wait until *proc* opens *fifo* for reading, then hold its write end open (writing

@@ -14,7 +14,6 @@ built, to compare with the overlay afterwards.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +105,11 @@ def make_image(tree: Path, image: Path, layout: Layout, log: Path,
 
 def read_file(image: Path, layout: Layout, path: str) -> bytes | None:
     """A file of the image's filesystem (debugfs, read-only), or None when it is absent."""
-    res = subprocess.run([need("debugfs", "e2fsprogs"), "-c", "-R", f"cat {path}",
-                          f"{image}?offset={layout.offset}"], capture_output=True,
-                         env=proc.environment())
-    if res.returncode != 0 or b"File not found" in res.stderr:
+    code, out, err = proc.output([need("debugfs", "e2fsprogs"), "-c", "-R", f"cat {path}",
+                                  f"{image}?offset={layout.offset}"])
+    if code != 0 or b"File not found" in err:
         return None
-    return res.stdout
+    return out
 
 
 def overlay(base: Path, dest: Path, log: Path) -> Path:

@@ -183,12 +183,13 @@ class Grub2(Bootloader):
                 previous = shell_assignments(plan.read(rel), "GRUB_DEFAULT") or previous
             if previous not in (None, "", "0", "saved"):
                 want["saved_entry"] = previous
+        sets = [f"{k}={v}" for k, v in want.items()]
         if all(env.get(k) == v for k, v in want.items()):
+            plan.settle_run("grubenv", sets, [env_rel])
             return
         tool = which("grub-editenv")
         if tool is None:
             raise InstallError("grub-editenv not found: install grub-common (GRUB 2's tools)")
-        sets = [f"{k}={v}" for k, v in want.items()]
         plan.run([tool, plan.path(env_rel), "set", *sets],
                  f"bootloader: {' '.join(sets)} in {env_rel}" + (" (boot once)" if once else ""),
                  key="grubenv", inputs=sets, outputs=[env_rel], backups=[env_rel], needed=True)
