@@ -187,6 +187,12 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,
     """SIGINT during the second step: one line, the first step kept; `doit bisect` again
     continues without repeating it and finds the commit."""
     xen_tree(git_upstream)
+    # each build says it started (a file per make) and takes 2 s: a step's child doit is
+    # then surely inside its build when the signal comes, however fast it starts
+    git_upstream.commit("Makefile", "build-xen:\n\ttouch $(BUILD_MARKS)/$$$$\n\tsleep 2\n"
+                        "\t$(MAKE) -C xen\n", "xen: a build that takes a while")
+    marks = tmp_path / "marks"
+    marks.mkdir()
     good = git_upstream.repo.head.commit.hexsha
     revs = history(git_upstream, 8, 3)
     cfg = git_xen_config(tmp_path, git_upstream)
@@ -194,14 +200,15 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,
     argv = [*DOIT, "bisect", "source=xen", f"good={good}", "bad=main", "build=bad",
             f"config={cfg}"]
     env = {k: v for k, v in os.environ.items() if k != "XENPIPE_CONFIG"}
+    env["BUILD_MARKS"] = str(marks)
     child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     second = tmp_path / "ws" / "bisect" / "steps" / "02"
-    while not second.is_dir():  # step 1 saved, step 2 starting
+    # step 1 saved, step 2's build running
+    while not (second.is_dir() and len(list(marks.iterdir())) >= 2):
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the step's child doit (a second's start-up at least)
     os.killpg(child.pid, signal.SIGINT)
     out, err = child.communicate(timeout=60)
     assert child.returncode == 1 and "interrupted by SIGINT" in err, out + err
@@ -209,7 +216,7 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,
     first = json.loads(state.read_text())["steps"]
     assert len(first) == 1 and first[0].get("result") is None
 
-    res = bisect(cfg)
+    res = bisect(cfg, env={"BUILD_MARKS": str(marks)})
     assert "continuing (1 steps done)" in res.stdout
     rep = report(tmp_path / "ws")
     assert rep["steps"][0] == first[0]
