@@ -304,6 +304,71 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
     assert script.count("poweroff") == 1  # the probe's own power-off is gone
 
 
+# A stand-in for xl (there is no Xen here): `create -c` prints a guest's console and then
+# stays attached, as the real console does, until `xl destroy` (or, after $HALT_AFTER polls
+# of 0.1 s, the guest's own halt); the log says which of the two ended the console.
+FAKE_XL = r"""#!/bin/sh
+log="$XL_LOG"
+case "$1" in
+create)
+    echo "Parsing config from $3" >&2
+    [ -n "$XL_FAIL" ] && { echo "libxl: error: $XL_FAIL" >&2; exit 3; }
+    name=$(basename "$3" .cfg)
+    printf 'xenpipe-guest: %s init started\r\n' "$name"
+    printf 'xenpipe-guest: %s done\r\n' "$name"
+    i=0
+    while [ ! -e "$log.destroyed" ] && [ $i -lt "$HALT_AFTER" ]; do sleep 0.1; i=$((i + 1)); done
+    if [ -e "$log.destroyed" ]; then echo "console closed by xl destroy" >>"$log"
+    else echo "console closed by the guest's halt" >>"$log"; fi
+    printf 'reboot: System halted\r\n'
+    exit 0 ;;
+destroy) echo "destroy $2" >>"$log"; touch "$log.destroyed" ;;
+list) exit 1 ;;
+esac
+"""
+
+
+def run_guest_with_fake_xl(tmp_path: Path, **env: str) -> tuple[str, str]:
+    """dom0's run_guest for guest "demo" against :data:`FAKE_XL` in busybox sh: (its output,
+    the fake's log)."""
+    bindir, cfgdir, log = tmp_path / "bin", tmp_path / "cfg", tmp_path / "xl.log"
+    bindir.mkdir()
+    cfgdir.mkdir()
+    (bindir / "xl").write_text(FAKE_XL)
+    (bindir / "xl").chmod(0o755)
+    (cfgdir / "demo.cfg").write_text('extra = "console=hvc0 xenpipe.peer=-"\n')
+    log.write_text("")
+    script = f'peer=fe80::1\n{guest.run_guest(str(cfgdir))}\nrun_guest demo ""\n'
+    res = subprocess.run([str(probe.busybox()), "sh", "-c", script], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL,
+                         env={"PATH": f"{bindir}:{os.environ['PATH']}", "XL_LOG": str(log),
+                              "HALT_AFTER": "150", **env})
+    assert res.returncode == 0, res.stderr
+    assert "xenpipe.peer=fe80::1" in (cfgdir / "demo.cfg").read_text()
+    return res.stdout, log.read_text()
+
+
+def test_dom0_destroys_the_guest_at_its_last_line_instead_of_waiting_for_its_halt(
+        tmp_path: Path) -> None:
+    """The guest boot does not wait on a halted guest: dom0 runs xl destroy as soon as the
+    guest's console says ``done``, and records xl create -c's exit status, which went through
+    the pipe to the console reader."""
+    out, log = run_guest_with_fake_xl(tmp_path)
+    assert log.splitlines() == ["destroy demo", "console closed by xl destroy", "destroy demo"]
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    assert lines[0] == "xenpipe-dom0: guest demo create"
+    assert "xenpipe-guest: demo done" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo exit rc=0 state=-"
+
+
+def test_dom0_records_a_failed_xl_create_through_the_pipe(tmp_path: Path) -> None:
+    out, log = run_guest_with_fake_xl(tmp_path, XL_FAIL="PCI device 0:1:0.0 is not assignable")
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    assert "libxl: error: PCI device 0:1:0.0 is not assignable" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo exit rc=3 state=-"
+    assert "console closed" not in log
+
+
 def test_guest_init_and_initramfs(tmp_path: Path) -> None:
     sh_syntax(guest.GUEST_INIT, tmp_path)
     assert "halt -f" in guest.GUEST_INIT and "poweroff" not in guest.GUEST_INIT

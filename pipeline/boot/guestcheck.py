@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import build, digest, pci, proc
+from pipeline import build, digest, passthrough, pci, proc
 from pipeline.boot import probe, rootfs
 from pipeline.build import modules
 from pipeline.config import Config, GuestCfg, display
@@ -158,6 +158,31 @@ echo "{GUEST} $name done"
 halt -f
 """
 
+# dom0's shell function that runs one guest: its console followed on dom0's until the guest's
+# last line, then ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl
+# create -c's exit status comes through a file, as busybox sh has no PIPESTATUS
+RUN_GUEST = r"""run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
+    sed -i "s/xenpipe\.peer=[^ \"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
+    echo "{dom0} guest $1 ${{2}}create"
+    rm -f "{config_dir}/$1.rc"
+    {{ timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1
+      echo $? >"{config_dir}/$1.rc"; }} | while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case "$line" in *"{guest} $1 done"*) xl destroy "$1" 2>/dev/null ;; esac
+    done
+    rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
+    stty sane 2>/dev/null
+    state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
+    echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
+    xl destroy "$1" 2>/dev/null
+}}"""
+
+
+def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT) -> str:
+    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir*."""
+    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout)
+
+
 _DOM0_TAIL = """
 # xenpipe guest boot: Debian's Xen toolstack, then each guest on the console (twice: the
 # second assignment), then the devices back to dom0, then power off
@@ -181,6 +206,7 @@ peer=-
 for n in /sys/class/net/*; do
     nic=${{n##*/}}
     [ "$nic" = lo ] || [ ! -e "$n/device" ] && continue
+    case " {bdfs} " in *" $(basename "$(readlink -f "$n/device")") "*) continue ;; esac
     nic_up "$nic"
     waitfor has_carrier "$nic" && waitfor has_linklocal "$nic"
     addr=$(linklocal "$nic")
@@ -188,20 +214,11 @@ for n in /sys/class/net/*; do
     echo "{dom0} nic $nic bdf=$(basename "$(readlink -f "$n/device")")\\
  driver=$(driver "$n/device") carrier=$(carrier "$nic") addr=$addr"
 done
-run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
-    sed -i "s/xenpipe\\.peer=[^ \\"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
-    echo "{dom0} guest $1 ${{2}}create"
-    timeout {timeout} xl create -c "{config_dir}/$1.cfg"
-    rc=$?
-    stty sane 2>/dev/null
-    state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
-    echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
-    xl destroy "$1" 2>/dev/null
-}}
+{run_guest}
 if /etc/init.d/xen start; then
     echo "{dom0} xen started"
     xl info
-    xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
+{assign}    xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
     for name in {names}; do
         run_guest "$name" ""
         run_guest "$name" "again "
@@ -316,15 +333,26 @@ def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: s
     )
 
 
-def dom0_init(plans: Sequence[GuestPlan]) -> str:
-    """dom0's /init: the probe's dump (without its power-off), then the toolstack and guests."""
+# [passthrough] mode = "assignable": dom0's drivers keep the devices until the guests need them
+ASSIGN = """    for bdf in {bdfs}; do
+        xl pci-assignable-add "$bdf"
+        echo "{dom0} assignable-add $bdf rc=$?"
+    done
+"""
+
+
+def dom0_init(plans: Sequence[GuestPlan], assign: bool = False) -> str:
+    """dom0's /init: the probe's dump (without its power-off), then the toolstack and guests;
+    *assign*: ``xl pci-assignable-add`` of the guests' devices first (assignable mode; the NICs
+    among them are not dom0's to ping meanwhile)."""
     head, sep, tail = probe.INIT.rpartition("sync\npoweroff -f\n")
     if not sep or tail.strip():
         raise AssertionError("probe.INIT no longer ends with sync and poweroff -f")
     bdfs = dict.fromkeys(str(b) for p in plans for b in p.bdfs)
+    assign_sh = ASSIGN.format(dom0=DOM0, bdfs=" ".join(bdfs)) if assign and bdfs else ""
     return head + _DOM0_TAIL.format(dom0=DOM0, names=" ".join(p.name for p in plans) or "",
                                     bdfs=" ".join(bdfs), funcs=NET_FUNCS,
-                                    timeout=GUEST_TIMEOUT, config_dir=CONFIG_DIR)
+                                    run_guest=run_guest(), assign=assign_sh)
 
 
 # ------------------------------------------------------------------------------ initramfs
@@ -385,7 +413,7 @@ def initramfs(cfg: Config, ws: Workspace, plans: Sequence[GuestPlan], kernel: Pa
     stage = dest.with_name(f"{dest.name}.d")
     rootfs.remove_tree(stage, log)
     try:
-        atomic_write(stage / "init", dom0_init(plans), mode=0o755)
+        atomic_write(stage / "init", dom0_init(plans, not passthrough.hides(cfg)), mode=0o755)
         for p in plans:
             atomic_write(stage / p.path.lstrip("/"), p.config)
         gdir = stage / GUEST_DIR.lstrip("/")
@@ -421,6 +449,6 @@ def identity(cfg: Config) -> dict[str, Any] | None:
             configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns])
         except OSError:
             configs.append([g.name, g.config, list(g.devices), None, None])
-    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}")
+    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}\0{RUN_GUEST}\0{ASSIGN}")
     return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
             "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}

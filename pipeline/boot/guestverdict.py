@@ -21,11 +21,18 @@ from pipeline.boot.milestone import Milestone, Milestones
 
 
 # ----------------------------------------------------------------------------- milestones
-def milestones(plans: Sequence[GuestPlan]) -> Milestones:
-    """The guest part of a boot's milestones, after the probe's and before the power-off."""
+def milestones(plans: Sequence[GuestPlan], assign: bool = False) -> Milestones:
+    """The guest part of a boot's milestones, after the probe's and before the power-off;
+    *assign*: dom0 makes the devices assignable first (``[passthrough] mode = "assignable"``)."""
     steps = [[Milestone("Xen daemons started", re.escape(f"{DOM0} xen started"),
                         "the Xen daemons did not start in dom0",
                         "see /etc/init.d/xen start on the console")]]
+    if assign:
+        steps.append([Milestone(f"{bdf} made assignable",
+                                re.escape(f"{DOM0} assignable-add {bdf} rc="),
+                                f"dom0 did not run xl pci-assignable-add {bdf}",
+                                "see the console")
+                      for bdf in dict.fromkeys(str(b) for p in plans for b in p.bdfs)])
     for p in plans:
         n = p.name
         steps += [
@@ -96,6 +103,7 @@ class Transcript:
     xen_started: bool = False
     xen_rc: int | None = None  # /etc/init.d/xen start's failing status
     assignable: list[str] = field(default_factory=list)
+    assigned: dict[str, int | None] = field(default_factory=dict)  # xl pci-assignable-add's rc
     guests: dict[str, GuestRun] = field(default_factory=dict)
     again: dict[str, GuestRun] = field(default_factory=dict)  # the second assignment
     nics: list[dict[str, str]] = field(default_factory=list)  # dom0's own NICs
@@ -126,6 +134,8 @@ def parse(console: str) -> Transcript:
                 t.xen_rc = _int(fields.get("rc"))
             elif words[:1] == ["assignable"] and len(words) == 2:
                 t.assignable.append(words[1])
+            elif words[:1] == ["assignable-add"] and len(words) >= 2:
+                t.assigned[words[1]] = _int(fields.get("rc"))
             elif words[:1] == ["nic"] and len(words) >= 2:
                 t.nics.append({"nic": words[1], **fields})
             elif words[:1] == ["returned"] and len(words) >= 2:
@@ -302,6 +312,10 @@ def verdict(console: str, plans: Sequence[GuestPlan]) -> Verdict:
     problem = None
     if not t.xen_started and t.xen_rc is not None:
         problem = f"dom0: the Xen daemons did not start (/etc/init.d/xen start: exit {t.xen_rc})"
+    for bdf, rc in t.assigned.items():
+        if rc != 0 and problem is None:
+            problem = (f"dom0: xl pci-assignable-add {bdf} failed (exit {rc}): pciback could "
+                       "not take it from dom0's driver")
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
     views: dict[str, dict[str, Any]] = {}
