@@ -12,6 +12,7 @@ and boot the real chain.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -23,8 +24,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pipeline import boot, config, pci
-from pipeline.boot import guestboot, guestverdict, probe, rootfs
+from pipeline import boot, config, passthrough, pci
+from pipeline.boot import checks, guestboot, guestverdict, probe, rootfs
 from pipeline.boot import guestcheck as guest
 from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.install import guestcfg as guests
@@ -257,6 +258,33 @@ def test_plan_takes_the_pci_list_doit_install_wrote(tmp_path: Path) -> None:
     assert guests.entries(p.config) == list(p.entries)
 
 
+def test_an_hvm_guest_gets_an_hvm_test_config(tmp_path: Path) -> None:
+    """[[guests]] type = "hvm": the boot VM's test guest is an HVM domain (xl's type, Debian's
+    qemu-system-xen as device model, the serial console xl create -c follows, no display),
+    booting the same kernel directly; the PV one keeps hvc0 and type "pv"."""
+    cfg = load(tmp_path, BODY.replace('config = "/etc/xen/demo.cfg"\n',
+                                      'config = "/etc/xen/demo.cfg"\ntype = "hvm"\n'))
+    assert cfg.guests[0].type == "hvm"
+    (p,) = guest.plan(cfg, q35_topology(tmp_path))
+    for line in ('type = "hvm"', 'device_model_version = "qemu-xen"', 'serial = "pty"',
+                 'vga = "none"', "vnc = 0", "sdl = 0",
+                 f'kernel = "{guest.GUEST_DIR}/vmlinuz"',
+                 'extra = "console=ttyS0 xenpipe.name=demo xenpipe.devices=2 xenpipe.peer=-"',
+                 "pci = ['00:03.0', '01:00.0']"):
+        assert line + "\n" in p.config
+    assert 'type = "pv"' not in p.config and "hvc0" not in p.config
+    (pv,) = guest.plan(load(tmp_path), q35_topology(tmp_path))
+    assert 'type = "pv"\n' in pv.config and "device_model" not in pv.config
+    # doit install's new config for it, in each toolstack's words
+    assert 'type = "hvm"\n' in guests.update(None, cfg.guests[0], [E1000], "x")
+    xm = dataclasses.replace(cfg.guests[0], toolstack="xm")
+    assert "builder = 'hvm'\n" in guests.update(None, xm, [E1000], "x")
+    assert "hvm" not in guests.update(None, load(tmp_path).guests[0], [E1000], "x")
+    # the boot fingerprint follows the type
+    fps = [boot.fingerprint(c, Workspace(c.workspace))["guest"] for c in (cfg, load(tmp_path))]
+    assert fps[0] != fps[1]
+
+
 def test_plan_errors_are_one_line(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     path = guest.installed(cfg, cfg.guests[0])
@@ -367,6 +395,73 @@ def test_dom0_records_a_failed_xl_create_through_the_pipe(tmp_path: Path) -> Non
     assert "libxl: error: PCI device 0:1:0.0 is not assignable" in lines
     assert lines[-1] == "xenpipe-dom0: guest demo exit rc=3 state=-"
     assert "console closed" not in log
+
+
+ASSIGNABLE = BODY.replace('devices = ["00:03.0", "{0}"]\n\n[[guests]]'.format(PATH),
+                          'devices = ["00:03.0", "{0}"]\nmode = "assignable"\n\n[[guests]]'
+                          .format(PATH))
+
+
+def test_assignable_mode_dom0_makes_the_devices_assignable_after_the_daemons(
+        tmp_path: Path) -> None:
+    """[passthrough] mode = "assignable": nothing hidden at boot (the dom0 line has no hide=
+    nor guestdev=), dom0's drivers take the NICs, and its /init runs xl pci-assignable-add for
+    each guest device once the daemons run, before the guests; the guests' NICs are not
+    dom0's to ping from."""
+    cfg = load(tmp_path, ASSIGNABLE)
+    assert cfg.passthrough.mode == "assignable"
+    line = passthrough.dom0_cmdline(cfg, "guestdev", None, ("console=hvc0",))
+    assert "hide" not in line and "guestdev" not in line
+    plans = guest.plan(cfg, q35_topology(tmp_path))
+    script = guest.dom0_init(plans, assign=True)
+    sh_syntax(script, tmp_path)
+    order = ['modprobe -q "$m"', 'nic_up "$nic"', "/etc/init.d/xen start",
+             'xl pci-assignable-add "$bdf"', "xl pci-assignable-list", 'run_guest "$name" ""',
+             'xl pci-assignable-remove -r "$bdf"']
+    at = [script.index(s) for s in order]
+    assert at == sorted(at)
+    assert "    for bdf in 0000:00:03.0 0000:01:00.0; do\n        xl pci-assignable-add" in script
+    assert 'case " 0000:00:03.0 0000:01:00.0 " in *" $(basename' in script  # not dom0's NICs
+    assert "pci-assignable-add" not in guest.dom0_init(plans)  # hide mode: pciback has them
+    # the boot's milestones: nothing seized at boot, each device made assignable
+    gb = guestboot.GuestBoot(cfg, Workspace(tmp_path / "ws"), tuple(plans))
+    names = [m.name for step in gb.steps(boot.milestones(())) for m in step]
+    assert "pciback seized 0000:00:03.0" not in names
+    assert names.index("Xen daemons started") < names.index("0000:00:03.0 made assignable") \
+        < names.index("0000:01:00.0 made assignable") < names.index("guest demo started")
+
+
+def test_assignable_mode_verdicts(tmp_path: Path) -> None:
+    """A recorded hide-mode boot with dom0's assignable-add lines added: passes when xl
+    pci-assignable-add succeeded, fails in one line when it did not."""
+    def added(rc: int) -> str:
+        return console("pass.log").replace(
+            "xenpipe-dom0: xen started",
+            "xenpipe-dom0: xen started\r\r\n"
+            "xenpipe-dom0: assignable-add 0000:00:03.0 rc=0\r\r\n"
+            f"xenpipe-dom0: assignable-add 0000:01:00.0 rc={rc}")
+    assert "assignable-add 0000:01:00.0 rc=0" in added(0)
+    assert guestverdict.verdict(added(0), PLANS).problem is None
+    assert guestverdict.verdict(added(1), PLANS).problem == (
+        "dom0: xl pci-assignable-add 0000:01:00.0 failed (exit 1): pciback could not take it "
+        "from dom0's driver")
+
+
+def test_assignable_mode_boot_check_wants_the_devices_left_to_dom0(tmp_path: Path) -> None:
+    """In assignable mode pciback seizing a device at boot is the failure (the recorded hide
+    boot), and a boot where it seized nothing passes the check."""
+    cfg = load(tmp_path, ASSIGNABLE)
+    text = console("pass.log")
+    report = probe.parse(text)
+    topo = pci.scan(probe.record_sysfs(report, tmp_path / "sysfs"))
+    session = boot.Session([], tmp_path / "log", boot.Watch(), text, report, 1.0)
+    assert checks.verify(cfg, session, topo, {}) == (
+        'pciback took 0000:00:03.0 (00:03.0) at boot, but [passthrough] mode = "assignable" '
+        "leaves it to dom0 until xl pci-assignable-add")
+    kept = dataclasses.replace(session, console=text.replace("seizing device", "seen"),
+                               report=dataclasses.replace(report, pciback=()))
+    assert checks.verify(cfg, kept, topo, {}) is None
+    assert checks.verify(load(tmp_path), kept, topo, {}).startswith("pciback did not seize")
 
 
 def test_guest_init_and_initramfs(tmp_path: Path) -> None:

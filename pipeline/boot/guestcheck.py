@@ -306,24 +306,42 @@ def plan(cfg: Config, topo: pci.Topology | None) -> list[GuestPlan]:
                                 "BDF")
             bdfs.append(bdf)
         out.append(GuestPlan(g.name, origin, tuple(entries), tuple(bdfs),
-                             render(g.name, entries, bdfs, origin)))
+                             render(g.name, entries, bdfs, origin, g.type)))
     return out
 
 
-def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: str) -> str:
-    """The xl config of the boot VM's guest *name*: the test guest, with the pci list of
-    *origin* as written there (``guestcfg.render`` keeps each entry's own spelling)."""
+# an HVM guest (``[[guests]] type = "hvm"``): Debian's qemu-system-xen in dom0 is its device
+# model, the same kernel and initramfs boot directly (QEMU's -kernel), its console is the
+# emulated serial port that ``xl create -c`` follows; Xen needs HVM support (SVM or VT-x: under
+# TCG, ``-cpu qemu64,+svm``) and an IOMMU it uses for the devices (docs: hvm-under-tcg)
+HVM = (
+    'type = "hvm"\n'
+    'device_model_version = "qemu-xen"\n'
+    'serial = "pty"\n'
+    'vga = "none"\n'
+    "vnc = 0\n"
+    "sdl = 0\n"
+)
+
+
+def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: str,
+           kind: str = "pv") -> str:
+    """The xl config of the boot VM's guest *name*: the test guest (PV, or HVM for *kind*
+    ``hvm``), with the pci list of *origin* as written there (``guestcfg.render`` keeps each
+    entry's own spelling)."""
+    hvm = kind == "hvm"
     return (
         f"# xenpipe boot check: [[guests]] {name}, started by dom0's /init (xl create -c).\n"
-        f"# pci: from {origin}. The rest is the test guest: a PV guest running the dom0\n"
+        f"# pci: from {origin}. The rest is the test guest: a{'n HVM' if hvm else ' PV'} guest "
+        "running the dom0\n"
         "# kernel with a busybox initramfs that lists its PCI devices, loads their drivers,\n"
         "# pings dom0 from each NIC, then halts.\n"
         f'name = "{name}"\n'
-        'type = "pv"\n'
-        f'kernel = "{GUEST_DIR}/vmlinuz"\n'
+        + (HVM if hvm else 'type = "pv"\n')
+        + f'kernel = "{GUEST_DIR}/vmlinuz"\n'
         f'ramdisk = "{GUEST_DIR}/initrd.gz"\n'
-        f'extra = "console=hvc0 xenpipe.name={name} xenpipe.devices={len(bdfs)} '
-        'xenpipe.peer=-"\n'  # dom0's /init puts its NIC's link-local address there
+        f'extra = "console={"ttyS0" if hvm else "hvc0"} xenpipe.name={name} '
+        f'xenpipe.devices={len(bdfs)} xenpipe.peer=-"\n'  # dom0's /init puts its NIC's address
         f"memory = {GUEST_MEMORY}\n"
         "vcpus = 1\n"
         'on_poweroff = "destroy"\n'
@@ -446,9 +464,10 @@ def identity(cfg: Config) -> dict[str, Any] | None:
     for g in cfg.guests:
         try:
             st = installed(cfg, g).stat()
-            configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns])
+            configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns,
+                            g.type])
         except OSError:
-            configs.append([g.name, g.config, list(g.devices), None, None])
+            configs.append([g.name, g.config, list(g.devices), None, None, g.type])
     scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}\0{RUN_GUEST}\0{ASSIGN}")
     return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
             "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}
