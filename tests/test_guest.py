@@ -397,9 +397,8 @@ def test_dom0_records_a_failed_xl_create_through_the_pipe(tmp_path: Path) -> Non
     assert "console closed" not in log
 
 
-ASSIGNABLE = BODY.replace('devices = ["00:03.0", "{0}"]\n\n[[guests]]'.format(PATH),
-                          'devices = ["00:03.0", "{0}"]\nmode = "assignable"\n\n[[guests]]'
-                          .format(PATH))
+ASSIGNABLE = BODY.replace(f'devices = ["00:03.0", "{PATH}"]\n\n[[guests]]',
+                          f'devices = ["00:03.0", "{PATH}"]\nmode = "assignable"\n\n[[guests]]')
 
 
 def test_assignable_mode_dom0_makes_the_devices_assignable_after_the_daemons(
