@@ -957,13 +957,18 @@ def boot_json(ws: Workspace) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["hide", "assignable"])
 def test_real_guest_sees_the_devices_of_the_config_doit_install_wrote(
-        guest_ws: Workspace, tmp_path: Path) -> None:
+        guest_ws: Workspace, tmp_path: Path, mode: str) -> None:
     """The real chain: doit install writes the guest config for the VM (an e1000 at 00:03.0
     and an e1000e behind a PCIe root port named by its device path), doit boot starts Debian's
     Xen 4.17 with the linux-source-6.1 dom0, xl creates the guest from that config, and the
-    guest lists both devices (renumbered by pciback's virtual bus) with lspci -nn."""
-    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + BODY)
+    guest lists both devices (renumbered by pciback's virtual bus) with lspci -nn, twice, then
+    they go back to dom0. Once per [passthrough] mode: pciback takes them at boot (hide), or
+    dom0's drivers keep them until xl pci-assignable-add (assignable); one boot each, sharing
+    the kernel build and the Debian root."""
+    body = BODY if mode == "hide" else ASSIGNABLE
+    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + body)
     res = run_doit("-s", "install", config=path, env={"XENPIPE_SYSFS": str(vm_sysfs(tmp_path))})
     assert res.returncode == 0, res.stdout + res.stderr
     installed = guest_ws.dir / "root" / "etc" / "xen" / "demo.cfg"
@@ -982,8 +987,18 @@ def test_real_guest_sees_the_devices_of_the_config_doit_install_wrote(
         ("0000:01:00.0", "[8086:10d3] class 020000")}
     marks = {m["name"]: m for m in boot_json(guest_ws)["milestones"]}
     for name in ("Xen daemons started", "guest demo started", "guest demo shut down",
-                 "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0"):
+                 "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0",
+                 "guest demo started again", "guest demo again sees 0000:01:00.0",
+                 "0000:00:03.0 back in dom0",
+                 "0000:01:00.0 back in dom0"):
         assert marks[name]["status"] == "passed", marks[name]
+    seized = "pciback seized 0000:00:03.0"
+    assignable = "0000:00:03.0 made assignable"
+    assert (seized in marks, assignable in marks) == (mode == "hide", mode == "assignable")
+    results = boot_json(guest_ws)
+    assert ("xen-pciback.hide=" in results["dom0_cmdline"]) == (mode == "hide")
+    held = {"hide": {"0000:00:03.0", "0000:01:00.0"}, "assignable": set()}[mode]
+    assert set(results["pciback"]) == held  # what the probe found bound to pciback at boot
     md = (guest_ws.out / "metadata.json").read_text()
     assert '"guests"' in md and "[8086:10d3]" in md
     summary = run_doit("-s", "boot", config=path)  # nothing changed: up to date
