@@ -101,7 +101,7 @@ def boot_once(config: Path) -> dict[str, Any]:
     took, _ = doit(config, "-s", "-a", "boot")
     load1 = os.getloadavg()
     ws = json.loads((config.parent / config.stem / "out" / "boot.json").read_text())
-    marks = {m["name"]: m["seconds"] for m in ws["milestones"] if m.get("status") == "passed"}
+    marks = {m["name"]: m["seconds"] for m in ws["milestones"] if "seconds" in m}
     return {"doit": round(took, 1), "qemu": ws["seconds"], "milestones": marks,
             "load": [round(x, 2) for x in (*load0, *load1)]}
 

@@ -334,7 +334,8 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
 
 # A stand-in for xl (there is no Xen here): `create -c` prints a guest's console and then
 # stays attached, as the real console does, until `xl destroy` (or, after $HALT_AFTER polls
-# of 0.1 s, the guest's own halt); the log says which of the two ended the console.
+# of 0.1 s, the guest's own halt); the log says which of the two ended the console, and which
+# devices `pci-detach` took from the running guest before.
 FAKE_XL = r"""#!/bin/sh
 log="$XL_LOG"
 case "$1" in
@@ -351,6 +352,8 @@ create)
     printf 'reboot: System halted\r\n'
     exit 0 ;;
 destroy) echo "destroy $2" >>"$log"; touch "$log.destroyed" ;;
+pci-list) [ -e "$log.destroyed" ] || printf 'Vdev Device\n00.0 0000:00:03.0\n01.0 0000:01:00.0\n' ;;
+pci-detach) echo "pci-detach $2 $3" >>"$log" ;;
 list) exit 1 ;;
 esac
 """
@@ -378,14 +381,18 @@ def run_guest_with_fake_xl(tmp_path: Path, **env: str) -> tuple[str, str]:
 
 def test_dom0_destroys_the_guest_at_its_last_line_instead_of_waiting_for_its_halt(
         tmp_path: Path) -> None:
-    """The guest boot does not wait on a halted guest: dom0 runs xl destroy as soon as the
-    guest's console says ``done``, and records xl create -c's exit status, which went through
-    the pipe to the console reader."""
+    """The guest boot does not wait on a halted guest: as soon as the guest's console says
+    ``done`` dom0 detaches its devices from the running guest (libxl waits 10 s per device
+    for a halted one's pcifront) and destroys it, and records xl create -c's exit status,
+    which went through the pipe to the console reader."""
     out, log = run_guest_with_fake_xl(tmp_path)
-    assert log.splitlines() == ["destroy demo", "console closed by xl destroy", "destroy demo"]
+    assert log.splitlines() == [
+        "pci-detach demo 0000:00:03.0", "pci-detach demo 0000:01:00.0", "destroy demo",
+        "console closed by xl destroy", "destroy demo"]
     lines = [ln.rstrip("\r") for ln in out.splitlines()]
     assert lines[0] == "xenpipe-dom0: guest demo create"
     assert "xenpipe-guest: demo done" in lines
+    assert "xenpipe-dom0: guest demo detached 0000:01:00.0 rc=0" in lines
     assert lines[-1] == "xenpipe-dom0: guest demo exit rc=0 state=-"
 
 
@@ -466,6 +473,9 @@ def test_assignable_mode_boot_check_wants_the_devices_left_to_dom0(tmp_path: Pat
 def test_guest_init_and_initramfs(tmp_path: Path) -> None:
     sh_syntax(guest.GUEST_INIT, tmp_path)
     assert "halt -f" in guest.GUEST_INIT and "poweroff" not in guest.GUEST_INIT
+    # after its last line the guest waits for dom0 to take its devices, then halts
+    tail = guest.GUEST_INIT.split(f'echo "{guest.GUEST} $name done"', 1)[1]
+    assert tail.index("waitfor gone") < tail.index("halt -f")
     tools = tmp_path / "tools.cpio.gz"
     tools.write_bytes(gzip.compress(b"second archive"))
     data = guest.guest_initramfs(tools)

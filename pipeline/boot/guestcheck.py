@@ -155,20 +155,33 @@ for d in /sys/bus/pci/devices/*; do
     echo "{GUEST} $name irqs $nic $(irqs "$nic")"
 done
 echo "{GUEST} $name done"
+# dom0 now detaches the devices (pcifront takes them away) and destroys this guest; should it
+# not, halt once they are gone, or after waitfor's 10 s
+gone() {{ set -- /sys/bus/pci/devices/*; [ ! -e "$1" ]; }}
+waitfor gone
 halt -f
 """
 
 # dom0's shell function that runs one guest: its console followed on dom0's until the guest's
-# last line, then ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl
-# create -c's exit status comes through a file, as busybox sh has no PIPESTATUS
-RUN_GUEST = r"""run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
+# last line, then its devices detached (``xl pci-detach`` while the guest runs: libxl's removal
+# from a halted or paused PV guest waits 10 s per device for a pcifront that cannot answer)
+# and ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl create -c's exit
+# status comes through a file, as busybox sh has no PIPESTATUS
+RUN_GUEST = r"""release() {{  # guest $1: its devices detached while pcifront answers, then destroyed
+    for bdf in $(xl pci-list "$1" 2>/dev/null | awk 'NR > 1 {{print $2}}'); do
+        xl pci-detach "$1" "$bdf"
+        echo "{dom0} guest $1 detached $bdf rc=$?"
+    done
+    xl destroy "$1" 2>/dev/null
+}}
+run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
     sed -i "s/xenpipe\.peer=[^ \"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
     echo "{dom0} guest $1 ${{2}}create"
     rm -f "{config_dir}/$1.rc"
     {{ timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1
       echo $? >"{config_dir}/$1.rc"; }} | while IFS= read -r line; do
         printf '%s\n' "$line"
-        case "$line" in *"{guest} $1 done"*) xl destroy "$1" 2>/dev/null ;; esac
+        case "$line" in *"{guest} $1 done"*) release "$1" ;; esac
     done
     rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
     stty sane 2>/dev/null
