@@ -167,7 +167,7 @@ halt -f
 # from a halted or paused PV guest waits 10 s per device for a pcifront that cannot answer)
 # and ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl create -c's exit
 # status comes through a file, as busybox sh has no PIPESTATUS
-RUN_GUEST = r"""release() {{  # guest $1: its devices detached while pcifront answers, then destroyed
+RUN_GUEST = r"""release() {{  # guest $1: devices detached while pcifront answers, then destroyed
     for bdf in $(xl pci-list "$1" 2>/dev/null | awk 'NR > 1 {{print $2}}'); do
         xl pci-detach "$1" "$bdf"
         echo "{dom0} guest $1 detached $bdf rc=$?"
