@@ -18,7 +18,7 @@ pcifront's devices, prints each one's vendor, device and class from sysfs, runs 
 ``lspci -nn``, loads the kernel's modules, prints each device's driver and interrupt mode,
 pings dom0's NIC over IPv6 link-local from each of its NICs (``[boot] devices`` with
 ``netdev=`` share QEMU's internal hub: see ``qemu.hubports``; dom0 passes its NIC's address as
-``xenpipe.peer=``), and halts (``halt``: a guest's "Power down" line would look like dom0's). Its
+``xenpipe.peer=``), then idles: dom0 detaches its devices while it runs and destroys it. Its
 xl config is rendered for the boot VM from the guest config ``doit install`` wrote into
 ``install.root`` (its ``pci = [...]`` list as written there), or, when there is none, from the
 one ``doit install`` would write (``pipeline.install.guestcfg``). pciback's virtual PCI bus
@@ -92,7 +92,7 @@ irqs() {  # the interrupts NIC $1 took: the /proc/interrupts lines named after i
 GUEST_INIT = f"""#!/bin/busybox sh
 # xenpipe guest: list the PCI devices pcifront gives this PV guest, load the kernel's modules
 # (the NIC drivers), show each device's driver and interrupt mode, ping dom0 from each NIC,
-# then halt
+# then idle until dom0 destroys it
 /bin/busybox mkdir -p /proc /sys /dev /bin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
@@ -155,11 +155,10 @@ for d in /sys/bus/pci/devices/*; do
     echo "{GUEST} $name irqs $nic $(irqs "$nic")"
 done
 echo "{GUEST} $name done"
-# dom0 now detaches the devices (pcifront takes them away) and destroys this guest; should it
-# not, halt once they are gone, or after waitfor's 10 s
-gone() {{ set -- /sys/bus/pci/devices/*; [ ! -e "$1" ]; }}
-waitfor gone
-halt -f
+# dom0 now detaches the devices (pcifront must answer each: a guest that halts meanwhile
+# leaves pciback reconfiguring, and libxl waits 10 s for it) and always destroys this guest:
+# idle until then
+while :; do sleep 3600; done
 """
 
 # dom0's shell function that runs one guest: its console followed on dom0's until the guest's
@@ -348,7 +347,7 @@ def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: s
         f"# pci: from {origin}. The rest is the test guest: a{'n HVM' if hvm else ' PV'} guest "
         "running the dom0\n"
         "# kernel with a busybox initramfs that lists its PCI devices, loads their drivers,\n"
-        "# pings dom0 from each NIC, then halts.\n"
+        "# pings dom0 from each NIC, then waits for dom0 to destroy it.\n"
         f'name = "{name}"\n'
         + (HVM if hvm else 'type = "pv"\n')
         + f'kernel = "{GUEST_DIR}/vmlinuz"\n'
