@@ -68,14 +68,15 @@ def workspace(root: Path, shared: Workspace, name: str) -> Workspace:
     return ws
 
 
-def doit(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+def doit(config: Path, *args: str, env: dict[str, str] | None = None,
+         check: bool = True) -> tuple[float, str, int]:
     start = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "doit", *args, f"config={config}"], cwd=REPO,
                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     took = time.monotonic() - start
-    if res.returncode != 0:
+    if check and res.returncode != 0:
         sys.exit(f"doit {' '.join(args)} ({config}) failed:\n{res.stdout}{res.stderr}")
-    return took, res.stdout
+    return took, res.stdout + res.stderr, res.returncode
 
 
 def prepare(root: Path, shared: Workspace, kind: str, variant: str) -> Path:
@@ -92,18 +93,19 @@ def prepare(root: Path, shared: Workspace, kind: str, variant: str) -> Path:
     config.write_text(text)
     sysfs = probe.record_sysfs(probe.parse(RECORDED_SYSFS.read_text(errors="replace")),
                                root / f"{name}.sysfs")
-    doit(config, "-s", "install", env={"XENPIPE_SYSFS": str(sysfs)})
+    doit(config, "-s", "install", env={"XENPIPE_SYSFS": str(sysfs)})  # exits if it fails
     return config
 
 
 def boot_once(config: Path) -> dict[str, Any]:
     load0 = os.getloadavg()
-    took, _ = doit(config, "-s", "-a", "boot")
+    took, out, rc = doit(config, "-s", "-a", "boot", check=False)
     load1 = os.getloadavg()
     ws = json.loads((config.parent / config.stem / "out" / "boot.json").read_text())
-    marks = {m["name"]: m["seconds"] for m in ws["milestones"] if "seconds" in m}
-    return {"doit": round(took, 1), "qemu": ws["seconds"], "milestones": marks,
-            "load": [round(x, 2) for x in (*load0, *load1)]}
+    marks = {m["name"]: m["seconds"] for m in ws.get("milestones", []) if "seconds" in m}
+    failed = out.strip().splitlines()[-1] if rc else None  # a failed boot is a row, not the end
+    return {"doit": round(took, 1), "qemu": ws.get("seconds"), "milestones": marks,
+            "load": [round(x, 2) for x in (*load0, *load1)], "failed": failed}
 
 
 def main() -> None:
@@ -127,8 +129,9 @@ def main() -> None:
         for k, v in order if r % 2 == 0 else order[::-1]:
             res = boot_once(configs[(k, v)])
             runs[f"{k} {v}"].append(res)
-            print(f"round {r + 1}: {k} {v}: QEMU {res['qemu']:.1f} s (doit {res['doit']} s), "
-                  f"load {res['load'][0]:.1f} -> {res['load'][3]:.1f}", flush=True)
+            print(f"round {r + 1}: {k} {v}: QEMU {res['qemu']} s (doit {res['doit']} s), "
+                  f"load {res['load'][0]:.1f} -> {res['load'][3]:.1f}"
+                  + (f"; FAILED: {res['failed']}" if res["failed"] else ""), flush=True)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -141,17 +144,21 @@ def main() -> None:
     for name in (*SHOWN, "QEMU exit"):
         cells = []
         for c in cols:
-            vals = [r["qemu"] if name == "QEMU exit" else r["milestones"].get(name)
-                    for r in runs[c]]
+            vals = [r["qemu"] if name == "QEMU exit" and not r["failed"]
+                    else r["milestones"].get(name) for r in runs[c]]
             vals = [x for x in vals if x is not None]
             cells.append(f"{statistics.median(vals):.1f}" if vals else "")
         if any(cells):
             print(f"| {name} | " + " | ".join(cells) + " |")
+    for c in cols:
+        for r in runs[c]:
+            if r["failed"]:
+                print(f"{c}: failed: {r['failed']}")
     loads = [r["load"][0] for c in cols for r in runs[c]]
     print(f"| load average (1 min) before the boots | {min(loads):.1f} to {max(loads):.1f} |")
     for v in variants:
         d, g = runs.get(f"dom0 {v}"), runs.get(f"guest {v}")
-        if d and g:
+        if d and g and not any(r["failed"] for r in (*d, *g)):
             ratio = statistics.median(r["qemu"] for r in g) / statistics.median(
                 r["qemu"] for r in d)
             print(f"{v}: guest boot / dom0-only boot = {ratio:.2f}x")
