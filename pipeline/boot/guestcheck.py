@@ -166,10 +166,10 @@ while :; do sleep 3600; done
 # from a halted or paused PV guest waits 10 s per device for a pcifront that cannot answer)
 # and ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl create -c's exit
 # status comes through a file, as busybox sh has no PIPESTATUS
-RUN_GUEST = r"""release() {{  # guest $1: devices detached while pcifront answers, then destroyed
+RUN_GUEST = r"""release() {{  # guest $1 (run $2): devices detached while pcifront answers
     for bdf in $(xl pci-list "$1" 2>/dev/null | awk 'NR > 1 {{print $2}}'); do
         xl pci-detach "$1" "$bdf"
-        echo "{dom0} guest $1 detached $bdf rc=$?"
+        echo "{dom0} guest $1 ${{2}}detached $bdf rc=$?"
     done
     xl destroy "$1" 2>/dev/null
 }}
@@ -180,7 +180,7 @@ run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignmen
     {{ timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1
       echo $? >"{config_dir}/$1.rc"; }} | while IFS= read -r line; do
         printf '%s\n' "$line"
-        case "$line" in *"{guest} $1 done"*) release "$1" ;; esac
+        case "$line" in *"{guest} $1 done"*) release "$1" "$2" ;; esac
     done
     rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
     stty sane 2>/dev/null

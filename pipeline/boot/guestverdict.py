@@ -92,6 +92,7 @@ class GuestRun:
     lspci: list[str] = field(default_factory=list)
     use: Use = field(default_factory=Use)  # drivers, interrupt modes, pings
     errors: list[str] = field(default_factory=list)  # xl/libxl error lines
+    detached: dict[str, int | None] = field(default_factory=dict)  # xl pci-detach's rc per BDF
     panic: str | None = None
     last: str = ""  # the guest's last console line
 
@@ -150,6 +151,8 @@ def parse(console: str) -> Transcript:
                 elif event == "exit":
                     run.rc, run.state = _int(fields.get("rc")), fields.get("state")
                     current = None
+                elif event == "detached" and len(words) >= (5 if again else 4):
+                    run.detached[words[4 if again else 3]] = _int(fields.get("rc"))
             elif words[:1] == ["done"]:
                 t.done = True
             continue
@@ -287,6 +290,9 @@ def _judge_run(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenD
                      else (None, []))
         why = why or use
         mine += warn
+        if run.detached.get(str(bdf), 0) != 0:  # xl destroy took it all the same
+            mine.append(f"guest {label}: xl pci-detach {bdf} from the running guest failed "
+                        f"(exit {run.detached[str(bdf)]}); xl destroy released it")
         records.append({
             "name": f"guest {label} sees {bdf}",
             "status": "passed" if match is not None and run.done else "missed",
@@ -297,7 +303,7 @@ def _judge_run(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenD
                             "detail": use or device_line(label, dev).split(": ", 2)[-1]})
     view = {"verdict": "pass" if run.done and why is None else "fail", "reason": why,
             "devices": seen, "lspci": run.lspci, "xl_rc": run.rc, "state": run.state,
-            "modules": run.use.modules, "warnings": mine}
+            "modules": run.use.modules, "detached": run.detached, "warnings": mine}
     warnings += mine
     return why, view
 
