@@ -359,17 +359,17 @@ esac
 """
 
 
-def run_guest_with_fake_xl(tmp_path: Path, **env: str) -> tuple[str, str]:
+def run_guest_with_fake_xl(tmp_path: Path, again: str = "", **env: str) -> tuple[str, str]:
     """dom0's run_guest for guest "demo" against :data:`FAKE_XL` in busybox sh: (its output,
     the fake's log)."""
     bindir, cfgdir, log = tmp_path / "bin", tmp_path / "cfg", tmp_path / "xl.log"
-    bindir.mkdir()
+    bindir.mkdir(parents=True)
     cfgdir.mkdir()
     (bindir / "xl").write_text(FAKE_XL)
     (bindir / "xl").chmod(0o755)
     (cfgdir / "demo.cfg").write_text('extra = "console=hvc0 xenpipe.peer=-"\n')
     log.write_text("")
-    script = f'peer=fe80::1\n{guest.run_guest(str(cfgdir))}\nrun_guest demo ""\n'
+    script = f'peer=fe80::1\n{guest.run_guest(str(cfgdir))}\nrun_guest demo "{again}"\n'
     res = subprocess.run([str(probe.busybox()), "sh", "-c", script], capture_output=True,
                          text=True, timeout=60, stdin=subprocess.DEVNULL,
                          env={"PATH": f"{bindir}:{os.environ['PATH']}", "XL_LOG": str(log),
@@ -394,6 +394,10 @@ def test_dom0_destroys_the_guest_at_its_last_line_instead_of_waiting_for_its_hal
     assert "xenpipe-guest: demo done" in lines
     assert "xenpipe-dom0: guest demo detached 0000:01:00.0 rc=0" in lines
     assert lines[-1] == "xenpipe-dom0: guest demo exit rc=0 state=-"
+    again, _ = run_guest_with_fake_xl(tmp_path / "again", again="again ")
+    lines = [ln.rstrip("\r") for ln in again.splitlines()]
+    assert "xenpipe-dom0: guest demo again detached 0000:00:03.0 rc=0" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo again exit rc=0 state=-"
 
 
 def test_dom0_records_a_failed_xl_create_through_the_pipe(tmp_path: Path) -> None:
