@@ -177,8 +177,12 @@ run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignmen
     sed -i "s/xenpipe\.peer=[^ \"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
     echo "{dom0} guest $1 ${{2}}create"
     rm -f "{config_dir}/$1.rc"
-    {{ timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1
-      echo $? >"{config_dir}/$1.rc"; }} | while IFS= read -r line; do
+    # xl's creating child shares the pipe: a creation that hangs past the timeout keeps it open,
+    # so the domain is destroyed then, and the reader gives up after longer without a line;
+    # timeout runs in a subshell of its own (busybox's applet may exec the command in place)
+    {{ (timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1)
+      echo $? >"{config_dir}/$1.rc"
+      xl destroy "$1" >/dev/null 2>&1; }} | while IFS= read -r -t {read_timeout} line; do
         printf '%s\n' "$line"
         case "$line" in *"{guest} $1 done"*) release "$1" "$2" ;; esac
     done
@@ -192,7 +196,8 @@ run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignmen
 
 def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT) -> str:
     """dom0's ``run_guest`` shell function, with the guest configs in *config_dir*."""
-    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout)
+    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout,
+                            read_timeout=timeout + 10)
 
 
 _DOM0_TAIL = """
