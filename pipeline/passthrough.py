@@ -85,16 +85,24 @@ def fold(user: Sequence[str], params: Sequence[str]) -> tuple[list[str], list[st
     return kept, merged
 
 
+def hides(cfg: Config) -> bool:
+    """Whether dom0 hands ``[passthrough] devices`` to pciback at boot (``mode = "hide"``);
+    ``"assignable"``: dom0 keeps them until ``xl pci-assignable-add`` before a guest starts."""
+    return cfg.passthrough.mode == "hide"
+
+
 def dom0_cmdline(cfg: Config, flavour: str, topo: pci.Topology | None,
                  extra: Sequence[str] = (), passthrough: bool = True) -> str:
     """The dom0 kernel options: *extra*, ``[install] dom0_cmdline``, then (unless not
-    *passthrough*) the options that hand ``[passthrough] devices`` to pciback, device paths
+    *passthrough*) the options that hand ``[passthrough] devices`` to pciback (only their
+    realignment in assignable mode: :func:`hides`), device paths
     resolved through *topo* (the machine's PCI topology) unless the kernel takes ``guestdev=``;
     a ``guestdev=`` or hide option in ``dom0_cmdline`` is merged into ours (see fold).
     Raises DeviceError when *topo* is needed and None. GRUB 2 needs the result quoted
     (``pci=resource_alignment=`` holds ';')."""
     params = (pci.dom0_params(flavour, cfg.passthrough.devices, cfg.passthrough.reassign, topo,
-                              base(cfg) if flavour == "guestdev" else "mainline")
+                              base(cfg) if flavour == "guestdev" else "mainline",
+                              hide=hides(cfg))
               if passthrough else [])
     user, params = fold(cfg.install.dom0_cmdline.split(), params)
     return _join(extra, " ".join(user), params)

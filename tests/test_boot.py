@@ -114,12 +114,25 @@ def test_qemu_argv_passes_dom0_and_probe_as_modules(tmp_path):
     assert opt["-initrd"] == "/o/vmlinuz-6.1,,x console=hvc0 guestdev=A,,B,/b/p,,i.gz"
     assert re.split(r"(?<!,),(?!,)", opt["-initrd"]) == [
         "/o/vmlinuz-6.1,,x console=hvc0 guestdev=A,,B", "/b/p,,i.gz"]
-    assert opt["-machine"] == "q35" and opt["-cpu"] == "qemu64" and opt["-accel"] == "tcg"
+    assert opt["-machine"] == "q35" and opt["-cpu"] == "qemu64"
+    assert opt["-accel"] == "tcg,thread=multi" and opt["-smp"] == str(cfg.boot.cpus)
     assert opt["-m"] == "2048"
     assert {"-nographic", "-no-reboot", "-nodefaults"} <= set(argv)
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-device"] == list(cfg.boot.devices)
     kvm = boot.qemu_argv(cfg, imgs, "x", "y", kvm=True)
     assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-cpu") + 1] == "qemu64"
+
+
+def test_boot_cpus_and_tcg_threads_reach_qemu(tmp_path):
+    """[boot] cpus is QEMU's -smp; tcg = "single" runs all vCPUs on one host thread (what
+    bench/boot.py compares with one thread per vCPU); KVM takes no TCG option."""
+    cfg = demo_cfg(tmp_path, DEMO_BODY.replace("[boot]\n", '[boot]\ncpus = 2\ntcg = "single"\n'))
+    imgs = boot.Images(Path("/x/xen"), Path("/o/vmlinuz"), Path("/b/p.gz"))
+    argv = boot.qemu_argv(cfg, imgs, "x", "y", kvm=False)
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    kvm = boot.qemu_argv(cfg, imgs, "x", "y", kvm=True)
+    assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-smp") + 1] == "2"
 
 
 def test_kvm_only_with_a_usable_device_and_vmx_or_svm(tmp_path):

@@ -151,6 +151,12 @@ def test_tarball_has_no_rev(tmp_path: Path) -> None:
      "[kernel] fragments: configs/kernel is a directory, not a file"),
     (GOOD.replace('rev = "v6.1"', 'patches = "README.md"'), "patches",
      "[sources.linux] patches: README.md is not a directory"),
+    ('[passthrough]\ndevices = ["00:19.0"]\nmode = "hidden"\n', "mode",
+     '[passthrough] mode: expected "hide" or "assignable", got "hidden"'),
+    (GOOD + '[[guests]]\nname = "a"\nconfig = "/etc/xen/a"\ntype = "pvh"\n', "type",
+     '[[guests]] type: expected "pv" or "hvm", got "pvh"'),
+    ('[boot]\ntimeout = 60\ncpus = 0\n', "cpus", "[boot] cpus: expected 1 or more, got 0"),
+    ('[boot]\ntcg = "many"\n', "tcg", '[boot] tcg: expected "multi" or "single", got "many"'),
 ])
 def test_error_names_the_line_it_is_about(tmp_path: Path, body: str, at: str, says: str) -> None:
     path = write_config(tmp_path, body)

@@ -12,6 +12,7 @@ and boot the real chain.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -23,8 +24,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pipeline import boot, config, pci
-from pipeline.boot import guestboot, guestverdict, probe, rootfs
+from pipeline import boot, config, passthrough, pci
+from pipeline.boot import checks, guestboot, guestverdict, probe, rootfs
 from pipeline.boot import guestcheck as guest
 from pipeline.errors import BootError, DeviceError, InstallError
 from pipeline.install import guestcfg as guests
@@ -257,6 +258,33 @@ def test_plan_takes_the_pci_list_doit_install_wrote(tmp_path: Path) -> None:
     assert guests.entries(p.config) == list(p.entries)
 
 
+def test_an_hvm_guest_gets_an_hvm_test_config(tmp_path: Path) -> None:
+    """[[guests]] type = "hvm": the boot VM's test guest is an HVM domain (xl's type, Debian's
+    qemu-system-xen as device model, the serial console xl create -c follows, no display),
+    booting the same kernel directly; the PV one keeps hvc0 and type "pv"."""
+    cfg = load(tmp_path, BODY.replace('config = "/etc/xen/demo.cfg"\n',
+                                      'config = "/etc/xen/demo.cfg"\ntype = "hvm"\n'))
+    assert cfg.guests[0].type == "hvm"
+    (p,) = guest.plan(cfg, q35_topology(tmp_path))
+    for line in ('type = "hvm"', 'device_model_version = "qemu-xen"', 'serial = "pty"',
+                 'vga = "none"', "vnc = 0", "sdl = 0",
+                 f'kernel = "{guest.GUEST_DIR}/vmlinuz"',
+                 'extra = "console=ttyS0 xenpipe.name=demo xenpipe.devices=2 xenpipe.peer=-"',
+                 "pci = ['00:03.0', '01:00.0']"):
+        assert line + "\n" in p.config
+    assert 'type = "pv"' not in p.config and "hvc0" not in p.config
+    (pv,) = guest.plan(load(tmp_path), q35_topology(tmp_path))
+    assert 'type = "pv"\n' in pv.config and "device_model" not in pv.config
+    # doit install's new config for it, in each toolstack's words
+    assert 'type = "hvm"\n' in guests.update(None, cfg.guests[0], [E1000], "x")
+    xm = dataclasses.replace(cfg.guests[0], toolstack="xm")
+    assert "builder = 'hvm'\n" in guests.update(None, xm, [E1000], "x")
+    assert "hvm" not in guests.update(None, load(tmp_path).guests[0], [E1000], "x")
+    # the boot fingerprint follows the type
+    fps = [boot.fingerprint(c, Workspace(c.workspace))["guest"] for c in (cfg, load(tmp_path))]
+    assert fps[0] != fps[1]
+
+
 def test_plan_errors_are_one_line(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     path = guest.installed(cfg, cfg.guests[0])
@@ -304,9 +332,199 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
     assert script.count("poweroff") == 1  # the probe's own power-off is gone
 
 
+# A stand-in for xl (there is no Xen here): `create -c` prints a guest's console and then
+# stays attached, as the real console does, until `xl destroy` (or, after $HALT_AFTER polls
+# of 0.1 s, the guest's own halt); the log says which of the two ended the console, and which
+# devices `pci-detach` took from the running guest before.
+FAKE_XL = r"""#!/bin/sh
+log="$XL_LOG"
+case "$1" in
+create)
+    echo "Parsing config from $3" >&2
+    [ -n "$XL_FAIL" ] && { echo "libxl: error: $XL_FAIL" >&2; exit 3; }
+    name=$(basename "$3" .cfg)
+    if [ -n "$XL_HANG" ]; then  # the creating child hangs, holding stdout, until destroyed
+        ( while [ ! -e "$log.destroyed" ]; do sleep 0.1; done ) &
+        exec sleep 30
+    fi
+    printf 'xenpipe-guest: %s init started\r\n' "$name"
+    printf 'xenpipe-guest: %s done\r\n' "$name"
+    i=0
+    while [ ! -e "$log.destroyed" ] && [ $i -lt "$HALT_AFTER" ]; do sleep 0.1; i=$((i + 1)); done
+    if [ -e "$log.destroyed" ]; then echo "console closed by xl destroy" >>"$log"
+    else echo "console closed by the guest's halt" >>"$log"; fi
+    printf 'reboot: System halted\r\n'
+    exit 0 ;;
+destroy) echo "destroy $2" >>"$log"; touch "$log.destroyed" ;;
+pci-list) [ -e "$log.destroyed" ] || printf 'Vdev Device\n00.0 0000:00:03.0\n01.0 0000:01:00.0\n' ;;
+pci-detach) echo "pci-detach $2 $3" >>"$log" ;;
+list) exit 1 ;;
+esac
+"""
+
+
+def run_guest_with_fake_xl(tmp_path: Path, again: str = "", timeout: int = 120,
+                           **env: str) -> tuple[str, str]:
+    """dom0's run_guest for guest "demo" against :data:`FAKE_XL` in busybox sh: (its output,
+    the fake's log)."""
+    bindir, cfgdir, log = tmp_path / "bin", tmp_path / "cfg", tmp_path / "xl.log"
+    bindir.mkdir(parents=True)
+    cfgdir.mkdir()
+    (bindir / "xl").write_text(FAKE_XL)
+    (bindir / "xl").chmod(0o755)
+    (cfgdir / "demo.cfg").write_text('extra = "console=hvc0 xenpipe.peer=-"\n')
+    log.write_text("")
+    script = f'peer=fe80::1\n{guest.run_guest(str(cfgdir), timeout)}\nrun_guest demo "{again}"\n'
+    res = subprocess.run([str(probe.busybox()), "sh", "-c", script], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL,
+                         env={"PATH": f"{bindir}:{os.environ['PATH']}", "XL_LOG": str(log),
+                              "HALT_AFTER": "150", **env})
+    assert res.returncode == 0, res.stderr
+    assert "xenpipe.peer=fe80::1" in (cfgdir / "demo.cfg").read_text()
+    return res.stdout, log.read_text()
+
+
+def test_dom0_destroys_the_guest_at_its_last_line_instead_of_waiting_for_its_halt(
+        tmp_path: Path) -> None:
+    """The guest boot does not wait on a halted guest: as soon as the guest's console says
+    ``done`` dom0 detaches its devices from the running guest (libxl waits 10 s per device
+    for a halted one's pcifront) and destroys it, and records xl create -c's exit status,
+    which went through the pipe to the console reader."""
+    out, log = run_guest_with_fake_xl(tmp_path)
+    assert log.splitlines() == [
+        "pci-detach demo 0000:00:03.0", "pci-detach demo 0000:01:00.0", "destroy demo",
+        "console closed by xl destroy", "destroy demo", "destroy demo"]  # the last two: no-ops
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    assert lines[0] == "xenpipe-dom0: guest demo create"
+    assert "xenpipe-guest: demo done" in lines
+    assert "xenpipe-dom0: guest demo detached 0000:01:00.0 rc=0" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo exit rc=0 state=-"
+    again, _ = run_guest_with_fake_xl(tmp_path / "again", again="again ")
+    lines = [ln.rstrip("\r") for ln in again.splitlines()]
+    assert "xenpipe-dom0: guest demo again detached 0000:00:03.0 rc=0" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo again exit rc=0 state=-"
+
+
+def test_a_hung_xl_create_is_a_guest_timeout_not_a_hung_boot(tmp_path: Path) -> None:
+    """xl create's child (which goes on building the domain) shares the pipe to the console
+    reader: when the creation hangs past dom0's timeout, dom0 destroys the domain, so the
+    reader sees the end and the run is recorded as a timeout (124) instead of the boot
+    hanging until its own timeout."""
+    out, log = run_guest_with_fake_xl(tmp_path, timeout=2, XL_HANG="1")
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    # dom0's coreutils timeout exits 124; busybox-static's own applet, which its sh prefers
+    # here, exits with the killed command's 143
+    assert lines[-1] in ("xenpipe-dom0: guest demo exit rc=124 state=-",
+                         "xenpipe-dom0: guest demo exit rc=143 state=-")
+    assert "xenpipe-guest: demo init started" not in lines
+    assert log.splitlines()[0] == "destroy demo"
+
+
+def test_dom0_records_a_failed_xl_create_through_the_pipe(tmp_path: Path) -> None:
+    out, log = run_guest_with_fake_xl(tmp_path, XL_FAIL="PCI device 0:1:0.0 is not assignable")
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    assert "libxl: error: PCI device 0:1:0.0 is not assignable" in lines
+    assert lines[-1] == "xenpipe-dom0: guest demo exit rc=3 state=-"
+    assert "console closed" not in log
+
+
+ASSIGNABLE = BODY.replace(f'devices = ["00:03.0", "{PATH}"]\n\n[[guests]]',
+                          f'devices = ["00:03.0", "{PATH}"]\nmode = "assignable"\n\n[[guests]]')
+
+
+def test_assignable_mode_dom0_makes_the_devices_assignable_after_the_daemons(
+        tmp_path: Path) -> None:
+    """[passthrough] mode = "assignable": nothing hidden at boot (the dom0 line has no hide=
+    nor guestdev=), dom0's drivers take the NICs, and its /init runs xl pci-assignable-add for
+    each guest device once the daemons run, before the guests; the guests' NICs are not
+    dom0's to ping from."""
+    cfg = load(tmp_path, ASSIGNABLE)
+    assert cfg.passthrough.mode == "assignable"
+    line = passthrough.dom0_cmdline(cfg, "guestdev", None, ("console=hvc0",))
+    assert "hide" not in line and "guestdev" not in line
+    plans = guest.plan(cfg, q35_topology(tmp_path))
+    script = guest.dom0_init(plans, assign=True)
+    sh_syntax(script, tmp_path)
+    order = ['modprobe -q "$m"', 'nic_up "$nic"', "/etc/init.d/xen start",
+             'xl pci-assignable-add "$bdf"', "xl pci-assignable-list", 'run_guest "$name" ""',
+             'xl pci-assignable-remove -r "$bdf"']
+    at = [script.index(s) for s in order]
+    assert at == sorted(at)
+    assert "    for bdf in 0000:00:03.0 0000:01:00.0; do\n        xl pci-assignable-add" in script
+    assert 'case " 0000:00:03.0 0000:01:00.0 " in *" $(basename' in script  # not dom0's NICs
+    assert "pci-assignable-add" not in guest.dom0_init(plans)  # hide mode: pciback has them
+    # the boot's milestones: nothing seized at boot, each device made assignable
+    gb = guestboot.GuestBoot(cfg, Workspace(tmp_path / "ws"), tuple(plans))
+    names = [m.name for step in gb.steps(boot.milestones(())) for m in step]
+    assert "pciback seized 0000:00:03.0" not in names
+    assert names.index("Xen daemons started") < names.index("0000:00:03.0 made assignable") \
+        < names.index("0000:01:00.0 made assignable") < names.index("guest demo started")
+
+
+def test_assignable_mode_verdicts(tmp_path: Path) -> None:
+    """A recorded hide-mode boot with dom0's assignable-add lines added: passes when xl
+    pci-assignable-add succeeded, fails in one line when it did not."""
+    def added(rc: int) -> str:
+        return console("pass.log").replace(
+            "xenpipe-dom0: xen started",
+            "xenpipe-dom0: xen started\r\r\n"
+            "xenpipe-dom0: assignable-add 0000:00:03.0 rc=0\r\r\n"
+            f"xenpipe-dom0: assignable-add 0000:01:00.0 rc={rc}")
+    assert "assignable-add 0000:01:00.0 rc=0" in added(0)
+    assert guestverdict.verdict(added(0), PLANS).problem is None
+    assert guestverdict.verdict(added(1), PLANS).problem == (
+        "dom0: xl pci-assignable-add 0000:01:00.0 failed (exit 1): pciback could not take it "
+        "from dom0's driver")
+
+
+def test_a_failed_detach_from_the_running_guest_is_a_warning() -> None:
+    """dom0's xl pci-detach per device after the guest's last line, recorded per run; one that
+    fails is a warning (xl destroy releases the device, and the second run and the way back to
+    dom0 check it), not a failure. The lines are added to a recording made before dom0 printed
+    them."""
+    text = console("pass.log").replace(
+        "xenpipe-dom0: guest demo exit rc=0",
+        "xenpipe-dom0: guest demo detached 0000:00:03.0 rc=0\r\r\n"
+        "xenpipe-dom0: guest demo detached 0000:01:00.0 rc=0\r\r\n"
+        "xenpipe-dom0: guest demo exit rc=0").replace(
+        "xenpipe-dom0: guest demo again exit rc=0",
+        "xenpipe-dom0: guest demo again detached 0000:00:03.0 rc=0\r\r\n"
+        "xenpipe-dom0: guest demo again detached 0000:01:00.0 rc=1\r\r\n"
+        "xenpipe-dom0: guest demo again exit rc=0")
+    v = guestverdict.verdict(text, PLANS)
+    assert v.problem is None
+    view = v.guests["demo"]
+    assert view["detached"] == {"0000:00:03.0": 0, "0000:01:00.0": 0}
+    assert view["again"]["detached"] == {"0000:00:03.0": 0, "0000:01:00.0": 1}
+    assert ("guest demo again: xl pci-detach 0000:01:00.0 from the running guest failed "
+            "(exit 1); xl destroy released it") in v.warnings
+    assert not [w for w in v.warnings if "pci-detach" in w and "again" not in w]
+
+
+def test_assignable_mode_boot_check_wants_the_devices_left_to_dom0(tmp_path: Path) -> None:
+    """In assignable mode pciback seizing a device at boot is the failure (the recorded hide
+    boot), and a boot where it seized nothing passes the check."""
+    cfg = load(tmp_path, ASSIGNABLE)
+    text = console("pass.log")
+    report = probe.parse(text)
+    topo = pci.scan(probe.record_sysfs(report, tmp_path / "sysfs"))
+    session = boot.Session([], tmp_path / "log", boot.Watch(), text, report, 1.0)
+    assert checks.verify(cfg, session, topo, {}) == (
+        'pciback took 0000:00:03.0 (00:03.0) at boot, but [passthrough] mode = "assignable" '
+        "leaves it to dom0 until xl pci-assignable-add")
+    kept = dataclasses.replace(session, console=text.replace("seizing device", "seen"),
+                               report=dataclasses.replace(report, pciback=()))
+    assert checks.verify(cfg, kept, topo, {}) is None
+    assert checks.verify(load(tmp_path), kept, topo, {}).startswith("pciback did not seize")
+
+
 def test_guest_init_and_initramfs(tmp_path: Path) -> None:
     sh_syntax(guest.GUEST_INIT, tmp_path)
-    assert "halt -f" in guest.GUEST_INIT and "poweroff" not in guest.GUEST_INIT
+    # after its last line the guest idles: dom0 detaches its devices from the running guest,
+    # then destroys it (a halt or power-off meanwhile would stall pciback's reconfiguration)
+    tail = guest.GUEST_INIT.split(f'echo "{guest.GUEST} $name done"', 1)[1]
+    assert "halt -f" not in guest.GUEST_INIT and "poweroff" not in guest.GUEST_INIT
+    assert tail.strip().splitlines()[-1] == "while :; do sleep 3600; done"
     tools = tmp_path / "tools.cpio.gz"
     tools.write_bytes(gzip.compress(b"second archive"))
     data = guest.guest_initramfs(tools)
@@ -798,13 +1016,18 @@ def boot_json(ws: Workspace) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["hide", "assignable"])
 def test_real_guest_sees_the_devices_of_the_config_doit_install_wrote(
-        guest_ws: Workspace, tmp_path: Path) -> None:
+        guest_ws: Workspace, tmp_path: Path, mode: str) -> None:
     """The real chain: doit install writes the guest config for the VM (an e1000 at 00:03.0
     and an e1000e behind a PCIe root port named by its device path), doit boot starts Debian's
     Xen 4.17 with the linux-source-6.1 dom0, xl creates the guest from that config, and the
-    guest lists both devices (renumbered by pciback's virtual bus) with lspci -nn."""
-    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + BODY)
+    guest lists both devices (renumbered by pciback's virtual bus) with lspci -nn, twice, then
+    they go back to dom0. Once per [passthrough] mode: pciback takes them at boot (hide), or
+    dom0's drivers keep them until xl pci-assignable-add (assignable); one boot each, sharing
+    the kernel build and the Debian root."""
+    body = BODY if mode == "hide" else ASSIGNABLE
+    path = write_config(tmp_path, f'[workspace]\ndir = "{guest_ws.dir}"\n' + body)
     res = run_doit("-s", "install", config=path, env={"XENPIPE_SYSFS": str(vm_sysfs(tmp_path))})
     assert res.returncode == 0, res.stdout + res.stderr
     installed = guest_ws.dir / "root" / "etc" / "xen" / "demo.cfg"
@@ -823,8 +1046,18 @@ def test_real_guest_sees_the_devices_of_the_config_doit_install_wrote(
         ("0000:01:00.0", "[8086:10d3] class 020000")}
     marks = {m["name"]: m for m in boot_json(guest_ws)["milestones"]}
     for name in ("Xen daemons started", "guest demo started", "guest demo shut down",
-                 "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0"):
+                 "guest demo sees 0000:00:03.0", "guest demo sees 0000:01:00.0",
+                 "guest demo started again", "guest demo again sees 0000:01:00.0",
+                 "0000:00:03.0 back in dom0",
+                 "0000:01:00.0 back in dom0"):
         assert marks[name]["status"] == "passed", marks[name]
+    seized = "pciback seized 0000:00:03.0"
+    assignable = "0000:00:03.0 made assignable"
+    assert (seized in marks, assignable in marks) == (mode == "hide", mode == "assignable")
+    results = boot_json(guest_ws)
+    assert ("xen-pciback.hide=" in results["dom0_cmdline"]) == (mode == "hide")
+    held = {"hide": {"0000:00:03.0", "0000:01:00.0"}, "assignable": set()}[mode]
+    assert set(results["pciback"]) == held  # what the probe found bound to pciback at boot
     md = (guest_ws.out / "metadata.json").read_text()
     assert '"guests"' in md and "[8086:10d3]" in md
     summary = run_doit("-s", "boot", config=path)  # nothing changed: up to date

@@ -261,6 +261,21 @@ def test_default_profile_installs_a_grub2_entry(tmp_path: Path, machine: object,
         'name = "guest"', "pci = ['00:19.0']"]
 
 
+def test_assignable_mode_installs_an_entry_that_hides_nothing(
+        tmp_path: Path, machine: object, modules: list[Path]) -> None:
+    """[passthrough] mode = "assignable": the entry's dom0 line has no xen-pciback.hide= (dom0
+    keeps the device until xl pci-assignable-add), the guest config still names it; an HVM
+    guest's new config says so in xl's words."""
+    site = site_modern(tmp_path, modules, passthrough__mode='"assignable"',
+                       guests__type='"hvm"')
+    run(site)
+    entry = h.block((site.root / "boot/grub/grub.cfg").read_text(), "default")
+    assert "\tmodule2 /boot/vmlinuz-6.1.119 ro root=LABEL=/\n" in entry
+    assert "hide" not in entry
+    assert (site.root / "etc/xen/guest.cfg").read_text().splitlines()[-3:] == [
+        'name = "guest"', 'type = "hvm"', "pci = ['00:19.0']"]
+
+
 def test_distribution_hypervisor_when_xen_is_not_built(tmp_path: Path, machine: object,
                                                        modules: list[Path]) -> None:
     site = site_modern(tmp_path, modules)

@@ -463,6 +463,26 @@ def test_mainline_params() -> None:
     assert pci.dom0_params("mainline", [], True) == []
 
 
+def test_assignable_mode_hides_nothing_at_boot_and_keeps_the_realignment(
+        machines: Machines) -> None:
+    """[passthrough] mode = "assignable": dom0 keeps the devices at boot (no hide=, no
+    guestdev=); xl pci-assignable-add hands them over later. Realignment stays a boot option."""
+    assert pci.dom0_params("mainline", ["00:19.0"], True, hide=False) == [
+        "pci=resource_alignment=12@0000:00:19.0"]
+    assert pci.dom0_params("xenlinux", ["00:19.0", "01:01.0"], True, hide=False) == [
+        "reassigndev=0000:00:19.0,0000:01:01.0"]
+    assert pci.dom0_params("mainline", ["00:19.0"], False, hide=False) == []
+    assert pci.dom0_params("guestdev", ["00:19.0", "PNP0A08:0-1e.0-1.0"], False,
+                           hide=False) == []
+    topo = machines.topo(trees.ref2009)
+    assert pci.dom0_params("guestdev", ["00:19.0", "PNP0A08:0-1e.0"], True, topo,
+                           hide=False) == [
+        "pci=resource_alignment=12@0000:00:19.0;12@0000:01:01.0"]
+    # XenLinux's guestdev series realigns guestdev= devices only: without them, nothing, and
+    # a BDF needs no conversion to a path
+    assert pci.dom0_params("guestdev", ["00:19.0"], True, None, "xenlinux", hide=False) == []
+
+
 def test_guestdev_params_pass_paths_and_hide_bdfs(machines: Machines) -> None:
     """patches/linux (mainline 6.1): device paths in guestdev= as written, BDFs in
     xen-pciback.hide= (both seize), so no topology is needed unless paths are realigned."""

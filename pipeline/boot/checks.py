@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import pci
+from pipeline import passthrough, pci
 from pipeline.boot import probe
 from pipeline.boot.qemu import Session
 from pipeline.config import Config
@@ -127,7 +127,8 @@ def verify(cfg: Config, session: Session, topo: pci.Topology,
            planned: dict[str, tuple[pci.Bdf, ...]]) -> str | None:
     """After a complete boot: does each entry name, in this boot's own topology, exactly the
     devices pciback seized and holds (and that the options were rendered for), and for a
-    guestdev= path the device xen-pciback found? A path xen-pciback said matches nothing is
+    guestdev= path the device xen-pciback found? In assignable mode pciback must not hold
+    them at boot (dom0 keeps them until a guest starts). A path xen-pciback said matches nothing is
     guestdev_problems' to report."""
     seized = set(seized_in(session.console))
     held = set(session.report.pciback)
@@ -149,6 +150,11 @@ def verify(cfg: Config, session: Session, topo: pci.Topology,
                 return (f"xen-pciback took guestdev path {entry.strip()} for "
                         f"{', '.join(map(str, found))}, but it names {bdf} in the probe's dump")
         for bdf in now:
+            if not passthrough.hides(cfg):
+                if bdf in seized or str(bdf) in held:
+                    return (f"pciback took {bdf} ({entry}) at boot, but [passthrough] mode = "
+                            '"assignable" leaves it to dom0 until xl pci-assignable-add')
+                continue
             if bdf not in seized:
                 return f"pciback did not seize {bdf} ({entry})"
             if str(bdf) not in held:

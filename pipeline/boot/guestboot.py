@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import pci
+from pipeline import passthrough, pci
 from pipeline.boot.guestcheck import BOOT_MEMORY, GuestPlan, enabled, initramfs, plan
 from pipeline.boot.guestverdict import milestones, verdict
 from pipeline.boot.milestone import Milestone, Milestones
@@ -51,13 +51,16 @@ class GuestBoot:
         """*imgs* with dom0's initramfs (at *dest*) swapped for the Debian one."""
         return replace(imgs, initrd=initramfs(self.cfg, self.ws, self.plans, imgs.kernel, dest))
 
+    def _milestones(self) -> Milestones:
+        return milestones(self.plans, assign=not passthrough.hides(self.cfg))
+
     def steps(self, steps: Milestones) -> Milestones:
         """The dom0 milestones with the guests' before the last (dom0's power-off)."""
-        return [*steps[:-1], *milestones(self.plans), *steps[-1:]]
+        return [*steps[:-1], *self._milestones(), *steps[-1:]]
 
     def owns(self, milestone: Milestone | None) -> bool:
         """Whether *milestone* (a missed one) is one of the guest part's."""
-        names = {m.name for step in milestones(self.plans) for m in step}
+        names = {m.name for step in self._milestones() for m in step}
         return getattr(milestone, "name", None) in names
 
     def judge(self, session: Session, results: dict[str, Any]) -> str | None:

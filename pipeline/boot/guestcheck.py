@@ -18,7 +18,7 @@ pcifront's devices, prints each one's vendor, device and class from sysfs, runs 
 ``lspci -nn``, loads the kernel's modules, prints each device's driver and interrupt mode,
 pings dom0's NIC over IPv6 link-local from each of its NICs (``[boot] devices`` with
 ``netdev=`` share QEMU's internal hub: see ``qemu.hubports``; dom0 passes its NIC's address as
-``xenpipe.peer=``), and halts (``halt``: a guest's "Power down" line would look like dom0's). Its
+``xenpipe.peer=``), then idles: dom0 detaches its devices while it runs and destroys it. Its
 xl config is rendered for the boot VM from the guest config ``doit install`` wrote into
 ``install.root`` (its ``pci = [...]`` list as written there), or, when there is none, from the
 one ``doit install`` would write (``pipeline.install.guestcfg``). pciback's virtual PCI bus
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import build, digest, pci, proc
+from pipeline import build, digest, passthrough, pci, proc
 from pipeline.boot import probe, rootfs
 from pipeline.build import modules
 from pipeline.config import Config, GuestCfg, display
@@ -92,7 +92,7 @@ irqs() {  # the interrupts NIC $1 took: the /proc/interrupts lines named after i
 GUEST_INIT = f"""#!/bin/busybox sh
 # xenpipe guest: list the PCI devices pcifront gives this PV guest, load the kernel's modules
 # (the NIC drivers), show each device's driver and interrupt mode, ping dom0 from each NIC,
-# then halt
+# then idle until dom0 destroys it
 /bin/busybox mkdir -p /proc /sys /dev /bin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
@@ -155,8 +155,50 @@ for d in /sys/bus/pci/devices/*; do
     echo "{GUEST} $name irqs $nic $(irqs "$nic")"
 done
 echo "{GUEST} $name done"
-halt -f
+# dom0 now detaches the devices (pcifront must answer each: a guest that halts meanwhile
+# leaves pciback reconfiguring, and libxl waits 10 s for it) and always destroys this guest:
+# idle until then
+while :; do sleep 3600; done
 """
+
+# dom0's shell function that runs one guest: its console followed on dom0's until the guest's
+# last line, then its devices detached (``xl pci-detach`` while the guest runs: libxl's removal
+# from a halted or paused PV guest waits 10 s per device for a pcifront that cannot answer)
+# and ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl create -c's exit
+# status comes through a file, as busybox sh has no PIPESTATUS
+RUN_GUEST = r"""release() {{  # guest $1 (run $2): devices detached while pcifront answers
+    for bdf in $(xl pci-list "$1" 2>/dev/null | awk 'NR > 1 {{print $2}}'); do
+        xl pci-detach "$1" "$bdf"
+        echo "{dom0} guest $1 ${{2}}detached $bdf rc=$?"
+    done
+    xl destroy "$1" 2>/dev/null
+}}
+run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
+    sed -i "s/xenpipe\.peer=[^ \"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
+    echo "{dom0} guest $1 ${{2}}create"
+    rm -f "{config_dir}/$1.rc"
+    # xl's creating child shares the pipe: a creation that hangs past the timeout keeps it open,
+    # so the domain is destroyed then, and the reader gives up after longer without a line;
+    # timeout runs in a subshell of its own (busybox's applet may exec the command in place)
+    {{ (timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1)
+      echo $? >"{config_dir}/$1.rc"
+      xl destroy "$1" >/dev/null 2>&1; }} | while IFS= read -r -t {read_timeout} line; do
+        printf '%s\n' "$line"
+        case "$line" in *"{guest} $1 done"*) release "$1" "$2" ;; esac
+    done
+    rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
+    stty sane 2>/dev/null
+    state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
+    echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
+    xl destroy "$1" 2>/dev/null
+}}"""
+
+
+def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT) -> str:
+    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir*."""
+    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout,
+                            read_timeout=timeout + 10)
+
 
 _DOM0_TAIL = """
 # xenpipe guest boot: Debian's Xen toolstack, then each guest on the console (twice: the
@@ -181,6 +223,7 @@ peer=-
 for n in /sys/class/net/*; do
     nic=${{n##*/}}
     [ "$nic" = lo ] || [ ! -e "$n/device" ] && continue
+    case " {bdfs} " in *" $(basename "$(readlink -f "$n/device")") "*) continue ;; esac
     nic_up "$nic"
     waitfor has_carrier "$nic" && waitfor has_linklocal "$nic"
     addr=$(linklocal "$nic")
@@ -188,20 +231,11 @@ for n in /sys/class/net/*; do
     echo "{dom0} nic $nic bdf=$(basename "$(readlink -f "$n/device")")\\
  driver=$(driver "$n/device") carrier=$(carrier "$nic") addr=$addr"
 done
-run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
-    sed -i "s/xenpipe\\.peer=[^ \\"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
-    echo "{dom0} guest $1 ${{2}}create"
-    timeout {timeout} xl create -c "{config_dir}/$1.cfg"
-    rc=$?
-    stty sane 2>/dev/null
-    state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
-    echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
-    xl destroy "$1" 2>/dev/null
-}}
+{run_guest}
 if /etc/init.d/xen start; then
     echo "{dom0} xen started"
     xl info
-    xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
+{assign}    xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
     for name in {names}; do
         run_guest "$name" ""
         run_guest "$name" "again "
@@ -289,24 +323,42 @@ def plan(cfg: Config, topo: pci.Topology | None) -> list[GuestPlan]:
                                 "BDF")
             bdfs.append(bdf)
         out.append(GuestPlan(g.name, origin, tuple(entries), tuple(bdfs),
-                             render(g.name, entries, bdfs, origin)))
+                             render(g.name, entries, bdfs, origin, g.type)))
     return out
 
 
-def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: str) -> str:
-    """The xl config of the boot VM's guest *name*: the test guest, with the pci list of
-    *origin* as written there (``guestcfg.render`` keeps each entry's own spelling)."""
+# an HVM guest (``[[guests]] type = "hvm"``): Debian's qemu-system-xen in dom0 is its device
+# model, the same kernel and initramfs boot directly (QEMU's -kernel), its console is the
+# emulated serial port that ``xl create -c`` follows; Xen needs HVM support (SVM or VT-x: under
+# TCG, ``-cpu qemu64,+svm``) and an IOMMU it uses for the devices (docs: hvm-under-tcg)
+HVM = (
+    'type = "hvm"\n'
+    'device_model_version = "qemu-xen"\n'
+    'serial = "pty"\n'
+    'vga = "none"\n'
+    "vnc = 0\n"
+    "sdl = 0\n"
+)
+
+
+def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: str,
+           kind: str = "pv") -> str:
+    """The xl config of the boot VM's guest *name*: the test guest (PV, or HVM for *kind*
+    ``hvm``), with the pci list of *origin* as written there (``guestcfg.render`` keeps each
+    entry's own spelling)."""
+    hvm = kind == "hvm"
     return (
         f"# xenpipe boot check: [[guests]] {name}, started by dom0's /init (xl create -c).\n"
-        f"# pci: from {origin}. The rest is the test guest: a PV guest running the dom0\n"
+        f"# pci: from {origin}. The rest is the test guest: a{'n HVM' if hvm else ' PV'} guest "
+        "running the dom0\n"
         "# kernel with a busybox initramfs that lists its PCI devices, loads their drivers,\n"
-        "# pings dom0 from each NIC, then halts.\n"
+        "# pings dom0 from each NIC, then waits for dom0 to destroy it.\n"
         f'name = "{name}"\n'
-        'type = "pv"\n'
-        f'kernel = "{GUEST_DIR}/vmlinuz"\n'
+        + (HVM if hvm else 'type = "pv"\n')
+        + f'kernel = "{GUEST_DIR}/vmlinuz"\n'
         f'ramdisk = "{GUEST_DIR}/initrd.gz"\n'
-        f'extra = "console=hvc0 xenpipe.name={name} xenpipe.devices={len(bdfs)} '
-        'xenpipe.peer=-"\n'  # dom0's /init puts its NIC's link-local address there
+        f'extra = "console={"ttyS0" if hvm else "hvc0"} xenpipe.name={name} '
+        f'xenpipe.devices={len(bdfs)} xenpipe.peer=-"\n'  # dom0's /init puts its NIC's address
         f"memory = {GUEST_MEMORY}\n"
         "vcpus = 1\n"
         'on_poweroff = "destroy"\n'
@@ -316,15 +368,26 @@ def render(name: str, entries: Sequence[str], bdfs: Sequence[pci.Bdf], origin: s
     )
 
 
-def dom0_init(plans: Sequence[GuestPlan]) -> str:
-    """dom0's /init: the probe's dump (without its power-off), then the toolstack and guests."""
+# [passthrough] mode = "assignable": dom0's drivers keep the devices until the guests need them
+ASSIGN = """    for bdf in {bdfs}; do
+        xl pci-assignable-add "$bdf"
+        echo "{dom0} assignable-add $bdf rc=$?"
+    done
+"""
+
+
+def dom0_init(plans: Sequence[GuestPlan], assign: bool = False) -> str:
+    """dom0's /init: the probe's dump (without its power-off), then the toolstack and guests;
+    *assign*: ``xl pci-assignable-add`` of the guests' devices first (assignable mode; the NICs
+    among them are not dom0's to ping meanwhile)."""
     head, sep, tail = probe.INIT.rpartition("sync\npoweroff -f\n")
     if not sep or tail.strip():
         raise AssertionError("probe.INIT no longer ends with sync and poweroff -f")
     bdfs = dict.fromkeys(str(b) for p in plans for b in p.bdfs)
+    assign_sh = ASSIGN.format(dom0=DOM0, bdfs=" ".join(bdfs)) if assign and bdfs else ""
     return head + _DOM0_TAIL.format(dom0=DOM0, names=" ".join(p.name for p in plans) or "",
                                     bdfs=" ".join(bdfs), funcs=NET_FUNCS,
-                                    timeout=GUEST_TIMEOUT, config_dir=CONFIG_DIR)
+                                    run_guest=run_guest(), assign=assign_sh)
 
 
 # ------------------------------------------------------------------------------ initramfs
@@ -385,7 +448,7 @@ def initramfs(cfg: Config, ws: Workspace, plans: Sequence[GuestPlan], kernel: Pa
     stage = dest.with_name(f"{dest.name}.d")
     rootfs.remove_tree(stage, log)
     try:
-        atomic_write(stage / "init", dom0_init(plans), mode=0o755)
+        atomic_write(stage / "init", dom0_init(plans, not passthrough.hides(cfg)), mode=0o755)
         for p in plans:
             atomic_write(stage / p.path.lstrip("/"), p.config)
         gdir = stage / GUEST_DIR.lstrip("/")
@@ -418,9 +481,10 @@ def identity(cfg: Config) -> dict[str, Any] | None:
     for g in cfg.guests:
         try:
             st = installed(cfg, g).stat()
-            configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns])
+            configs.append([g.name, g.config, list(g.devices), st.st_size, st.st_mtime_ns,
+                            g.type])
         except OSError:
-            configs.append([g.name, g.config, list(g.devices), None, None])
-    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}")
+            configs.append([g.name, g.config, list(g.devices), None, None, g.type])
+    scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}\0{RUN_GUEST}\0{ASSIGN}")
     return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
             "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}

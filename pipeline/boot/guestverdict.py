@@ -21,11 +21,18 @@ from pipeline.boot.milestone import Milestone, Milestones
 
 
 # ----------------------------------------------------------------------------- milestones
-def milestones(plans: Sequence[GuestPlan]) -> Milestones:
-    """The guest part of a boot's milestones, after the probe's and before the power-off."""
+def milestones(plans: Sequence[GuestPlan], assign: bool = False) -> Milestones:
+    """The guest part of a boot's milestones, after the probe's and before the power-off;
+    *assign*: dom0 makes the devices assignable first (``[passthrough] mode = "assignable"``)."""
     steps = [[Milestone("Xen daemons started", re.escape(f"{DOM0} xen started"),
                         "the Xen daemons did not start in dom0",
                         "see /etc/init.d/xen start on the console")]]
+    if assign:
+        steps.append([Milestone(f"{bdf} made assignable",
+                                re.escape(f"{DOM0} assignable-add {bdf} rc="),
+                                f"dom0 did not run xl pci-assignable-add {bdf}",
+                                "see the console")
+                      for bdf in dict.fromkeys(str(b) for p in plans for b in p.bdfs)])
     for p in plans:
         n = p.name
         steps += [
@@ -85,6 +92,7 @@ class GuestRun:
     lspci: list[str] = field(default_factory=list)
     use: Use = field(default_factory=Use)  # drivers, interrupt modes, pings
     errors: list[str] = field(default_factory=list)  # xl/libxl error lines
+    detached: dict[str, int | None] = field(default_factory=dict)  # xl pci-detach's rc per BDF
     panic: str | None = None
     last: str = ""  # the guest's last console line
 
@@ -96,6 +104,7 @@ class Transcript:
     xen_started: bool = False
     xen_rc: int | None = None  # /etc/init.d/xen start's failing status
     assignable: list[str] = field(default_factory=list)
+    assigned: dict[str, int | None] = field(default_factory=dict)  # xl pci-assignable-add's rc
     guests: dict[str, GuestRun] = field(default_factory=dict)
     again: dict[str, GuestRun] = field(default_factory=dict)  # the second assignment
     nics: list[dict[str, str]] = field(default_factory=list)  # dom0's own NICs
@@ -126,6 +135,8 @@ def parse(console: str) -> Transcript:
                 t.xen_rc = _int(fields.get("rc"))
             elif words[:1] == ["assignable"] and len(words) == 2:
                 t.assignable.append(words[1])
+            elif words[:1] == ["assignable-add"] and len(words) >= 2:
+                t.assigned[words[1]] = _int(fields.get("rc"))
             elif words[:1] == ["nic"] and len(words) >= 2:
                 t.nics.append({"nic": words[1], **fields})
             elif words[:1] == ["returned"] and len(words) >= 2:
@@ -140,6 +151,8 @@ def parse(console: str) -> Transcript:
                 elif event == "exit":
                     run.rc, run.state = _int(fields.get("rc")), fields.get("state")
                     current = None
+                elif event == "detached" and len(words) >= (5 if again else 4):
+                    run.detached[words[4 if again else 3]] = _int(fields.get("rc"))
             elif words[:1] == ["done"]:
                 t.done = True
             continue
@@ -277,6 +290,9 @@ def _judge_run(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenD
                      else (None, []))
         why = why or use
         mine += warn
+        if run.detached.get(str(bdf), 0) != 0:  # xl destroy took it all the same
+            mine.append(f"guest {label}: xl pci-detach {bdf} from the running guest failed "
+                        f"(exit {run.detached[str(bdf)]}); xl destroy released it")
         records.append({
             "name": f"guest {label} sees {bdf}",
             "status": "passed" if match is not None and run.done else "missed",
@@ -287,7 +303,7 @@ def _judge_run(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenD
                             "detail": use or device_line(label, dev).split(": ", 2)[-1]})
     view = {"verdict": "pass" if run.done and why is None else "fail", "reason": why,
             "devices": seen, "lspci": run.lspci, "xl_rc": run.rc, "state": run.state,
-            "modules": run.use.modules, "warnings": mine}
+            "modules": run.use.modules, "detached": run.detached, "warnings": mine}
     warnings += mine
     return why, view
 
@@ -302,6 +318,10 @@ def verdict(console: str, plans: Sequence[GuestPlan]) -> Verdict:
     problem = None
     if not t.xen_started and t.xen_rc is not None:
         problem = f"dom0: the Xen daemons did not start (/etc/init.d/xen start: exit {t.xen_rc})"
+    for bdf, rc in t.assigned.items():
+        if rc != 0 and problem is None:
+            problem = (f"dom0: xl pci-assignable-add {bdf} failed (exit {rc}): pciback could "
+                       "not take it from dom0's driver")
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
     views: dict[str, dict[str, Any]] = {}

@@ -86,7 +86,8 @@ class BootPlan:
                 raise
             return None
         expected = expected_bdfs(cfg, topo)
-        seize = list(dict.fromkeys(b for group in expected.values() for b in group))
+        seize = (list(dict.fromkeys(b for group in expected.values() for b in group))
+                 if passthrough.hides(cfg) else [])  # assignable: dom0 keeps them at boot
         return cls(machine, dom0_cmd, topo, expected, guests, cfg, machine.images,
                    milestones(seize))
 

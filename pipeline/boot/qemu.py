@@ -141,11 +141,19 @@ def qemu_argv(cfg: Config, imgs: Images, xen_cmd: str, dom0_cmd: str, kvm: bool)
                                    "-initrd", f"{module},{qemu_option(str(imgs.initrd))}"])
 
 
+def accel(cfg: Config, kvm: bool) -> str:
+    """QEMU's ``-accel``: KVM, else TCG with one host thread per vCPU (``thread=multi``) or
+    one for all (``[boot] tcg = "single"``); bench/boot.py compares the two."""
+    if kvm:
+        return "kvm"
+    return f"tcg,thread={cfg.boot.tcg}"
+
+
 def machine_argv(cfg: Config, kvm: bool, boot: Sequence[str]) -> list[str]:
     """QEMU with the machine, serial on stdio, no reboot (a reboot ends QEMU), what to boot
     (*boot*: ``-kernel ...`` or a disk) and [boot] devices."""
-    argv = [cfg.boot.qemu, "-machine", cfg.boot.machine,
-            "-accel", "kvm" if kvm else "tcg", "-cpu", CPU, "-m", str(cfg.boot.memory),
+    argv = [cfg.boot.qemu, "-machine", cfg.boot.machine, "-accel", accel(cfg, kvm),
+            "-cpu", CPU, "-smp", str(cfg.boot.cpus), "-m", str(cfg.boot.memory),
             "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot", *boot]
     argv += hubports(cfg.boot.devices)
     for dev in cfg.boot.devices:

@@ -221,9 +221,10 @@ def fingerprint(cfg: Config, ws: Workspace) -> dict[str, Any]:
         "guest": guestcheck.identity(cfg),
         "xen_cmdline": passthrough.xen_cmdline(cfg, XEN_CONSOLE),
         "dom0_cmdline": cfg.install.dom0_cmdline,
-        "passthrough": [list(cfg.passthrough.devices), cfg.passthrough.reassign],
+        "passthrough": [list(cfg.passthrough.devices), cfg.passthrough.reassign,
+                        cfg.passthrough.mode],
         "qemu": [cfg.boot.qemu, cfg.boot.machine, list(cfg.boot.devices), cfg.boot.memory,
-                 kvm_usable()],
+                 kvm_usable(), cfg.boot.cpus, cfg.boot.tcg],
         **({"disk": boots.identity(cfg)} if cfg.boot.via == "disk" else {}),
     }
 

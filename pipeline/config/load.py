@@ -334,7 +334,7 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
     )
 
     p = c.table(("passthrough",), SCHEMA["passthrough"], data.get("passthrough", {}))
-    passthrough = PassthroughCfg(tuple(p["devices"]), p["reassign"])
+    passthrough = PassthroughCfg(tuple(p["devices"]), p["reassign"], p["mode"])
 
     raw_guests = data.get("guests", [])
     if not isinstance(raw_guests, list):
@@ -345,12 +345,14 @@ def parse(path: Path, text: str, data: dict[str, Any]) -> Config:
         if not v["config"].startswith("/"):
             raise c.fail(("guests", n), "config",
                          f'expected an absolute path inside install.root, got "{v["config"]}"')
-        guests.append(GuestCfg(v["name"], v["config"], v["toolstack"], tuple(v["devices"])))
+        guests.append(GuestCfg(v["name"], v["config"], v["toolstack"], tuple(v["devices"]),
+                               v["type"]))
 
     bt = c.table(("boot",), SCHEMA["boot"], data.get("boot", {}))
     boot = BootCfg(
         resolve_path(bt["xen"]) if bt["xen"] else None, bt["qemu"], bt["machine"],
         tuple(bt["devices"]), bt["timeout"], bt["memory"], bt["guest"], bt["via"],
+        bt["cpus"], bt["tcg"],
     )
 
     target = None

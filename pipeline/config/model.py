@@ -61,6 +61,7 @@ class InstallCfg:
 class PassthroughCfg:
     devices: tuple[str, ...]
     reassign: bool
+    mode: str = "hide"  # "assignable": dom0 keeps the devices until a guest needs them
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class GuestCfg:
     config: str  # absolute path inside install.root
     toolstack: str
     devices: tuple[str, ...]
+    type: str = "pv"  # "hvm": builder hvm, QEMU as device model (install.guestcfg renders it)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class BootCfg:
     memory: int
     guest: bool | None  # None: not set (doit nightly then boots [[guests]] if any)
     via: str = "direct"  # "disk": boot a disk image through the installed bootloader
+    cpus: int = 1  # QEMU -smp
+    tcg: str = "multi"  # "single": one host thread for all vCPUs under TCG
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ def ssh_destination(value: str) -> None:
         raise ConfigError(f'expected an ssh destination such as "root@box", got "{value}"')
 
 
+def at_least_one(value: int) -> None:
+    """A count of things QEMU gives the machine (CPUs) is 1 or more."""
+    if value < 1:
+        raise ConfigError(f"expected 1 or more, got {value}")
+
+
 @dataclass(frozen=True)
 class Key:
     type: type | tuple[type, ...]
@@ -71,11 +77,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "passthrough": {
         "devices": Key(list, [], items=str, check=parse_device),
         "reassign": Key(bool, False),
+        # hide: pciback takes the devices at boot (xen-pciback.hide=); assignable: dom0 keeps
+        # them until xl pci-assignable-add before a guest starts (pipeline/passthrough.py)
+        "mode": Key(str, "hide", choices=("hide", "assignable")),
     },
     "guests[]": {
         "name": Key(str, required=True),
         "config": Key(str, required=True),
         "toolstack": Key(str, "xl", choices=("xl", "xm")),
+        "type": Key(str, "pv", choices=("pv", "hvm")),
         "devices": Key(list, [], items=str, check=parse_entry),  # with xl's per-device options
     },
     "boot": {
@@ -87,6 +97,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "memory": Key(int, 2048),
         "guest": Key(bool),  # None: unset, see boot.guestcheck.enabled
         "via": Key(str, "direct", choices=("direct", "disk")),  # disk: pipeline/boot/disk
+        "cpus": Key(int, 1, check=at_least_one),  # QEMU -smp (bench/boot.py measures it)
+        "tcg": Key(str, "multi", choices=("multi", "single")),  # TCG's threads with cpus > 1
     },
     "target": {  # a test box reached with the OpenSSH client (issue 18)
         "ssh": Key(str, required=True, check=ssh_destination),

@@ -141,6 +141,15 @@ def render(bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str], keep: Sequence[str] 
     return f"pci = [{', '.join(items)}]"
 
 
+def builder(guest: GuestCfg) -> str:
+    """The line that makes *guest* an HVM domain (``[[guests]] type = "hvm"``) in its
+    toolstack's spelling: xl's ``type = "hvm"``, xm's ``builder = 'hvm'``; "" for PV (both
+    toolstacks' default)."""
+    if guest.type != "hvm":
+        return ""
+    return 'type = "hvm"\n' if guest.toolstack == "xl" else "builder = 'hvm'\n"
+
+
 def update(text: str | None, guest: GuestCfg,
            bdfs: Sequence[pci.Bdf] | Mapping[pci.Bdf, str], origin: str) -> str:
     """*text* (None: no file yet) with its ``pci`` list holding exactly *bdfs*."""
@@ -151,7 +160,7 @@ def update(text: str | None, guest: GuestCfg,
                 "name and the PCI devices\n# passed through to it (dom0 hides them at boot). "
                 "Add memory, disks, the builder and\n# the rest, then start it with "
                 f"`{tool} create {guest.config}`.\n"
-                f'name = "{guest.name}"\n{render(bdfs)}\n')
+                f'name = "{guest.name}"\n{builder(guest)}{render(bdfs)}\n')
     span = find_pci(text)
     if span is None:
         sep = "" if not text or text.endswith("\n") else "\n"

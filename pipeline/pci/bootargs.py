@@ -132,9 +132,16 @@ def _guestdev_params(base: str, devices: Sequence[str], reassign: bool,
             *_hide(base, unique_bdfs(bdfs)), *guestdev]
 
 
+HIDE_OPTIONS = ("pciback.hide", "xen-pciback.hide", "guestdev", "reassign_resources")
+
+
 def dom0_params(flavour: str, devices: Sequence[str], reassign: bool,
-                topo: Topology | None = None, base: str = "mainline") -> list[str]:
-    """The dom0 kernel options that hand *devices* to pciback at boot, reassign first.
+                topo: Topology | None = None, base: str = "mainline",
+                hide: bool = True) -> list[str]:
+    """The dom0 kernel options that hand *devices* to pciback at boot, reassign first; with
+    *hide* false (``[passthrough] mode = "assignable"``: dom0 keeps them until
+    ``xl pci-assignable-add``) only the realignment (XenLinux's ``reassign_resources``
+    realigns guestdev= devices only, so it goes too).
 
     xenlinux and mainline take BDFs (device paths become today's BDFs through *topo*).
     guestdev (on *base*, what kernel_family says the tree is) takes device paths in
@@ -147,10 +154,14 @@ def dom0_params(flavour: str, devices: Sequence[str], reassign: bool,
         raise ValueError(f"base {base!r}: expected xenlinux or mainline")
     if not devices:
         return []
+    if flavour == "guestdev" and base == "xenlinux" and not hide:
+        return []  # its only realignment is reassign_resources, of guestdev= devices
     if flavour == "guestdev":
-        return _guestdev_params(base, devices, reassign, topo)
-    bdfs = unique_bdfs(b for group in resolve_devices(devices, topo).values() for b in group)
-    return [*(_realign(flavour, bdfs) if reassign else []), *_hide(flavour, bdfs)]
+        params = _guestdev_params(base, devices, reassign, topo)
+    else:
+        bdfs = unique_bdfs(b for group in resolve_devices(devices, topo).values() for b in group)
+        params = [*(_realign(flavour, bdfs) if reassign else []), *_hide(flavour, bdfs)]
+    return params if hide else [p for p in params if p.partition("=")[0] not in HIDE_OPTIONS]
 
 
 def iommu_disabled(cmdline: str) -> bool:
