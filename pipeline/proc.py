@@ -3,8 +3,10 @@
 Argv lists only (never a shell), a predictable environment (``LC_ALL=C``, ``HGPLAIN=1``),
 output appended to a log file, and each child in its own process group so that an interrupt
 stops make and every compiler it started, not just the top process. Every child also gets
-SIGTERM from Linux when xenpipe dies, even by SIGKILL (PR_SET_PDEATHSIG, see die_with_parent):
-nothing it started goes on writing into the workspace after it.
+SIGTERM from Linux when xenpipe dies, even by SIGKILL (PR_SET_PDEATHSIG, see die_with_parent),
+and its whole process group (make's compilers and assemblers, which PR_SET_PDEATHSIG does not
+reach) SIGTERM then SIGKILL from xenpipe's watchdog (see Watchdog): nothing it started goes on
+writing into the workspace after it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -83,6 +86,7 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """Stop the child's whole process group: TERM, then KILL after *grace* seconds."""
     stop_group(proc.pid, lambda: proc.poll() is None, grace)
     proc.wait()
+    Watchdog.reaped(proc.pid)
 
 
 def run(
@@ -145,6 +149,7 @@ def run(
         except BaseException:
             _kill_group(proc)
             raise
+        Watchdog.reaped(proc.pid)
         text = (out or b"").decode(errors="replace") + (err or b"").decode(errors="replace")
         if logf is not None and capture and not streaming:
             logf.write(text.encode())
@@ -166,17 +171,84 @@ def run(
     return result
 
 
+# The watchdog: a process of its own (its own session, no PR_SET_PDEATHSIG) that reads
+# "+PGID" / "-PGID" lines from a pipe only this process holds. At end of file (xenpipe ended,
+# even by SIGKILL) it stops every group still listed: SIGTERM, up to WATCHDOG_GRACE s, SIGKILL.
+WATCHDOG_GRACE = 5.0
+_WATCHDOG_CODE = r"""
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+def signal_all(sig):
+    for g in list(groups):
+        try:
+            os.killpg(g, sig)
+        except ProcessLookupError:
+            groups.discard(g)
+        except OSError:
+            pass
+signal_all(signal.SIGTERM)
+deadline = time.monotonic() + float(sys.argv[1])
+while groups and time.monotonic() < deadline:
+    time.sleep(0.05)
+    signal_all(0)
+signal_all(signal.SIGKILL)
+"""
+
+
+class Watchdog:
+    """Stops the process groups of this process's children when it dies (the grandchildren:
+    an ``as`` that make started goes on writing a ``.o`` after a killed make otherwise, and
+    the next make takes the empty file for up to date). One per process: a forked process
+    (the tests' doit) starts its own."""
+
+    _owner: int | None = None
+    _pipe: BinaryIO | None = None
+
+    @classmethod
+    def _send(cls, line: str) -> None:
+        if cls._owner != os.getpid():
+            cls._owner, cls._pipe = os.getpid(), None
+            try:
+                dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG_CODE,
+                                        str(WATCHDOG_GRACE)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       env=environment(), start_new_session=True)
+            except OSError:
+                return
+            cls._pipe = dog.stdin
+        if cls._pipe is None:
+            return
+        try:
+            cls._pipe.write(line.encode())
+            cls._pipe.flush()
+        except OSError:  # the watchdog is gone: PR_SET_PDEATHSIG still stops the children
+            cls._pipe = None
+
+    @classmethod
+    def watch(cls, pgid: int) -> None:
+        cls._send(f"+{pgid}\n")
+
+    @classmethod
+    def reaped(cls, pgid: int) -> None:
+        if cls._owner == os.getpid():
+            cls._send(f"-{pgid}\n")
+
+
 def _popen(args: list[str], error: type[XenpipeError], *, cwd: str | os.PathLike[str] | None,
            env: Mapping[str, str] | None, stdin: object, stdout: object, stderr: object
            ) -> subprocess.Popen[bytes]:
     """Start *args* as every child starts: xenpipe's environment, its own session, SIGTERM
     when xenpipe dies."""
     try:
-        return subprocess.Popen(args, cwd=cwd, env=environment(env), stdin=stdin,  # type: ignore[arg-type]
-                                stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
-                                start_new_session=True, preexec_fn=die_with_parent())
+        child = subprocess.Popen(args, cwd=cwd, env=environment(env), stdin=stdin,  # type: ignore[arg-type]
+                                 stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
+                                 start_new_session=True, preexec_fn=die_with_parent())
     except FileNotFoundError as exc:
         raise error(f"{args[0]}: command not found (is it installed and on PATH?)") from exc
+    Watchdog.watch(child.pid)  # its own session: its pid is its group's id
+    return child
 
 
 def output(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None,
@@ -198,6 +270,7 @@ def output(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = No
     except BaseException:
         _kill_group(proc)
         raise
+    Watchdog.reaped(proc.pid)
     return proc.returncode, out, err
 
 
@@ -226,6 +299,8 @@ def reading(argv: Sequence[str | os.PathLike[str]], *, stdin: Path,
     finally:
         child.stdout.close()
         child.stderr.close()
+        if child.returncode is not None:
+            Watchdog.reaped(child.pid)
     if child.returncode != 0:
         detail = last_line(err)
         raise error(f"{what or render(args) + ' < ' + str(stdin)} failed with exit status "

@@ -273,3 +273,30 @@ def test_a_checkout_killed_midway_is_done_again_not_taken_for_edits(tmp_path: Pa
     time.sleep(1)  # the filter's own processes end with git
     run(site, ["fetch"])
     assert {p.read_text().split()[1] for p in tree.rglob("*.c")} == {"v2"}
+
+
+def test_grandchildren_die_with_a_sigkilled_xenpipe(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG reaches only the direct child: a child that ignores SIGTERM's effect
+    on its own children (make waits for the compilers, it does not stop them) left them
+    running; an ``as`` went on to write an empty ``.o`` the rerun's make took for up to date
+    (crash suite, build SIGKILL, seed 3417816673). The watchdog stops the child's group."""
+    pidfile = tmp_path / "grandchild.pid"
+    grandchild = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+                  "time.sleep(300)")
+    # the direct child, like make: starts a job in its own group and waits for it
+    child_code = ("import signal, subprocess, sys; signal.signal(signal.SIGTERM, lambda *a: None);"
+                  f" subprocess.run([sys.executable, '-c', {grandchild!r}])")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline import proc; "
+         f"proc.run([sys.executable, '-c', {child_code!r}])"], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not (pidfile.is_file() and pidfile.read_text()):
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while files.pid_alive(pid) and "Z" not in _state(pid):
+        assert time.monotonic() < deadline, f"the grandchild {pid} outlived the killed xenpipe"
+        time.sleep(0.05)
