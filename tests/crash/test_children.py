@@ -31,8 +31,17 @@ def test_children_die_with_a_sigkilled_xenpipe(tmp_path: Path) -> None:
     """proc.run's child is in its own session (an interrupt stops its whole group), so
     nothing else would stop it when xenpipe is SIGKILLed: PR_SET_PDEATHSIG does."""
     pidfile = tmp_path / "child.pid"
-    child_code = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
-                  "time.sleep(300)")
+    _outlives_a_sigkilled_xenpipe(pidfile, _sleeper(pidfile), "child")
+
+
+def _sleeper(pidfile: Path) -> str:
+    """Python code that writes its pid to *pidfile* and sleeps."""
+    return f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+
+
+def _outlives_a_sigkilled_xenpipe(pidfile: Path, child_code: str, who: str) -> None:
+    """proc.run *child_code* in a process that is SIGKILLed once *pidfile* names the process
+    to watch; that process must be gone within 20 s."""
     parent = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pipeline import proc; "
          f"proc.run([sys.executable, '-c', {child_code!r}])"], cwd=REPO)
@@ -45,7 +54,7 @@ def test_children_die_with_a_sigkilled_xenpipe(tmp_path: Path) -> None:
     parent.wait()
     deadline = time.monotonic() + 20
     while files.pid_alive(pid) and "Z" not in _state(pid):
-        assert time.monotonic() < deadline, f"the child {pid} outlived the killed xenpipe"
+        assert time.monotonic() < deadline, f"the {who} {pid} outlived the killed xenpipe"
         time.sleep(0.05)
 
 
@@ -281,22 +290,7 @@ def test_grandchildren_die_with_a_sigkilled_xenpipe(tmp_path: Path) -> None:
     running; an ``as`` went on to write an empty ``.o`` the rerun's make took for up to date
     (crash suite, build SIGKILL, seed 3417816673). The watchdog stops the child's group."""
     pidfile = tmp_path / "grandchild.pid"
-    grandchild = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
-                  "time.sleep(300)")
     # the direct child, like make: starts a job in its own group and waits for it
     child_code = ("import signal, subprocess, sys; signal.signal(signal.SIGTERM, lambda *a: None);"
-                  f" subprocess.run([sys.executable, '-c', {grandchild!r}])")
-    parent = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pipeline import proc; "
-         f"proc.run([sys.executable, '-c', {child_code!r}])"], cwd=REPO)
-    deadline = time.monotonic() + 60
-    while not (pidfile.is_file() and pidfile.read_text()):
-        assert parent.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    pid = int(pidfile.read_text())
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 20
-    while files.pid_alive(pid) and "Z" not in _state(pid):
-        assert time.monotonic() < deadline, f"the grandchild {pid} outlived the killed xenpipe"
-        time.sleep(0.05)
+                  f" subprocess.run([sys.executable, '-c', {_sleeper(pidfile)!r}])")
+    _outlives_a_sigkilled_xenpipe(pidfile, child_code, "grandchild")
