@@ -4,6 +4,7 @@ any other line, and checking guest devices against passthrough.devices through p
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,21 @@ def test_guest_devices_compare_as_bdfs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, '["0000:00:19.0"]', '["00:19.0", "00:1f.2"]')
     with pytest.raises(InstallError) as exc:
         guestcfg.check(cfg, None)
-    assert str(exc.value).startswith("[[guests]] g1: 00:1f.2 not in passthrough.devices "
-                                     "(0000:00:19.0)")
+    assert str(exc.value) == ("[[guests]] g1: 00:1f.2 not in passthrough.devices "
+                              "(0000:00:19.0); dom0 hides only those at boot, so only those "
+                              "can be given to a guest")
+
+
+def test_a_stray_guest_device_in_assignable_mode_names_xl_pci_assignable_add(
+        tmp_path: Path) -> None:
+    """mode = "assignable": dom0 hides nothing at boot; the error says what it does instead."""
+    cfg = _cfg(tmp_path, '["0000:00:19.0"]', '["00:19.0", "00:1f.2"]')
+    cfg = dataclasses.replace(cfg, passthrough=dataclasses.replace(cfg.passthrough,
+                                                                   mode="assignable"))
+    with pytest.raises(InstallError) as exc:
+        guestcfg.check(cfg, None)
+    assert str(exc.value).endswith("; dom0 makes only those assignable (xl pci-assignable-add),"
+                                   " so only those can be given to a guest")
 
 
 def test_guest_devices_behind_a_device_path(tmp_path: Path) -> None:

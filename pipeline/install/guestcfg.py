@@ -43,10 +43,12 @@ def check(cfg: Config, topo: pci.Topology | None) -> dict[str, dict[pci.Bdf, str
             raise InstallError(f"[[guests]] {g.name}: {exc}") from None
         stray = [entry for entry, bdfs in resolved.items() if not set(bdfs) <= hidden]
         if stray:
+            how = ("dom0 makes only those assignable (xl pci-assignable-add)"
+                   if cfg.passthrough.mode == "assignable" else "dom0 hides only those at boot")
             raise InstallError(
                 f"[[guests]] {g.name}: {', '.join(stray)} not in passthrough.devices "
-                f"({', '.join(cfg.passthrough.devices) or 'empty'}); dom0 hides only those "
-                "at boot, so only those can be given to a guest")
+                f"({', '.join(cfg.passthrough.devices) or 'empty'}); {how}, so only those "
+                "can be given to a guest")
         specs: dict[pci.Bdf, str] = {}
         for entry, bdfs in resolved.items():
             p = parsed[entry]
