@@ -455,7 +455,9 @@ def test_real_kernel_nightly_only_reports(real_kernel: RealKernel,
     assert isinstance(v["ccache"], dict) and set(v["ccache"]) >= {"hits", "misses"}
     junit = rk.ws.reports / "junit.xml"
     totals = validate_junit(junit)
-    assert totals["failures"] == 0 and totals["tests"] == len(stages) + len(got)
+    checks = v["boot"]["checks"]  # the booted dom0's go/no-go: one case per device
+    assert len(checks) == 2 and {c["verdict"] for c in checks} <= {"ok", "warn"}, checks
+    assert totals["failures"] == 0 and totals["tests"] == len(stages) + len(got) + len(checks)
     assert outcome(cases(junit)["xenpipe.real.boot::boot: power-off"]) == "passed"
 
 

@@ -638,3 +638,27 @@ def test_a_url_changed_to_an_unrelated_repository(tmp_path: Path, vcs: str,
     marker.write_text("")
     sources.fetch(SourceCfg("pkg", vcs, str(clone), None, None), ws)
     assert marker.exists()  # related: pulled into the same tree
+
+
+def test_hg_pull_after_a_killed_pull_recovers_its_transaction(tmp_path: Path,
+                                                              hg_upstream: HgUpstream) -> None:
+    """A pull SIGKILLed inside its transaction (here by a hook of hg's own, at the moment the
+    changesets are in but not committed) leaves a journal; every later pull refused with
+    "run 'hg recover'" (crash suite, fetch-update SIGKILL, seed 4080810188)."""
+    cfg = write_config(tmp_path, f'[sources.xen]\nvcs = "hg"\nurl = "{hg_upstream.url}"\n'
+                                 'rev = "tip"\n')
+    assert run_doit("fetch", config=cfg).returncode == 0
+    tree = tmp_path / "ws" / "src" / "xen"
+    new = hg_upstream.commit("xen/common.c", "int x;\n")
+    hook = tmp_path / "killhook.py"
+    hook.write_text("import os, signal\n\n\ndef hook(**kwargs):\n"
+                    "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = proc.run(["hg", "-R", str(tree), "pull", "--config",
+                       f"hooks.pretxnchangegroup.kill=python:{hook}:hook", hg_upstream.url],
+                      capture=True, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert (tree / ".hg" / "store" / "journal").exists()
+    res = run_doit("fetch", config=cfg)
+    assert res.returncode == 0, res.stderr
+    assert hg_parent(tree) == new == state(tmp_path, "xen")["resolved"]
+    assert not (tree / ".hg" / "store" / "journal").exists()

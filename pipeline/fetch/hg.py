@@ -33,7 +33,15 @@ class Hg(Vcs):
         except SourceError as exc:
             raise transfer_failed(exc, url) from None
 
+    def recover(self, dest: Path, log: Path) -> None:
+        """Roll back a transaction a killed hg left (its journal): every later pull refuses
+        the repository until ``hg recover`` ran (crash suite, fetch-update SIGKILL, seed
+        4080810188). The rollback only drops what the killed pull had half-added."""
+        if (dest / ".hg" / "store" / "journal").exists():
+            self._hg(dest, "recover", log=log, what=f"hg recover in {dest}")
+
     def pull(self, dest: Path, url: str, log: Path) -> None:
+        self.recover(dest, log)
         try:
             self._hg(dest, "pull", "--", url, log=log, what=f"hg pull {proc.redact(url)}")
         except SourceError as exc:
