@@ -27,9 +27,9 @@ from doit.cmdparse import CmdParseError
 from doit.exceptions import InvalidCommand, InvalidTask
 
 from pipeline.errors import format_error
-from pipeline.startup import STARTUP_INTERRUPTED, raise_on_sigterm, signal_name
+from pipeline.startup import STARTUP_INTERRUPTED, handle_signals, signal_name
 
-raise_on_sigterm()  # doit loads plugins in its main thread
+handle_signals()  # doit loads plugins in its main thread
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

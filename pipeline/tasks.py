@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pipeline import (
     patch,
     pci,
     proc,
+    startup,
     target,
 )
 from pipeline.config import display
@@ -96,6 +96,12 @@ class RunState:
     checks: dict[str, tuple[Callable[[], Any] | None, Callable[[], bool] | None]] = field(
         default_factory=dict)
 
+    def stopped(self) -> str | None:
+        """The signal that stopped this run, also one whose KeyboardInterrupt Python swallowed
+        (see startup.SIGNALLED)."""
+        self.interrupted = self.interrupted or startup.pending_interrupt()
+        return self.interrupted
+
     def interrupt(self, exc: KeyboardInterrupt) -> str:
         """Record that doit was interrupted (no later task starts); the one line of the task
         it hit."""
@@ -120,7 +126,7 @@ def stage(fn: Callable[..., Any], *args: Any, variants: bool = False,
     def action() -> Any:
         if STATE.check_failed:  # this task's uptodate check was interrupted or failed
             return TaskFailed(STATE.check_failed.pop())
-        if STATE.interrupted:
+        if STATE.stopped():
             return TaskFailed(f"{ERROR_PREFIX} not started: doit was interrupted by "
                               f"{STATE.interrupted}")
         refused = None if variants else STATE.variants_refused()
@@ -132,6 +138,8 @@ def stage(fn: Callable[..., Any], *args: Any, variants: bool = False,
             return TaskFailed(format_error(exc))
         except KeyboardInterrupt as exc:
             return TaskFailed(STATE.interrupt(exc))
+        if STATE.stopped():  # an interrupt Python swallowed while the stage ran
+            return TaskFailed(f"{ERROR_PREFIX} interrupted by {STATE.interrupted}")
         return result if isinstance(result, dict) else None
 
     action.__name__ = getattr(fn, "__name__", "action")
@@ -150,7 +158,7 @@ def checked(check: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(check)  # doit passes task and values by the parameters' names
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if STATE.interrupted or STATE.check_failed or STATE.variants_refused():
+        if STATE.stopped() or STATE.check_failed or STATE.variants_refused():
             return False
         try:
             return check(*args, **kwargs)
@@ -230,14 +238,10 @@ DOIT_CONFIG = {
 }
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM stops a run as Ctrl-C does: proc.run kills the running make's process group,
-    the stage records "interrupted", doit saves the tasks that finished and starts no other."""
-    STATE.interrupted = STATE.interrupted or "SIGTERM"
-    raise KeyboardInterrupt("SIGTERM")
-
-
-signal.signal(signal.SIGTERM, _sigterm)  # doit loads this module in its main thread
+# SIGTERM stops a run as Ctrl-C does: proc.run kills the running make's process group, the
+# stage records "interrupted", doit saves the tasks that finished and starts no other. Both
+# are recorded (startup.SIGNALLED), so one Python swallowed still stops the next task.
+startup.handle_signals()  # doit loads this module in its main thread
 
 
 def ready(name: str) -> list[str]:
