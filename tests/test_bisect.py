@@ -182,6 +182,42 @@ def test_bisect_hg_skips_what_cannot_be_judged(tmp_path: Path, hg_upstream: HgUp
         ", ".join(r[:12] for r in fresh) in res.stdout
 
 
+def test_a_revision_that_does_not_build_is_skipped_not_bad(tmp_path: Path,
+                                                           git_upstream: GitUpstream) -> None:
+    """Issue 23: a revision that does not build is skipped (the default build=skip), not
+    called bad, while patch=bad calls a series that stops applying bad. Change 3 breaks the
+    build and change 4 mends it; from change 5 on the series no longer applies: change 5 is
+    named and change 3 is the one skipped step, with make's failure. Afterwards ``doit
+    fetch`` brings the workspace back to the config's revision (README: your tree never
+    moves, the workspace's comes back)."""
+    xen_tree(git_upstream)
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "series").write_text("readme.patch\n")
+    (patches / "readme.patch").write_text(
+        "--- a/README\n+++ b/README\n@@ -1 +1 @@\n-xen-unstable\n+xen-unstable, pciback\n")
+    good = git_upstream.commit("README", "xen-unstable\n", "docs: README")
+    revs = history(git_upstream, 7, 99, {3: ("xen/main.c", BROKEN), 4: ("xen/main.c", FINE),
+                                         5: ("README", "rewritten\n")})
+    cfg = git_xen_config(tmp_path, git_upstream, f'patches = "{patches}"\n')
+    res = bisect(cfg, "source=xen", f"good={good}", "bad=main", "patch=bad")
+    rep = report(tmp_path / "ws")
+    assert rep["options"] == {"build": SKIP, "patch": BAD}
+    assert rep["result"]["first_bad"]["rev"] == revs[4], rep["steps"]
+    verdicts = {s["candidate"]: s["verdict"] for s in rep["steps"]}
+    assert verdicts[revs[2]] == SKIP and list(verdicts.values()).count(SKIP) == 1, rep["steps"]
+    skipped = next(s for s in rep["steps"] if s["verdict"] == SKIP)
+    assert skipped["stages"]["build:xen"]["status"] == "failed"
+    assert skipped["error"].startswith("xenpipe: error: build:xen: make build-xen failed")
+    assert "#error upstream broke it" in skipped["error"]
+    assert verdicts[revs[4]] == BAD
+    assert f"first bad revision {revs[4][:12]}" in res.stdout
+    tree = git.Repo(tmp_path / "ws" / "src" / "xen")
+    assert tree.head.commit.hexsha != revs[-1]  # a step's revision is checked out
+    assert run_doit("fetch", config=cfg).returncode == 0
+    assert tree.head.commit.hexsha == git_upstream.repo.head.commit.hexsha == revs[-1]
+
+
 def test_ctrl_c_then_rerun_continues_where_it_stopped(tmp_path: Path,
                                                       git_upstream: GitUpstream) -> None:
     """SIGINT during the second step: one line, the first step kept; `doit bisect` again
