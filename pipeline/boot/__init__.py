@@ -66,7 +66,14 @@ from pipeline.boot.qemu import (
     qemu_option,
     run_qemu,
 )
-from pipeline.boot.stage import FINGERPRINT_VERSION, boot, fingerprint, summary
+from pipeline.boot.stage import (
+    FINGERPRINT_VERSION,
+    TOPOLOGY,
+    boot,
+    fingerprint,
+    summary,
+    topology_boot,
+)
 
 __all__ = [
     "CPU", "DOM0_CONSOLE", "EXIT_GRACE", "FAILURES", "FINGERPRINT_VERSION", "TAIL_LINES",
@@ -74,5 +81,6 @@ __all__ = [
     "Watch", "boot", "boot_dir", "expected_bdfs", "fingerprint", "guestdev_log",
     "guestdev_problems", "hypervisor", "images", "kernel_image", "kvm_usable", "listed_milestone",
     "loadable", "main", "milestones", "named", "qemu_argv", "qemu_option", "run_qemu",
-    "seize_milestone", "seized_in", "summary", "topology", "verify", "vm_mismatch", "watch",
+    "seize_milestone", "seized_in", "summary", "topology", "topology_boot", "TOPOLOGY", "verify",
+    "vm_mismatch", "watch",
 ]

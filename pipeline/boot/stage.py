@@ -88,15 +88,25 @@ def _failed(ws: Workspace, results: dict[str, Any], message: str,
     return BootError(message)
 
 
+TOPOLOGY = "sysfs-topology"  # under boot_dir: the topology boot's tree
+
+
+def topology_boot(machine: Machine, ws: Workspace) -> tuple[Session, str]:
+    """Boot the machine once without passthrough options (the probe lists its PCI topology):
+    the session and the plain dom0 command line it booted. Also what the device checks use to
+    learn the machine a via="disk" install.root is for (target.examine)."""
+    plain, argv = machine.topology_run()
+    return run_qemu(argv, ws.log("boot-topology"), milestones(()), machine.cfg.boot.timeout), plain
+
+
 def _topology_boot(machine: Machine, ws: Workspace, results: dict[str, Any]) -> pci.Topology:
     """Boot without passthrough options and read the VM's PCI topology from the probe."""
     cfg = machine.cfg
-    plain, argv = machine.topology_run()
-    first = run_qemu(argv, ws.log("boot-topology"), milestones(()), cfg.boot.timeout)
+    first, plain = topology_boot(machine, ws)
     results["topology_boot"] = _session_json(first)
     if not first.watch.ok:
         raise _failed(ws, results, _fail_message(first, plain, "boot (topology run)"), first)
-    topo = topology(first.report, boot_dir(ws) / "sysfs-topology")
+    topo = topology(first.report, boot_dir(ws) / TOPOLOGY)
     problem = vm_mismatch(cfg, topo)
     if problem:
         results["reason"] = problem

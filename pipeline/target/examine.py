@@ -36,7 +36,7 @@ def _ssh_runner(ssh: Ssh) -> pcibox.Runner:
     return run
 
 
-TOPOLOGY = "sysfs-topology"  # under boot_dir: a topology boot's tree (doit boot's too)
+TOPOLOGY = boot.TOPOLOGY  # under boot_dir: a topology boot's tree (doit boot's too)
 DISK_WAYS = ("run doit build first (a real install then boots the QEMU machine once to read "
              "it), name the devices by BDF, or XENPIPE_SYSFS=<a copy of its /sys>")
 
@@ -61,11 +61,9 @@ def qemu_topology(cfg: Config, ws: Workspace) -> Path:
     devices of that machine, which no ``doit boot`` has recorded before the first install.
     BootError (before QEMU starts) when nothing is built to boot."""
     machine = boot.Machine.of(cfg, ws)
-    _, argv = machine.topology_run()
     print('[boot] via = "disk": booting the QEMU machine once to read its PCI topology (no '
           "doit boot has recorded it yet)", flush=True)
-    session = boot.run_qemu(argv, ws.log("boot-topology"), boot.milestones(()),
-                            cfg.boot.timeout)
+    session, _ = boot.topology_boot(machine, ws)
     w = session.watch
     if not w.ok:
         missed = w.missed.missed if w.missed is not None else "no listing"
