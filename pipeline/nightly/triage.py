@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline import fetch, proc
 from pipeline.config import Config
-from pipeline.files import read_json
+from pipeline.files import read_json, sweep_temps
 from pipeline.nightly.report import FAILED, NOTRUN, PASSED, SKIPPED
 from pipeline.workspace import Key, Workspace
 
@@ -238,7 +239,9 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
 
 def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
     """A good run keeps a copy of its artifacts (out/'s files, not the build trees); a file
-    unchanged since the last good run is a hard link to that run's copy, not another copy."""
+    unchanged since the last good run is a hard link to that run's copy, not another copy.
+    A copy is made beside its name and renamed (a killed run leaves no half artifact under
+    the name; sweep_runs removes the rest)."""
     if not ws.out.is_dir():
         return
     dest = run_dir / "out"
@@ -255,7 +258,24 @@ def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
                 continue
         except OSError:
             pass
-        shutil.copy2(f, dest / f.name)
+        part = dest / f".{f.name}.{os.getpid()}.copy.tmp"
+        shutil.copy2(f, part)
+        os.replace(part, dest / f.name)
+
+
+TEMP = re.compile(r"\.(.+)\.\d+\.[^/]+\.tmp")  # a temp of NAME, as files.atomic_write names it
+
+
+def sweep_runs(ws: Workspace) -> None:
+    """Remove the temporaries a killed nightly left in its run's directory and the run's
+    out/ (a half artifact copy, the child doit's unfinished output, a report being written):
+    no later run writes there again, so files.sweep_temps never would. What the killed run
+    finished (its logs, whole copies) is kept; a live writer's temps are its own."""
+    runs = ws.reports / "runs"
+    for d in [*runs.glob("*"), *runs.glob("*/out")] if runs.is_dir() else []:
+        for entry in d.iterdir() if d.is_dir() and not d.is_symlink() else []:
+            if (m := TEMP.fullmatch(entry.name)) is not None:
+                sweep_temps(d / m[1])
 
 
 def point(link: Path, run_dir: Path) -> None:
