@@ -29,6 +29,7 @@ from pipeline.nightly.triage import (
     ccache_delta,
     ccache_stats,
     keep_artifacts,
+    last_good_run,
     log_marks,
     merged_upstream,
     point,
@@ -149,7 +150,7 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
     run_dir.mkdir(parents=True, exist_ok=True)
     marks = log_marks(ws)
     before = revisions(cfg, ws)
-    last_good = ws.state(LAST_GOOD)
+    last_good = last_good_run(ws)
     cache_before = ccache_stats(cfg)
     no_boot = boot_unavailable(cfg)
     t0 = time.monotonic()

@@ -25,6 +25,23 @@ COUNT_LIMIT = 100_000  # new upstream revisions counted per source
 ERROR = "xenpipe: error:"
 
 
+def last_good_run(ws: Workspace) -> dict[str, Any]:
+    """The last good run's record (``run``, ``time``, ``revisions``). When it is missing or
+    did not parse (Workspace.state sets such a record aside), it is rebuilt from the run
+    reports/last-good points at, whose report says which revisions passed: the run is still
+    named in triage and kept from pruning, never silently forgotten."""
+    record = ws.state(LAST_GOOD)
+    if record or not (ws.reports / "last-good").is_symlink():
+        return record
+    doc = read_json(ws.reports / "last-good" / "report.json")
+    if not isinstance(doc, dict) or doc.get("status") != PASSED or not doc.get("variants"):
+        return record
+    record = {"run": doc["run"], "time": doc["started"],
+              "revisions": {s["name"]: s["new"] for s in doc["variants"][0]["sources"]}}
+    ws.save_state(LAST_GOOD, record)
+    return record
+
+
 def merged_upstream(stages: list[dict[str, Any]], ws: Workspace) -> list[dict[str, str]]:
     """The patches a failed patch stage found already upstream, from the record it leaves
     (``merged`` in its state, see patch.apply), never from its message."""
@@ -246,7 +263,7 @@ def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
         return
     dest = run_dir / "out"
     dest.mkdir(exist_ok=True)
-    prev = ws.reports / "runs" / str(ws.state(LAST_GOOD).get("run")) / "out"
+    prev = ws.reports / "runs" / str(last_good_run(ws).get("run")) / "out"
     for f in ws.out.iterdir():
         if not f.is_file() or f.name.startswith("."):
             continue
@@ -293,7 +310,7 @@ def prune(ws: Workspace, retention: int) -> list[Path]:
         return []
     runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
     keep = set(runs[-retention:])
-    good = ws.state(LAST_GOOD).get("run")
+    good = last_good_run(ws).get("run")
     if good:
         keep.add(runs_dir / good)
     gone = [p for p in runs if p not in keep]
