@@ -324,21 +324,23 @@ def test_read_only_install_root(tmp_path: Path, loader: str) -> None:
 
 
 @pytest.mark.slow
-def test_bootloader_file_replaced_by_a_directory(tmp_path: Path) -> None:
-    """grub.cfg is a directory: one line naming it, nothing written; once it is a file
-    again the install converges."""
-    site = prepared(kbuild_site(tmp_path, "grub2"), "build")
+@pytest.mark.parametrize("loader", ["grub-legacy", "grub2"])
+def test_bootloader_file_replaced_by_a_directory(tmp_path: Path, loader: str) -> None:
+    """grub.cfg (grub.conf) is a directory: one line naming it, nothing written; once it is
+    a file again the install converges."""
+    site = prepared(kbuild_site(tmp_path, loader), "build")
     with harness.saved(site, tmp_path / "before") as restore:
         harness.run(site, ["install"])
         reference = harness.snapshot(site.ws, site.root)
         restore()
-    cfg = site.root / "boot" / "grub" / "grub.cfg"
+    rel = "boot/grub/grub.cfg" if loader == "grub2" else "boot/grub/grub.conf"
+    cfg = site.root / rel
     kept = cfg.read_bytes()
     cfg.unlink()
     cfg.mkdir()
     (cfg / "inside").write_text("a user's file\n")
     before = harness.snapshot(site.root)
-    one_error(doit(site, "install"), "/boot/grub/grub.cfg", "directory", "move")
+    one_error(doit(site, "install"), f"/{rel}", "directory", "move")
     assert not harness.differences(before, harness.snapshot(site.root))
     shutil.rmtree(cfg)
     cfg.write_bytes(kept)

@@ -71,7 +71,7 @@ def kill_stage(stage: str, tmp: Path, server: HgServer, per_signal: int,
 
 @pytest.mark.parametrize(("stage", "sig"), [
     ("fetch", signal.SIGKILL), ("build", signal.SIGTERM), ("install-grub2", signal.SIGINT),
-    ("install-grub-legacy", signal.SIGKILL),
+    ("install-grub-legacy", signal.SIGKILL), ("nightly", signal.SIGINT),
 ])
 def test_a_seeded_kill(stage: str, sig: signal.Signals, tmp_path: Path,
                        hg_server: HgServer) -> None:
