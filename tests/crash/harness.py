@@ -26,7 +26,11 @@ The comparison (``snapshot``), precisely:
   masked the same way; a row that saved nothing (EMPTY_ROW) counts as no row;
 - a VCS's own directory (``.git``, ``.hg``) by what it means rather than its files (packs
   and dirstates hold times): the checked-out revision, every ref or head and tag, a clean
-  ``status`` and a passing ``git fsck`` / ``hg verify``.
+  ``status`` and a passing ``git fsck`` / ``hg verify``;
+- what a stage writes anew at each run, named and filled by its run id (nightly's
+  ``reports/``), by the scenario's own checks right after the kill and after the rerun
+  (Site.own, Site.killed, Site.rerun), and a record's keys that hold such an id or a time
+  (Site.masks).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The sites the crash suite kills doit in, from real parts: hg served by a real ``hg serve``
 on 127.0.0.1, git repositories, a tarball, the kbuild-like kernel tree and the Xen-like tree
 of the build tests (real make and gcc), a staging install root with the user's grub.conf or
-grub.cfg and guest config, recorded sysfs trees for the devices.
+grub.cfg and guest config, recorded sysfs trees for the devices, and a nightly of the
+Xen-like tree (git upstream, patches; no boot: it has no [kernel]).
 
 Stand-ins, and why: the kernel and Xen trees are the small look-alikes of tests/support (a
 real build takes an hour here); the machine's PCI devices are a recorded sysfs tree.
