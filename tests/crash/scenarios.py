@@ -297,8 +297,8 @@ class NightlyReports:
         the upstream head, latest and last-good at its run, whose report is the same and
         whose kept artifacts are out/'s; no temporary left anywhere in reports/."""
         doc = read_json(self.reports / "report.json")
-        if not isinstance(doc, dict) or not doc.get("variants"):
-            return [f"reports/report.json: not a report: {str(doc)[:200]}"]
+        if not isinstance(doc, dict) or len(doc.get("variants") or []) != 1:
+            return [f"reports/report.json: not a report of one variant: {str(doc)[:200]}"]
         problems = []
         (v,) = doc["variants"]
         bad = {s["name"]: s["status"] for s in v["stages"]
@@ -321,12 +321,13 @@ class NightlyReports:
         if not isinstance(good, dict) or (good.get("run"), good.get("revisions")) != (
                 doc.get("run"), {"xen": self.head}):
             problems.append(f"state/nightly-last-good.json: {good}")
-        for f in sorted((site.ws / "out").iterdir()):
+        for f in sorted((site.ws / "out").glob("*")):
             kept = run_dir / "out" / f.name
             if f.is_file() and not f.name.startswith(".") and (
                     not kept.is_file() or kept.read_bytes() != f.read_bytes()):
                 problems.append(f"runs/{run_dir.name}/out/{f.name} is not out/{f.name}")
-        saved = doit_rows(site.ws / ".doit.db")["build:xen"]["_values_:"]["fingerprint"]
+        saved = doit_rows(site.ws / ".doit.db").get("build:xen", {}).get(
+            "_values_:", {}).get("fingerprint")
         now = digest.of_json(build.fingerprint_xen(load(site.config), Workspace(site.ws)))
         if saved != now:
             problems.append(f".doit.db: build:xen's fingerprint {saved} is not the tree's {now}")
