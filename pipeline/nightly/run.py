@@ -4,6 +4,7 @@ its output; the report of each variant and of the whole run (triage is in ``tria
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -28,12 +29,14 @@ from pipeline.nightly.triage import (
     ccache_delta,
     ccache_stats,
     keep_artifacts,
+    last_good_run,
     log_marks,
     merged_upstream,
     point,
     prune,
     revisions,
     source_section,
+    sweep_runs,
     triage,
 )
 from pipeline.workspace import Workspace
@@ -142,11 +145,12 @@ def document(results: list[dict[str, Any]], run_id: str, started: dt.datetime,
 def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]:
     """One nightly of one config: child doit run, then the record, archive and pruning."""
     ws, cfg = v.ws, v.cfg
+    sweep_runs(ws)
     run_dir = ws.reports / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     marks = log_marks(ws)
     before = revisions(cfg, ws)
-    last_good = ws.state(LAST_GOOD)
+    last_good = last_good_run(ws)
     cache_before = ccache_stats(cfg)
     no_boot = boot_unavailable(cfg)
     t0 = time.monotonic()
@@ -186,13 +190,16 @@ def run_variant(v: Variant, run_id: str, started: dt.datetime) -> dict[str, Any]
                             "where this one stopped"]
     else:
         result["summary"], result["triage"] = triage(result, cfg, ws, last_good)
+    # the run's own report first: the last-good record and the links name a run only once
+    # it is whole (a kill in between left them naming a run without a report)
     if status == PASSED:
         keep_artifacts(ws, run_dir)
+    report_mod.write(run_dir, document([result], run_id, started, duration))
+    if status == PASSED:
         ws.save_state(LAST_GOOD, {"run": run_id, "time": started.isoformat(),
                                   "revisions": {s["name"]: s["new"] for s in srcs}})
         point(ws.reports / "last-good", run_dir)
     point(ws.reports / "latest", run_dir)
-    report_mod.write(run_dir, document([result], run_id, started, duration))
     for name in ("report.json", "junit.xml"):
         atomic_write(ws.reports / name, (run_dir / name).read_bytes())
     prune(ws, cfg.retention)
@@ -206,13 +213,22 @@ def run_doit(v: Variant, targets: list[str], run_dir: Path, env: Mapping[str, st
     stopped early: no result, or an exception while checking whether a task is up to
     date), else ""."""
     out = run_dir / "doit.json"
-    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(out),
+    # doit opens its -o file as it starts and writes it as it ends: a temp until then (named
+    # after this process, see files.sweep_temps), so a killed run leaves no half JSON
+    part = run_dir / f".{out.name}.{os.getpid()}.child.tmp"
+    argv = [sys.executable, "-m", "doit", "-f", str(DODO), "--reporter=json", "-o", str(part),
             "--continue", *targets, f"config={v.cfg.path}"]
     log = v.ws.log(log_name)
     start = log.stat().st_size if log.is_file() else 0
-    # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
-    res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False,
-                   env={"XENPIPE_NIGHTLY": "1", **(env or {})})
+    try:
+        # XENPIPE_NIGHTLY: doit boot starts [[guests]] too unless [boot] guest says otherwise
+        res = proc.run(argv, cwd=config_mod.ROOT, log=log, check=False,
+                       env={"XENPIPE_NIGHTLY": "1", **(env or {})})
+    finally:
+        if isinstance(read_json(part), dict):
+            os.replace(part, out)
+        else:
+            part.unlink(missing_ok=True)
     tasks = doit_tasks(out)
     if res.returncode == 0 or any(t.get("result") == "fail" for t in tasks.values()):
         return tasks, ""

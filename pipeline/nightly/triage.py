@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline import fetch, proc
 from pipeline.config import Config
-from pipeline.files import read_json
+from pipeline.files import read_json, sweep_temps
 from pipeline.nightly.report import FAILED, NOTRUN, PASSED, SKIPPED
 from pipeline.workspace import Key, Workspace
 
@@ -22,6 +23,23 @@ LOG_TAIL = 40  # lines of a failing stage's log in junit.xml
 MAX_COMMITS = 20  # new upstream revisions listed per source
 COUNT_LIMIT = 100_000  # new upstream revisions counted per source
 ERROR = "xenpipe: error:"
+
+
+def last_good_run(ws: Workspace) -> dict[str, Any]:
+    """The last good run's record (``run``, ``time``, ``revisions``). When it is missing or
+    did not parse (Workspace.state sets such a record aside), it is rebuilt from the run
+    reports/last-good points at, whose report says which revisions passed: the run is still
+    named in triage and kept from pruning, never silently forgotten."""
+    record = ws.state(LAST_GOOD)
+    if record or not (ws.reports / "last-good").is_symlink():
+        return record
+    doc = read_json(ws.reports / "last-good" / "report.json")
+    if not isinstance(doc, dict) or doc.get("status") != PASSED or not doc.get("variants"):
+        return record
+    record = {"run": doc["run"], "time": doc["started"],
+              "revisions": {s["name"]: s["new"] for s in doc["variants"][0]["sources"]}}
+    ws.save_state(LAST_GOOD, record)
+    return record
 
 
 def merged_upstream(stages: list[dict[str, Any]], ws: Workspace) -> list[dict[str, str]]:
@@ -238,12 +256,14 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
 
 def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
     """A good run keeps a copy of its artifacts (out/'s files, not the build trees); a file
-    unchanged since the last good run is a hard link to that run's copy, not another copy."""
+    unchanged since the last good run is a hard link to that run's copy, not another copy.
+    A copy is made beside its name and renamed (a killed run leaves no half artifact under
+    the name; sweep_runs removes the rest)."""
     if not ws.out.is_dir():
         return
     dest = run_dir / "out"
     dest.mkdir(exist_ok=True)
-    prev = ws.reports / "runs" / str(ws.state(LAST_GOOD).get("run")) / "out"
+    prev = ws.reports / "runs" / str(last_good_run(ws).get("run")) / "out"
     for f in ws.out.iterdir():
         if not f.is_file() or f.name.startswith("."):
             continue
@@ -255,7 +275,24 @@ def keep_artifacts(ws: Workspace, run_dir: Path) -> None:
                 continue
         except OSError:
             pass
-        shutil.copy2(f, dest / f.name)
+        part = dest / f".{f.name}.{os.getpid()}.copy.tmp"
+        shutil.copy2(f, part)
+        os.replace(part, dest / f.name)
+
+
+TEMP = re.compile(r"\.(.+)\.\d+\.[^/]+\.tmp")  # a temp of NAME, as files.atomic_write names it
+
+
+def sweep_runs(ws: Workspace) -> None:
+    """Remove the temporaries a killed nightly left in its run's directory and the run's
+    out/ (a half artifact copy, the child doit's unfinished output, a report being written):
+    no later run writes there again, so files.sweep_temps never would. What the killed run
+    finished (its logs, whole copies) is kept; a live writer's temps are its own."""
+    runs = ws.reports / "runs"
+    for d in [*runs.glob("*"), *runs.glob("*/out")] if runs.is_dir() else []:
+        for entry in d.iterdir() if d.is_dir() and not d.is_symlink() else []:
+            if (m := TEMP.fullmatch(entry.name)) is not None:
+                sweep_temps(d / m[1])
 
 
 def point(link: Path, run_dir: Path) -> None:
@@ -273,7 +310,7 @@ def prune(ws: Workspace, retention: int) -> list[Path]:
         return []
     runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
     keep = set(runs[-retention:])
-    good = ws.state(LAST_GOOD).get("run")
+    good = last_good_run(ws).get("run")
     if good:
         keep.add(runs_dir / good)
     gone = [p for p in runs if p not in keep]

@@ -26,7 +26,11 @@ The comparison (``snapshot``), precisely:
   masked the same way; a row that saved nothing (EMPTY_ROW) counts as no row;
 - a VCS's own directory (``.git``, ``.hg``) by what it means rather than its files (packs
   and dirstates hold times): the checked-out revision, every ref or head and tag, a clean
-  ``status`` and a passing ``git fsck`` / ``hg verify``.
+  ``status`` and a passing ``git fsck`` / ``hg verify``;
+- what a stage writes anew at each run, named and filled by its run id (nightly's
+  ``reports/``), by the scenario's own checks right after the kill and after the rerun
+  (Site.own, Site.killed, Site.rerun), and a record's keys that hold such an id or a time
+  (Site.masks).
 """
 
 from __future__ import annotations
@@ -76,11 +80,13 @@ def volatile(key: str) -> bool:
     return key in VOLATILE or key.endswith(("_ns", "_seconds"))
 
 
-def masked(value: Any) -> Any:
+def masked(value: Any, also: frozenset[str] = frozenset()) -> Any:
+    """*value* with the values of VOLATILE keys (and of the keys *also*) replaced by MARK."""
     if isinstance(value, dict):
-        return {k: MARK if volatile(k) else masked(v) for k, v in value.items()}
+        return {k: MARK if volatile(k) or k in also else masked(v, also)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [masked(v) for v in value]
+        return [masked(v, also) for v in value]
     return value
 
 
@@ -106,8 +112,11 @@ def _vcs_view(tree: Path) -> dict[str, Any]:
             "status": out("hg", "status", "-mardu")}
 
 
-def snapshot(*roots: Path) -> dict[str, Any]:
-    """Everything compared about *roots* (see the module docstring)."""
+def snapshot(*roots: Path, own: tuple[str, ...] = (),
+             masks: dict[str, frozenset[str]] | None = None) -> dict[str, Any]:
+    """Everything compared about *roots* (see the module docstring); but the top-level
+    directories *own* (a scenario compares them itself: Site.own), and with the keys
+    ``masks[rel]`` of the JSON file ``root:rel`` masked too (Site.masks)."""
     snap: dict[str, Any] = {}
     for root in roots:
         if not root.exists():
@@ -116,7 +125,7 @@ def snapshot(*roots: Path) -> dict[str, Any]:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
             rel_here = here.relative_to(root)
-            if rel_here.parts[:1] == ("logs",):
+            if rel_here.parts[:1] in (("logs",), *((d,) for d in own)):
                 dirnames[:] = []
                 continue
             for vcs in VCS_DIRS:
@@ -132,9 +141,10 @@ def snapshot(*roots: Path) -> dict[str, Any]:
                 elif p.is_dir():
                     snap[rel] = ("dir", st.st_mode)
                 elif name == ".doit.db":
-                    snap[rel] = ("doit-db", doit_rows(p))
+                    snap[rel] = ("doit-db", doit_rows(p, (masks or {}).get(rel, frozenset())))
                 elif name.endswith(".json"):
-                    snap[rel] = ("json", st.st_mode, masked(json.loads(p.read_bytes())))
+                    also = (masks or {}).get(rel, frozenset())
+                    snap[rel] = ("json", st.st_mode, masked(json.loads(p.read_bytes()), also))
                 else:
                     snap[rel] = ("file", st.st_mode, content_digest(p))
     return snap
@@ -152,18 +162,19 @@ WORK = ("ws:out/kernel-build/", "ws:src/xen/xen/")
 SCRATCH = ("logs", "tmp")  # the workspace's logs and scratch (ws/tmp: a stage empties its own)
 
 
-def entries(*roots: Path) -> dict[str, tuple[object, ...]]:
+def entries(*roots: Path, own: tuple[str, ...] = ()) -> dict[str, tuple[object, ...]]:
     """Every file and symlink under *roots* with its mode and sha256 (or target), outside
     what has its own check: VCS directories (their fsck), logs/ and the scratch tmp/ (the
     rerun's comparison sees tmp/ again: it must end as an uninterrupted run leaves it), JSON
-    records and doit's db (they must parse), and the contents of a temporary's directory."""
+    records and doit's db (they must parse), the contents of a temporary's directory, and the
+    top-level directories *own* (Site.own: the scenario's own checks)."""
     out: dict[str, tuple[object, ...]] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
             rel_here = here.relative_to(root)
             dirnames[:] = [d for d in dirnames if d not in VCS_DIRS and not TEMP.match(d)
-                           and not (rel_here == Path(".") and d in SCRATCH)]
+                           and not (rel_here == Path(".") and d in (*SCRATCH, *own))]
             for name, shown in ranked(filenames):
                 p = here / name
                 if name.endswith(".json") or name.startswith(".doit.db") or TEMP.match(name):
@@ -214,12 +225,13 @@ def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[obje
             and not rel.startswith((*busy, *WORK))]
 
 
-def doit_rows(db: Path) -> dict[str, Any]:
-    """doit's sqlite3 dependency records, parsed and masked (raises if it does not open)."""
+def doit_rows(db: Path, also: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """doit's sqlite3 dependency records, parsed and masked (*also*: more keys masked; raises
+    if it does not open)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
-        rows = {task: masked(json.loads(data))
+        rows = {task: masked(json.loads(data), also)
                 for task, data in con.execute("SELECT task_id, task_data FROM doit")}
     finally:
         con.close()
@@ -322,6 +334,23 @@ class Site:
     watched: tuple[str, ...] = ()  # paths relative to root: wholly old or wholly new
     spare: set[int] = field(default_factory=set)
     paths: tuple[Path, ...] = ()  # where the run's processes would live (ws, root, ...)
+    # what a stage writes anew at each run (nightly's reports/: run ids and times in names
+    # and contents): top-level workspace directories compared by the scenario's own checks,
+    # right after a kill (killed) and after the rerun (rerun), not byte for byte; and the
+    # keys of a JSON record that hold such a name or time, by "root:rel" path
+    own: tuple[str, ...] = ()
+    masks: dict[str, frozenset[str]] = field(default_factory=dict)
+    killed: Callable[[Site], list[str]] | None = None
+    rerun: Callable[[Site], list[str]] | None = None
+
+
+def site_snapshot(site: Site) -> dict[str, Any]:
+    """snapshot() of the site's workspace and root, with its own directories and masks."""
+    return snapshot(site.ws, site.root, own=site.own, masks=site.masks)
+
+
+def site_entries(site: Site) -> dict[str, tuple[object, ...]]:
+    return entries(site.ws, site.root, own=site.own)
 
 
 def start(site: Site, task: list[str], token: str) -> subprocess.Popen[bytes]:
@@ -333,6 +362,29 @@ def start(site: Site, task: list[str], token: str) -> subprocess.Popen[bytes]:
         env={**os.environ, **site.env, "XENPIPE_CRASH_TOKEN": token},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         preexec_fn=held_signals)
+
+
+SUICIDE = """import os, signal, sys
+def _hook(event, args):
+    if event == {event!r} and {match!r} in repr(args):
+        os.kill(os.get{who}pid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(_hook)
+"""
+
+
+def killed_at(where: Path, event: str, match: str, parent: bool = False) -> dict[str, str]:
+    """The environment for start() in which each Python process of the run (xenpipe, its
+    child doit) SIGKILLs itself (and with *parent*, first its parent: xenpipe, when its
+    child doit raises it) the moment it raises the audit event *event* (``os.symlink``,
+    ``subprocess.Popen``...) with *match* in the repr of its arguments: a real kill at a
+    chosen point, which a kill at a random moment reaches only by chance. A sitecustomize
+    module in *where*, first on PYTHONPATH."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "sitecustomize.py").write_text(SUICIDE.format(event=event, match=match,
+                                                           who="p" if parent else ""))
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(where),
+                                                        os.environ.get("PYTHONPATH")]))}
 
 
 def run(site: Site, task: list[str], timeout: float = 600) -> tuple[float, str]:
@@ -388,16 +440,20 @@ def one_kill(site: Site, task: list[str], sig: signal.Signals, at: float, stage:
         kill.problems.append(f"left running: {left}")
     kill.problems += consistent(site, old, new)
     if states is not None:
-        kill.problems += half_done(*states, entries(site.ws, site.root), site.ws)
+        kill.problems += half_done(*states, site_entries(site), site.ws)
     if check_tree is not None:
         kill.problems += check_tree(site)
+    if site.killed is not None:
+        kill.problems += site.killed(site)
     # a plain rerun converges
     try:
         _, text = run(site, task)
     except AssertionError as exc:
         kill.problems.append(f"rerun: {exc}")
         return kill
-    kill.problems += differences(reference, snapshot(site.ws, site.root))
+    kill.problems += differences(reference, site_snapshot(site))
+    if site.rerun is not None:
+        kill.problems += [f"rerun: {p}" for p in site.rerun(site)]
     return kill
 
 
@@ -458,11 +514,13 @@ def matrix(site: Site, task: list[str], stage: str, tmp: Path, rng: random.Rando
     uninterrupted run's duration, from the same starting state."""
     with saved(site, tmp / "before") as restore:
         old = files(site.root, site.watched)
-        before = entries(site.ws, site.root)
+        before = site_entries(site)
         took, _ = run(site, task)
-        reference = snapshot(site.ws, site.root)
+        reference = site_snapshot(site)
+        if site.rerun is not None:  # the checks hold for an uninterrupted run
+            assert not site.rerun(site), site.rerun(site)
         new = files(site.root, site.watched)
-        after = entries(site.ws, site.root)
+        after = site_entries(site)
         kills = []
         plan = [(sig, rng.uniform(0.0, took * 1.05)) for sig in signals
                 for _ in range(per_signal)]

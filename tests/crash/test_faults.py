@@ -15,6 +15,7 @@ GIT_CONFIG_COUNT, where git honours it).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -29,7 +30,7 @@ from ..support.tools import free_port, need
 from ..support.upstreams import HgServer
 from . import harness
 from .harness import Site
-from .scenarios import fetch_site, kbuild_site, prepared, unlink_served
+from .scenarios import fetch_site, kbuild_site, nightly_site, prepared, unlink_served
 
 # each fault costs a few full doit runs (about 10 to 30 s here): slow, but for the corrupt
 # dependency database (the fast suite's guard on doit's own record)
@@ -323,21 +324,23 @@ def test_read_only_install_root(tmp_path: Path, loader: str) -> None:
 
 
 @pytest.mark.slow
-def test_bootloader_file_replaced_by_a_directory(tmp_path: Path) -> None:
-    """grub.cfg is a directory: one line naming it, nothing written; once it is a file
-    again the install converges."""
-    site = prepared(kbuild_site(tmp_path, "grub2"), "build")
+@pytest.mark.parametrize("loader", ["grub-legacy", "grub2"])
+def test_bootloader_file_replaced_by_a_directory(tmp_path: Path, loader: str) -> None:
+    """grub.cfg (grub.conf) is a directory: one line naming it, nothing written; once it is
+    a file again the install converges."""
+    site = prepared(kbuild_site(tmp_path, loader), "build")
     with harness.saved(site, tmp_path / "before") as restore:
         harness.run(site, ["install"])
         reference = harness.snapshot(site.ws, site.root)
         restore()
-    cfg = site.root / "boot" / "grub" / "grub.cfg"
+    rel = "boot/grub/grub.cfg" if loader == "grub2" else "boot/grub/grub.conf"
+    cfg = site.root / rel
     kept = cfg.read_bytes()
     cfg.unlink()
     cfg.mkdir()
     (cfg / "inside").write_text("a user's file\n")
     before = harness.snapshot(site.root)
-    one_error(doit(site, "install"), "/boot/grub/grub.cfg", "directory", "move")
+    one_error(doit(site, "install"), f"/{rel}", "directory", "move")
     assert not harness.differences(before, harness.snapshot(site.root))
     shutil.rmtree(cfg)
     cfg.write_bytes(kept)
@@ -385,3 +388,26 @@ def test_corrupt_state_record_is_reported_and_rebuilt(tmp_path: Path, record: st
         aside.unlink()
     diff = harness.differences(reference, harness.snapshot(site.ws, site.root))
     assert not diff, "\n".join(diff)
+
+
+@pytest.mark.slow
+def test_corrupt_nightly_record_is_reported_and_rebuilt(tmp_path: Path) -> None:
+    """The last good nightly's record cut in half: one warning line naming it, then rebuilt
+    from the run reports/last-good points at (the report still names that run as the last
+    good one; triage and pruning go by it); the nightly passes and records itself as the
+    last good run."""
+    for tool in ("make", "gcc", "git"):
+        need(tool)
+    site = nightly_site(tmp_path)
+    path = site.ws / "state" / "nightly-last-good.json"
+    good = json.loads(path.read_bytes())
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    res = doit(site, "nightly")
+    assert res.returncode == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("xenpipe: warning:")]
+    assert len(warned) == 1 and "state/nightly-last-good.json" in warned[0], res.stderr
+    rep = json.loads((site.ws / "reports" / "report.json").read_bytes())
+    assert rep["variants"][0]["last_good"] == good["run"]
+    new = json.loads(path.read_bytes())
+    assert new["run"] == rep["run"] != good["run"]
+    assert site.rerun is not None and not site.rerun(site)
