@@ -378,3 +378,23 @@ def test_a_step_pins_only_its_own_workspace(tmp_path: Path, git_upstream: GitUps
     assert step_config(other) == other
     monkeypatch.delenv(STEP_ENV)
     assert step_config(cfg) == cfg
+
+
+def test_bisect_takes_good_from_a_rebuilt_last_good_record(tmp_path: Path) -> None:
+    """A corrupt ``state/nightly-last-good.json`` (set aside by Workspace.state) made bisect's
+    default good= "no nightly has passed": it read the record itself. It now asks the
+    nightly's triage, which rebuilds the record from the run ``reports/last-good`` names."""
+    from pipeline.bisect.session import nightly_history
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    run = ws.reports / "runs" / "20261207-1"
+    run.mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps({
+        "run": "20261207-1", "started": "2026-12-07T10:00:00Z", "status": "passed",
+        "variants": [{"status": "passed", "sources": [{"name": "xen", "new": "a" * 40}]}]}))
+    (ws.reports / "last-good").symlink_to(run)
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "nightly-last-good.json").write_text("{not json")
+    good, bad = nightly_history(ws)
+    assert (good, bad) == ({"xen": "a" * 40}, {})

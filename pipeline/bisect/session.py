@@ -20,6 +20,7 @@ from pipeline.config import Config, SourceCfg
 from pipeline.errors import BisectError
 from pipeline.files import read_json
 from pipeline.nightly.run import boot_unavailable
+from pipeline.nightly.triage import last_good_run
 from pipeline.workspace import Key, Workspace
 
 VARS = ("source", "patches", "good", "bad", "build", "patch", "reset")
@@ -215,7 +216,7 @@ def source(cfg: Config, name: str) -> SourceCfg:
 def nightly_history(ws: Workspace) -> tuple[dict[str, str], dict[str, str]]:
     """The revisions of the last good nightly, and those of the latest nightly if it
     failed (empty when there is none)."""
-    good = ws.state(Key.NIGHTLY_LAST_GOOD).get("revisions") or {}
+    good = last_good_run(ws).get("revisions") or {}  # a corrupt record is rebuilt
     latest = read_json(ws.reports / "report.json") or {}
     variant = (latest.get("variants") or [{}])[0] if isinstance(latest, dict) else {}
     bad = {} if variant.get("status") != "failed" else {
