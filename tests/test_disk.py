@@ -196,6 +196,26 @@ def test_a_full_disk_is_one_line_naming_the_step_and_leaves_no_image(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "tree"]
 
 
+def test_install_root_goes_onto_a_merged_usr_root_through_its_links(tmp_path):
+    """The Debian base root has /lib -> usr/lib; doit install's staging root has a real
+    /lib/modules/RELEASE (modules_install): its files land in /usr/lib/modules as on the box
+    (cp -a refused to put a directory over the link)."""
+    src, dest = tmp_path / "install", tmp_path / "tree"
+    (src / "lib/modules/6.1.192+").mkdir(parents=True)
+    (src / "lib/modules/6.1.192+/modules.dep").write_text("dep\n")
+    (src / "boot").mkdir()
+    (src / "boot/xen.gz").write_bytes(b"\x1f\x8b")
+    os.chmod(src / "boot/xen.gz", 0o600)
+    (dest / "usr/lib/modules/6.1.0-57-amd64").mkdir(parents=True)
+    (dest / "lib").symlink_to("usr/lib")
+    copy_tree(src, dest)
+    assert (dest / "lib").is_symlink()
+    assert (dest / "usr/lib/modules/6.1.192+/modules.dep").read_text() == "dep\n"
+    assert (dest / "usr/lib/modules/6.1.0-57-amd64").is_dir()
+    assert (dest / "boot/xen.gz").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["install", "tree"]
+
+
 def test_a_missing_install_root_is_one_line(tmp_path):
     with pytest.raises(DiskError) as exc:
         copy_tree(tmp_path / "root", tmp_path)

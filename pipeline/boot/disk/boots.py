@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import digest
+from pipeline import digest, proc
 from pipeline.boot import probe
 from pipeline.boot.disk import console, root
 from pipeline.boot.disk.grub2 import Grub2
@@ -155,7 +155,8 @@ def build_image(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> Bui
     shutil.rmtree(tree, ignore_errors=True)
     image = work / "disk.img"
     try:
-        copy_tree(base, tree)
+        proc.run(["cp", "-a", "--", base, tree], log=boot.log, error=DiskError,
+                 what="copying the base root (cp -a)")
         (tree / ".release").unlink()
         copy_tree(cfg.install.root, tree)
         text = boot.menu(tree, KNOWN)

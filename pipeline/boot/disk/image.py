@@ -84,10 +84,20 @@ def need(tool: str, package: str) -> str:
 
 
 def copy_tree(src: Path, dest: Path) -> None:
-    """*src*'s files onto *dest* byte for byte (modes, times, links), over what is there."""
+    """*src*'s files onto *dest* byte for byte (modes, owners, times, links), over what is
+    there; a directory of *src* where *dest* has a symlink to a directory goes through the
+    link, as installing onto a merged-/usr root does (``/lib -> usr/lib``: ``cp -a`` refuses
+    it). tar, by way of an archive file in *dest*'s parent."""
     if not src.is_dir():
         raise DiskError("install.root", f"{src} is not a directory: run `doit install` first")
-    _run(["cp", "-a", "--", f"{src}/.", dest], f"copying {src}", None)
+    tar = need("tar", "tar")
+    archive = dest.with_name(f".{dest.name}.tar")
+    try:
+        _run([tar, "-C", src, "-cf", archive, "."], f"copying {src} (tar)", None)
+        _run([tar, "-C", dest, "-xpf", archive, "--keep-directory-symlink",
+              "--same-owner"], f"copying {src} (tar)", None)
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def make_image(tree: Path, image: Path, layout: Layout, log: Path,

@@ -117,8 +117,14 @@ def box_defaults(ws: Workspace) -> str:
 
 def dress(tree: Path) -> str:
     """The box's own settings into the unpacked root: /etc/default/grub and the
-    known-good init. Returns Debian's kernel release."""
+    known-good init; Debian's kernel's module tree goes (~400 MB, two thirds of the root:
+    the known-good boot loads only what its initramfs holds, and every image build copies
+    and writes the whole tree). Returns Debian's kernel release."""
     rel = release(tree)
+    for moddir in (tree / "usr/lib/modules" / rel / "kernel", tree / "lib/modules" / rel /
+                   "kernel"):
+        if moddir.is_dir() and not moddir.is_symlink():
+            shutil.rmtree(moddir)
     (tree / "etc" / "default").mkdir(parents=True, exist_ok=True)
     (tree / "etc" / "default" / "grub").write_text(grub_defaults(rel))
     init = tree / INIT.lstrip("/")
