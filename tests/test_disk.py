@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import boot, config
+from pipeline.boot import probe
 from pipeline.boot.disk import boots, console, grub_legacy
 from pipeline.boot.disk import root as disk_root
 from pipeline.boot.disk.grub2 import Grub2
@@ -95,6 +96,18 @@ def test_the_box_defaults_name_debian_kernels_plain_entry_by_the_images_uuid():
     assert f"init={disk_root.INIT}" in shell_assignments(text, "GRUB_CMDLINE_LINUX")
     with pytest.raises(BootError):
         disk_root.release_of({"versions": {"linux-image-amd64": "6.1.192-3"}})
+
+
+def test_the_probe_hook_answers_mkinitramfs_prereqs_and_does_nothing_else(tmp_path):
+    """mkinitramfs runs every init-top script with "prereqs" on the build host: the probe's
+    hook must answer and stop there (the probe itself powers off)."""
+    hook = tmp_path / "xenpipe-probe"
+    hook.write_text(disk_root.PROBE_TEXT)
+    res = subprocess.run(["sh", str(hook), "prereqs"], capture_output=True, text=True,
+                         timeout=30, cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "\n", "")
+    assert f'echo "{probe.MARK} init started"' in disk_root.PROBE_TEXT
+    assert disk_root.PROBE_TEXT.rstrip().endswith("poweroff -f")
 
 
 def test_entry_titles_read_from_grub_mkconfigs_output():
@@ -304,6 +317,9 @@ def test_real_grub2_disk_boot_once_then_the_known_good_entry(real_kernel: RealKe
     second = (ws.logs / "boot-2.log").read_text(errors="replace")
     assert f"{disk_root.UP}: Linux {known.rsplit(' ', 1)[1]}, root=UUID={disk_root.UUID}" in second
     assert out["image"]["bootloader"] == "grub2" and out["image"]["seconds"] > 0
+    # the initramfs the entry boots is update-initramfs's, made in the image's root
+    assert [n.split(":")[0] for n in out["image"]["notes"]] == ["/boot/initrd.img-6.1.192+"]
+    assert "update-initramfs -k 6.1.192+ in the image's root" in out["image"]["notes"][0]
     stage = json.loads((ws.out / "metadata.json").read_text())["stages"]["boot"]
     assert stage["verdict"] == "pass" and len(stage["boots"]) == 2
 

@@ -19,6 +19,7 @@ from pipeline.boot.disk.grub2 import Grub2
 from pipeline.boot.disk.grub_legacy import MENUS, GrubLegacy
 from pipeline.boot.disk.image import (
     DiskError,
+    chroot,
     copy_tree,
     drive_argv,
     flatten,
@@ -88,7 +89,7 @@ def _base(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> tuple[Pat
     kernel = plan.machine.images.kernel
     xen = cfg.boot.xen if cfg.xen is None else None  # the distribution's, as on the box
     key = digest.of_json([BASE_VERSION, boot.name, boot.version(), root.identity(),
-                          legacy and file_identity(kernel), legacy and probe.identity(),
+                          legacy and file_identity(kernel), probe.identity(),
                           xen and file_identity(xen)])[:16]
     base = boot_dir(ws) / "disk" / f"base-{boot.name}-{key}"
     if (base / ".release").is_file():
@@ -126,6 +127,21 @@ def _stand_ins(tree: Path, cfg_text: str, initrd: Path) -> list[str]:
             shutil.copy2(initrd, dest)
             notes.append(f"{rel}: the boot probe (doit install named it, ran no initramfs tool)")
     return notes
+
+
+def initramfs(where: Path, kernel: Path, log: Path) -> str:
+    """The dom0 kernel's initramfs made by update-initramfs in the image's root (a chroot of
+    the mounted image), as the box makes it; the root's initramfs-tools configuration runs
+    xenpipe's probe (:data:`.root.PROBE_HOOK`). Returns the note that says so."""
+    rel = kernel.name.removeprefix("vmlinuz-")
+    if not (where / "lib/modules" / rel).is_dir():
+        raise DiskError("update-initramfs (in the image's root)", f"install.root has no "
+                        f"/lib/modules/{rel}: doit install did not install kernel {rel}")
+    made = where / "boot" / f"initrd.img-{rel}"
+    chroot(where, ["update-initramfs", "-u" if made.exists() else "-c", "-k", rel],
+           "update-initramfs (in the image's root)", log)
+    return (f"/boot/initrd.img-{rel}: update-initramfs -k {rel} in the image's root "
+            f"({made.stat().st_size // 1024} KiB; its init-top runs the boot probe)")
 
 
 @dataclass(frozen=True)
@@ -169,6 +185,8 @@ def build_image(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> Bui
         known = KNOWN_TITLE
         if isinstance(boot, Grub2):
             with mounted(image, boot.layout, work / "mnt", boot.log) as where:
+                if cfg.install.initramfs == "update-initramfs":
+                    notes.append(initramfs(where, plan.machine.images.kernel, boot.log))
                 text = boot.configure(where)
                 notes += _stand_ins(where, text, plan.images.initrd)
             known = boot.title_of(text, root.known_id(rel)) or root.known_id(rel)

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.boot import rootfs
+from pipeline.boot import probe, rootfs
 from pipeline.workspace import Workspace
 
 # the image's filesystem UUID: fixed, so that the known-good entry's id (which grub-mkconfig
@@ -26,6 +26,13 @@ UP = "xenpipe-known-good: up"
 # The box's init for the known-good boot: the root has no init system (debootstrap minbase),
 # and a whole one would take minutes under TCG; this says that Debian's kernel and initramfs
 # brought the disk's root up, then powers off.
+# The box's initramfs-tools configuration: xenpipe's boot probe as an init-top script, so that
+# the initramfs update-initramfs makes in the image's root for the dom0 kernel reports what
+# dom0 sees (the same milestones as the probe of a direct boot), then powers off. mkinitramfs
+# runs each script with "prereqs" while it builds: that answer comes first.
+PROBE_HOOK = "/etc/initramfs-tools/scripts/init-top/xenpipe-probe"
+PROBE_TEXT = ('#!/bin/sh\nPREREQ=""\ncase "$1" in\n  prereqs) echo "$PREREQ"; exit 0 ;;\nesac\n'
+              + probe.INIT.split("\n", 1)[1])
 INIT_TEXT = f"""#!/bin/sh
 mount -t proc proc /proc
 echo "{UP}: Linux $(uname -r), $(grep -o 'root=[^ ]*' /proc/cmdline) mounted"
@@ -116,10 +123,10 @@ def box_defaults(ws: Workspace) -> str:
 
 
 def dress(tree: Path) -> str:
-    """The box's own settings into the unpacked root: /etc/default/grub and the
-    known-good init; Debian's kernel's module tree goes (~400 MB, two thirds of the root:
-    the known-good boot loads only what its initramfs holds, and every image build copies
-    and writes the whole tree). Returns Debian's kernel release."""
+    """The box's own settings into the unpacked root: /etc/default/grub, the known-good
+    init and the probe for initramfs-tools; Debian's kernel's module tree goes (~400 MB, two
+    thirds of the root: the known-good boot loads only what its initramfs holds, and every
+    image build copies and writes the whole tree). Returns Debian's kernel release."""
     rel = release(tree)
     for moddir in (tree / "usr/lib/modules" / rel / "kernel", tree / "lib/modules" / rel /
                    "kernel"):
@@ -131,4 +138,8 @@ def dress(tree: Path) -> str:
     init.parent.mkdir(parents=True, exist_ok=True)
     init.write_text(INIT_TEXT)
     init.chmod(0o755)
+    hook = tree / PROBE_HOOK.lstrip("/")
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(PROBE_TEXT)
+    hook.chmod(0o755)
     return rel
