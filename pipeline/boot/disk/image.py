@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -157,9 +158,10 @@ def drive_argv(disk: Path) -> list[str]:
             "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"]
 
 
-def size_mb(tree: Path, spare_mb: int = 96) -> int:
+def size_mb(tree: Path, spare_mb: int = 256) -> int:
     """An image size that holds *tree* (its blocks, plus room for the filesystem's own
-    structures and for what is written in the mounted image), in MiB."""
+    structures and for what is written in the mounted image: mkinitramfs's scratch tree in
+    /var/tmp, the initramfs), in MiB. The file is sparse: the room costs no disk."""
     used = 0
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in filenames + dirnames:
@@ -285,9 +287,15 @@ def mounted(image: Path, layout: Layout, where: Path, log: Path) -> Iterator[Pat
 
 def chroot(where: Path, argv: Sequence[str], step: str, log: Path) -> proc.Result:
     """*argv* run in the chroot of the mounted image (its own tools), output captured; a
-    failure is one line naming *step*."""
+    failure is one line naming *step* and the line that says why (a tool's ``E:`` or
+    ``error`` line before its closing summary)."""
     res = proc.run(["chroot", where, *argv], log=log, capture=True, check=False, timeout=600,
                    env={"PATH": CHROOT_PATH, "LC_ALL": "C"})
     if res.returncode != 0:
-        raise DiskError(step, proc.last_line(res.stdout) or f"exit status {res.returncode}")
+        lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+        why = [ln for ln in lines if _WHY.search(ln)]
+        raise DiskError(step, (why or lines or [f"exit status {res.returncode}"])[-1])
     return res
+
+
+_WHY = re.compile(r"^E: |error|No space left", re.I)
