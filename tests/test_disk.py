@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import boot, config
 from pipeline.boot import probe
-from pipeline.boot.disk import boots, console, grub_legacy
+from pipeline.boot.disk import boots, console, grub2, grub_legacy
 from pipeline.boot.disk import root as disk_root
 from pipeline.boot.disk.grub2 import Grub2
 from pipeline.boot.disk.grub_legacy import GrubLegacy
@@ -96,6 +96,17 @@ def test_the_box_defaults_name_debian_kernels_plain_entry_by_the_images_uuid():
     assert f"init={disk_root.INIT}" in shell_assignments(text, "GRUB_CMDLINE_LINUX")
     with pytest.raises(BootError):
         disk_root.release_of({"versions": {"linux-image-amd64": "6.1.192-3"}})
+
+
+def test_the_header_for_a_grub_cfg_written_without_grub_mkconfig(tmp_path):
+    """grub2.header (the test box's first grub.cfg): the serial terminal, one-shot
+    next_entry, and the saved default only with GRUB_DEFAULT=saved."""
+    (tmp_path / "etc/default/grub.d").mkdir(parents=True)
+    assert "set default=0" in grub2.header(tmp_path)
+    (tmp_path / "etc/default/grub.d/xenpipe.cfg").write_text("GRUB_DEFAULT=saved\n")
+    text = grub2.header(tmp_path)
+    assert "terminal_output serial" in text and "save_env next_entry" in text
+    assert 'set default="${saved_entry}"' in text
 
 
 def test_the_probe_hook_answers_mkinitramfs_prereqs_and_does_nothing_else(tmp_path):

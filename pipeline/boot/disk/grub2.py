@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline import proc
 from pipeline.boot.disk.image import EMBED, SECTOR, DiskError, Layout, chroot, need
+from pipeline.install.bootloader import shell_assignments
 
 PLATFORM = Path("/usr/lib/grub/i386-pc")
 PREFIX = "(hd0,msdos1)/boot/grub"
@@ -44,7 +45,7 @@ class Grub2:
         return "grub-pc-bin of the base root"
 
     def install_files(self, tree: Path) -> None:
-        install_files(tree)
+        install_files(tree, own=True)
 
     def menu(self, tree: Path, known: tuple[str, str, str]) -> str | None:
         """None: grub.cfg is made in the mounted image (:meth:`configure`)."""
@@ -81,11 +82,12 @@ class Grub2:
         """Nothing after the image is written: the boot sectors went in with it."""
 
 
-def install_files(tree: Path) -> None:
+def install_files(tree: Path, own: bool = False) -> None:
     """GRUB's i386-pc modules into the root's /boot/grub (what grub-install copies): the
-    root's own when it has grub-pc-bin, else the host's."""
+    host's, or with *own* the root's when it has grub-pc-bin (core.img must come from the
+    same GRUB: :func:`boot_sectors` with the tree)."""
     src = tree / PLATFORM.relative_to("/")
-    if not (src / "boot.img").is_file():
+    if not own or not (src / "boot.img").is_file():
         src = PLATFORM
     if not (src / "boot.img").is_file():
         raise DiskError("installing GRUB 2", f"{PLATFORM}/boot.img missing: apt-get install "
@@ -95,6 +97,29 @@ def install_files(tree: Path) -> None:
     for f in src.iterdir():
         if f.suffix in (".mod", ".lst", ".img"):
             shutil.copy2(f, dest / f.name)
+
+
+def _default_saved(tree: Path) -> bool:
+    value = None
+    files = [tree / "etc/default/grub",
+             *sorted((tree / "etc/default/grub.d").glob("*.cfg"))]
+    for f in files:
+        if f.is_file():
+            value = shell_assignments(f.read_bytes(), "GRUB_DEFAULT") or value
+    return value == "saved"
+
+
+def header(tree: Path) -> str:
+    """What ``00_header`` writes for this root (the serial terminal, ``load_env``,
+    ``next_entry`` once, the saved default with ``GRUB_DEFAULT=saved``): for a grub.cfg
+    written before the root's own grub-mkconfig ever ran (the test box's first boot); the
+    disk boot's grub.cfg is grub-mkconfig's."""
+    default = ('  set default="${saved_entry}"\n' if _default_saved(tree)
+               else "  set default=0\n")
+    return (f"# written by xenpipe as grub-mkconfig's 00_header would\n{SERIAL}"
+            "if [ -s $prefix/grubenv ]; then\n  load_env\nfi\n"
+            'if [ "${next_entry}" ] ; then\n  set default="${next_entry}"\n  set next_entry=\n'
+            f"  save_env next_entry\nelse\n{default}fi\nset timeout=1\n")
 
 
 def boot_sectors(work: Path, log: Path, tree: Path | None = None) -> list[tuple[int, bytes]]:
