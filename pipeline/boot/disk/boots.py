@@ -37,7 +37,7 @@ from pipeline.install.bootloader import read_env
 from pipeline.install.stage import entry_name
 from pipeline.workspace import Workspace
 
-BASE_VERSION = 1  # bump when the same inputs make a different base root
+BASE_VERSION = 2  # bump when the same inputs make a different base root
 KNOWN_KERNEL = "vmlinuz-known-good"
 KNOWN_INITRD = "initrd.img-known-good"
 KNOWN_TITLE = "Known good: Linux without Xen"
@@ -200,11 +200,13 @@ def build_image(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> Bui
 
 def identity(cfg: Config) -> str:
     """What the disk boot's outcome depends on beyond a direct boot's inputs, cheaply: every
-    file of install.root (path, size, mtime), the bootloader and once."""
+    file of install.root (path, size, mtime), the bootloader, once and the disk root's
+    packages and apt sources."""
     root = cfg.install.root
     files = sorted([str(p.relative_to(root)), *(file_identity(p) or [])[1:]]
                    for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    return digest.of_json([BASE_VERSION, cfg.install.bootloader, cfg.install.once, files])
+    return digest.of_json([BASE_VERSION, cfg.install.bootloader, cfg.install.once, files,
+                           root.identity()])
 
 
 # the bootloader files a box's user or doit install owns: nothing but the one-shot mechanism
