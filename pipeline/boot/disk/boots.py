@@ -202,9 +202,9 @@ def identity(cfg: Config) -> str:
     """What the disk boot's outcome depends on beyond a direct boot's inputs, cheaply: every
     file of install.root (path, size, mtime), the bootloader, once and the disk root's
     packages and apt sources."""
-    root = cfg.install.root
-    files = sorted([str(p.relative_to(root)), *(file_identity(p) or [])[1:]]
-                   for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    top = cfg.install.root
+    files = sorted([str(p.relative_to(top)), *(file_identity(p) or [])[1:]]
+                   for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
     return digest.of_json([BASE_VERSION, cfg.install.bootloader, cfg.install.once, files,
                            root.identity()])
 
