@@ -171,8 +171,9 @@ def build_image(cfg: Config, ws: Workspace, plan: BootPlan, boot: Loader) -> Bui
     shutil.rmtree(tree, ignore_errors=True)
     image = work / "disk.img"
     try:
-        proc.run(["cp", "-a", "--", base, tree], log=boot.log, error=DiskError,
-                 what="copying the base root (cp -a)")
+        res = proc.run(["cp", "-a", "--", base, tree], log=boot.log, capture=True, check=False)
+        if res.returncode != 0:
+            raise DiskError("copying the base root (cp -a)", proc.last_line(res.stdout))
         (tree / ".release").unlink()
         copy_tree(cfg.install.root, tree)
         text = boot.menu(tree, KNOWN)
