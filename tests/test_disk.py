@@ -11,12 +11,25 @@ from pathlib import Path
 import pytest
 
 from pipeline import boot, config
+from pipeline.boot import probe
 from pipeline.boot.disk import boots, console, grub2, grub_legacy
+from pipeline.boot.disk import root as disk_root
 from pipeline.boot.disk.grub2 import Grub2
 from pipeline.boot.disk.grub_legacy import GrubLegacy
-from pipeline.boot.disk.image import START, DiskError, Layout, copy_tree, make_image, read_file
+from pipeline.boot.disk.image import (
+    START,
+    DiskError,
+    Layout,
+    chroot,
+    copy_tree,
+    make_image,
+    mounted,
+    read_file,
+)
+from pipeline.boot.rootfs import mounts_below
 from pipeline.errors import BootError, ConfigError, format_error
 from pipeline.files import write_json
+from pipeline.install.bootloader import shell_assignments
 from pipeline.workspace import Workspace
 
 from .support.disk import installed_disk_boot, read
@@ -37,8 +50,8 @@ def test_entries_read_from_grub2_consoles():
     assert console.entries(first) == [XENPIPE_TITLE]
     assert console.started_xen(first)
     second = read("grub2-known-good.log")
-    assert console.entries(second) == [boots.KNOWN_TITLE]
-    assert not console.started_xen(second)
+    assert console.entries(second) == ["Debian GNU/Linux, with Linux 6.1.0-57-amd64"]
+    assert not console.started_xen(second) and disk_root.UP in second
 
 
 def test_entries_read_from_grub_legacy_consoles():
@@ -67,42 +80,56 @@ def test_entries_of_grub_legacy_quotes_and_of_a_console_without_one():
 
 
 # ------------------------------------------------------------------------------ the menu
-def _root_with_script(tmp_path: Path, script: str, default: str | None) -> Path:
-    tree = tmp_path / "tree"
-    (tree / "etc/grub.d").mkdir(parents=True)
-    s = tree / "etc/grub.d/42_xenpipe"
-    s.write_text(script)
-    s.chmod(0o755)
-    (tree / "etc/grub.d/README").write_text("not a script\n")
-    if default is not None:
-        (tree / "etc/default/grub.d").mkdir(parents=True)
-        (tree / "etc/default/grub.d/xenpipe.cfg").write_text(f"GRUB_DEFAULT={default}\n")
-    return tree
+def test_the_box_defaults_name_debian_kernels_plain_entry_by_the_images_uuid():
+    """The known-good entry is 10_linux's plain entry of Debian's kernel (its id is made of
+    the release and the filesystem UUID, fixed so the box's GRUB_DEFAULT can name it), and
+    GRUB and Linux talk on the serial line."""
+    rel = disk_root.release_of({"versions": {"linux-image-amd64": "6.1.192-3",
+                                             "linux-image-6.1.0-57-amd64": "6.1.192-3",
+                                             "grub2-common": "2.06-13+deb12u1"}})
+    assert rel == "6.1.0-57-amd64"
+    text = disk_root.grub_defaults(rel).encode()
+    ident = f"gnulinux-6.1.0-57-amd64-advanced-{disk_root.UUID}"
+    assert shell_assignments(text, "GRUB_DEFAULT") == disk_root.known_id(rel) == ident
+    assert shell_assignments(text, "GRUB_TERMINAL") == "serial"
+    assert shell_assignments(text, "GRUB_DISABLE_SUBMENU") == "y"
+    assert f"init={disk_root.INIT}" in shell_assignments(text, "GRUB_CMDLINE_LINUX")
+    with pytest.raises(BootError):
+        disk_root.release_of({"versions": {"linux-image-amd64": "6.1.192-3"}})
 
 
-def test_grub_cfg_is_the_header_then_the_known_good_entry_then_each_grub_d_script(tmp_path):
-    tree = _root_with_script(tmp_path, "#!/bin/sh\necho \"menuentry 'x' --id xenpipe-x {\"\n"
-                             "echo }\n", "saved")
-    known = grub2.known_good("vmlinuz-k", "initrd-k", "Known")
-    text = grub2.grub_cfg(tree, known, tmp_path / "log")
-    assert text.index("terminal_output serial") < text.index("menuentry 'Known'")
-    assert text.index("menuentry 'Known'") < text.index("menuentry 'x' --id xenpipe-x {")
-    assert "save_env next_entry" in text and 'set default="${saved_entry}"' in text
-    assert "not a script" not in text
+def test_the_header_for_a_grub_cfg_written_without_grub_mkconfig(tmp_path):
+    """grub2.header (the test box's first grub.cfg): the serial terminal, one-shot
+    next_entry, and the saved default only with GRUB_DEFAULT=saved."""
+    (tmp_path / "etc/default/grub.d").mkdir(parents=True)
+    assert "set default=0" in grub2.header(tmp_path)
+    (tmp_path / "etc/default/grub.d/xenpipe.cfg").write_text("GRUB_DEFAULT=saved\n")
+    text = grub2.header(tmp_path)
+    assert "terminal_output serial" in text and "save_env next_entry" in text
+    assert 'set default="${saved_entry}"' in text
 
 
-def test_without_grub_default_saved_the_default_is_the_first_entry(tmp_path):
-    tree = _root_with_script(tmp_path, "#!/bin/sh\n", None)
-    assert 'set default="${saved_entry}"' not in grub2.header(tree)
-    assert "set default=0" in grub2.header(tree)
+def test_the_probe_hook_answers_mkinitramfs_prereqs_and_does_nothing_else(tmp_path):
+    """mkinitramfs runs every init-top script with "prereqs" on the build host: the probe's
+    hook must answer and stop there (the probe itself powers off)."""
+    hook = tmp_path / "xenpipe-probe"
+    hook.write_text(disk_root.PROBE_TEXT)
+    res = subprocess.run(["sh", str(hook), "prereqs"], capture_output=True, text=True,
+                         timeout=30, cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "\n", "")
+    assert f'echo "{probe.MARK} init started"' in disk_root.PROBE_TEXT
+    assert disk_root.PROBE_TEXT.rstrip().endswith("poweroff -f")
 
 
-def test_a_failing_grub_d_script_is_one_line_naming_it(tmp_path):
-    tree = _root_with_script(tmp_path, "#!/bin/sh\necho broken >&2\nexit 3\n", "saved")
-    with pytest.raises(DiskError) as exc:
-        grub2.grub_cfg(tree, "", tmp_path / "log")
-    assert format_error(exc.value) == ("xenpipe: error: disk image: running "
-                                       "/etc/grub.d/42_xenpipe: broken")
+def test_entry_titles_read_from_grub_mkconfigs_output():
+    """grub.cfg as the image root's grub-mkconfig made it (recorded): 10_linux's entries carry
+    ``$menuentry_id_option 'ID'``, xenpipe's 42_xenpipe ``--id xenpipe-NAME``."""
+    cfg = read("grub2-mkconfig.cfg")
+    rel = "6.1.0-57-amd64"
+    assert Grub2.title_of(cfg, disk_root.known_id(rel)) == f"Debian GNU/Linux, with Linux {rel}"
+    assert Grub2.title_of(cfg, "gnulinux-none") is None
+    assert Grub2.entry_title(cfg, "boot") == XENPIPE_TITLE
+    assert "terminal_output serial" in cfg and "load_env" in cfg
 
 
 def test_an_initramfs_the_menu_names_but_the_root_lacks_is_the_probe(tmp_path):
@@ -193,6 +220,26 @@ def test_a_full_disk_is_one_line_naming_the_step_and_leaves_no_image(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "tree"]
 
 
+def test_install_root_goes_onto_a_merged_usr_root_through_its_links(tmp_path):
+    """The Debian base root has /lib -> usr/lib; doit install's staging root has a real
+    /lib/modules/RELEASE (modules_install): its files land in /usr/lib/modules as on the box
+    (cp -a refused to put a directory over the link)."""
+    src, dest = tmp_path / "install", tmp_path / "tree"
+    (src / "lib/modules/6.1.192+").mkdir(parents=True)
+    (src / "lib/modules/6.1.192+/modules.dep").write_text("dep\n")
+    (src / "boot").mkdir()
+    (src / "boot/xen.gz").write_bytes(b"\x1f\x8b")
+    os.chmod(src / "boot/xen.gz", 0o600)
+    (dest / "usr/lib/modules/6.1.0-57-amd64").mkdir(parents=True)
+    (dest / "lib").symlink_to("usr/lib")
+    copy_tree(src, dest)
+    assert (dest / "lib").is_symlink()
+    assert (dest / "usr/lib/modules/6.1.192+/modules.dep").read_text() == "dep\n"
+    assert (dest / "usr/lib/modules/6.1.0-57-amd64").is_dir()
+    assert (dest / "boot/xen.gz").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["install", "tree"]
+
+
 def test_a_missing_install_root_is_one_line(tmp_path):
     with pytest.raises(DiskError) as exc:
         copy_tree(tmp_path / "root", tmp_path)
@@ -201,15 +248,61 @@ def test_a_missing_install_root_is_one_line(tmp_path):
                                        "install` first")
 
 
+def _loops(image: Path) -> str:
+    return subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_the_mounted_image_is_released_on_error_and_on_ctrl_c(tmp_path):
+    """What runs in the image's root runs in a real mount of its partition (a loop device at
+    the partition's offset, /dev, /proc, /sys under it); an error or a Ctrl-C inside leaves no
+    mount and no loop device, and what a killed run left is cleared before the next."""
+    for tool in ("sfdisk", "losetup", "mount"):
+        need(tool)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "hello").write_text("from the tree\n")
+    image, where, log = tmp_path / "disk.img", tmp_path / "mnt", tmp_path / "log"
+    layout = Layout(size_mb=16, fstype="ext4", uuid=disk_root.UUID)
+    make_image(tree, image, layout, log)
+    for exc in (DiskError("x", "y"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), mounted(image, layout, where, log) as at:
+            assert (at / "hello").read_text() == "from the tree\n"
+            assert (at / "proc/self").is_dir() and (at / "dev/null").exists()
+            raise exc
+        assert mounts_below(where) == [] and _loops(image) == ""
+    # a killed run's loop device and mount
+    dev = subprocess.run(["losetup", "-f", "--show", "-o", str(layout.offset), str(image)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["mount", dev, str(where)], check=True)
+    with mounted(image, layout, where, log) as at:
+        (at / "written").write_text("in the image\n")
+        assert len(_loops(image).splitlines()) == 1
+    assert mounts_below(where) == [] and _loops(image) == ""
+    assert read_file(image, layout, "/written") == b"in the image\n"
+
+
+def test_a_command_failing_in_the_chroot_is_one_line_naming_the_step(tmp_path):
+    with pytest.raises(DiskError) as exc:
+        chroot(tmp_path, ["/no-such-tool"], "grub-mkconfig (in the image's root)",
+               tmp_path / "log")
+    line = format_error(exc.value)
+    assert line.startswith("xenpipe: error: disk image: grub-mkconfig (in the image's root): ")
+    assert "no-such-tool" in line and "\n" not in line
+
+
 # -------------------------------------------------------------------- real boots (slow)
 @pytest.mark.slow
 def test_real_grub2_disk_boot_once_then_the_known_good_entry(real_kernel: RealKernel,
                                                              tmp_path):
-    """doit install (GRUB 2, once = true) into a staging root; the disk image of base root +
-    that root, GRUB 2 in its MBR; boot 1 (SeaBIOS -> GRUB -> next_entry) takes xenpipe's
-    entry, Xen and dom0 come up and pciback seizes both devices; boot 2, a fresh QEMU on the
-    same disk, lands in the known-good plain Linux entry, and GRUB itself cleared next_entry."""
-    for tool in ("qemu-system-x86_64", "qemu-img", "sfdisk", "grub-mkimage", "busybox"):
+    """doit install (GRUB 2, once = true) into a staging root that holds the box's
+    /etc/default/grub (GRUB_DEFAULT: Debian's kernel); the disk image of the Debian base root
+    + that root, GRUB 2 in its MBR, grub.cfg by the root's own grub-mkconfig in a chroot of the
+    mounted image; boot 1 (SeaBIOS -> GRUB -> next_entry) takes xenpipe's entry, Xen and dom0
+    come up and pciback seizes both devices; boot 2, a fresh QEMU on the same disk, lands in
+    10_linux's plain entry of Debian's kernel, whose initramfs mounts the disk's root; GRUB
+    itself cleared next_entry, and nothing else the user or doit install owns changed."""
+    for tool in ("qemu-system-x86_64", "qemu-img", "sfdisk", "losetup", "busybox"):
         need(tool)
     cfg = installed_disk_boot(real_kernel, tmp_path)
     ws = Workspace(cfg.workspace)
@@ -217,28 +310,45 @@ def test_real_grub2_disk_boot_once_then_the_known_good_entry(real_kernel: RealKe
     assert out["verdict"] == "pass"
     assert [m["name"] for m in out["milestones"]] == PASSED
     assert out["pciback"] == ["0000:00:03.0", "0000:01:00.0"]
+    known = out["image"]["known_good"]
+    assert known.startswith("Debian GNU/Linux, with Linux 6.1.0-") and known.endswith("-amd64")
     assert [(b["entry"], b["xen"], b["verdict"]) for b in out["boots"]] == [
-        (XENPIPE_TITLE, True, "pass"), (boots.KNOWN_TITLE, False, "pass")]
-    assert out["grubenv"] == {"before": {"next_entry": "xenpipe-boot"},
-                              "after": {"next_entry": ""}, "menu_unchanged": True}
+        (XENPIPE_TITLE, True, "pass"), (known, False, "pass")]
+    saved = disk_root.known_id(known.rsplit(" ", 1)[1])
+    assert out["grubenv"] == {
+        "before": {"next_entry": "xenpipe-boot", "saved_entry": saved},
+        "after": {"next_entry": "", "saved_entry": saved}, "menu_unchanged": True,
+        "changed": ["/boot/grub/grubenv"], "differs_from_install": ["/boot/grub/grub.cfg"]}
+    image = ws.dir / "boot/disk/disk.img"
+    cfg_text = read_file(image, Layout(), "/boot/grub/grub.cfg").decode()
+    assert "### BEGIN /etc/grub.d/42_xenpipe ###" in cfg_text
+    assert "--id xenpipe-boot" in cfg_text and f"'{saved}'" in cfg_text
     first = (ws.logs / "boot.log").read_text(errors="replace")
     assert "-kernel" not in first.splitlines()[0] and "Bootloader: GRUB 2.06" in first
+    second = (ws.logs / "boot-2.log").read_text(errors="replace")
+    assert f"{disk_root.UP}: Linux {known.rsplit(' ', 1)[1]}, root=UUID={disk_root.UUID}" in second
     assert out["image"]["bootloader"] == "grub2" and out["image"]["seconds"] > 0
+    # the initramfs the entry boots is update-initramfs's, made in the image's root
+    assert [n.split(":")[0] for n in out["image"]["notes"]] == ["/boot/initrd.img-6.1.192+"]
+    assert "update-initramfs -k 6.1.192+ in the image's root" in out["image"]["notes"][0]
     stage = json.loads((ws.out / "metadata.json").read_text())["stages"]["boot"]
     assert stage["verdict"] == "pass" and len(stage["boots"]) == 2
 
 
 @pytest.mark.slow
 def test_real_grub2_disk_boot_of_a_failing_entry_falls_back(real_kernel: RealKernel, tmp_path):
-    """xenpipe's entry boots a dom0 that panics (no /init: rdinit= names nothing; panic=1
+    """xenpipe's entry boots a dom0 that panics (init= and rdinit= name nothing, so neither
+    the initramfs update-initramfs made nor a root can start: the kernel panics, panic=1
     reboots): boot 1 fails at the panic, and boot 2 (the power cycle) still comes up in the
     known-good entry, since GRUB cleared next_entry when it booted the entry; the one-line
-    verdict says both."""
+    verdict says both. (rdinit= alone no longer panics: Debian's initramfs has busybox's
+    /sbin/init, which the kernel runs instead.)"""
     for tool in ("qemu-system-x86_64", "qemu-img", "sfdisk", "grub-mkimage", "busybox"):
         need(tool)
     cfg = installed_disk_boot(real_kernel, tmp_path, {
         'dom0_cmdline = "console=hvc0"':
-            'dom0_cmdline = "console=hvc0 earlyprintk=xen panic=1 rdinit=/xenpipe-none"'})
+            'dom0_cmdline = "console=hvc0 earlyprintk=xen panic=1 rdinit=/xenpipe-none '
+            'init=/xenpipe-none"'})
     ws = Workspace(cfg.workspace)
     with pytest.raises(BootError) as exc:
         boot.boot(cfg, ws)
@@ -246,12 +356,15 @@ def test_real_grub2_disk_boot_of_a_failing_entry_falls_back(real_kernel: RealKer
     assert "\n" not in line
     assert line.startswith("xenpipe: error: boot: the probe's /init did not start (the dom0 "
                            "kernel panicked: Kernel panic - not syncing:"), line
-    assert f"boot 2 (power cycle) came back in `{boots.KNOWN_TITLE}'" in line
     out = json.loads((ws.out / "boot.json").read_text())
+    known = out["image"]["known_good"]
+    assert f"boot 2 (power cycle) came back in `{known}'" in line
     assert out["verdict"] == "fail"
     assert [(b["entry"], b["xen"], b["verdict"]) for b in out["boots"]] == [
-        (XENPIPE_TITLE, True, "fail"), (boots.KNOWN_TITLE, False, "pass")]
+        (XENPIPE_TITLE, True, "fail"), (known, False, "pass")]
     assert "Kernel panic" in out["boots"][0]["reason"]
+    assert out["grubenv"]["changed"] == ["/boot/grub/grubenv"]
+    assert out["grubenv"]["after"]["next_entry"] == ""
 
 
 @pytest.mark.slow
@@ -278,8 +391,9 @@ def test_real_grub_legacy_disk_boot_once_with_the_2009_entry(real_kernel: RealKe
         ("Xen-4.17-Amd64 (6.1.192+)", True, "pass"), (boots.KNOWN_TITLE, False, "pass")]
     first = (ws.logs / "boot.log").read_text(errors="replace")
     assert "Bootloader: GNU GRUB 0.97" in first and "savedefault 0" in first
-    # savedefault 0 wrote the default back
-    assert out["default"] == {"before": "1", "after": "0", "menu_unchanged": True}
+    # savedefault 0 wrote the default back, and nothing else of the user's changed
+    assert out["default"] == {"before": "1", "after": "0", "menu_unchanged": True,
+                              "changed": ["/boot/grub/default"], "differs_from_install": []}
 
 
 @pytest.mark.slow
@@ -302,3 +416,4 @@ def test_real_grub_legacy_disk_boot_without_once_takes_the_entry_both_times(
         ("Xen-4.17-Amd64 (6.1.192+)", True, "pass"), ("Xen-4.17-Amd64 (6.1.192+)", True, "pass")]
     second = (ws.logs / "boot-2.log").read_text(errors="replace")
     assert "xen_pciback: seizing device" in second or "pciback: seizing device" in second
+    assert out["default"]["changed"] == [] and out["default"]["differs_from_install"] == []

@@ -1,27 +1,32 @@
-"""GRUB 2 (i386-pc) into the disk image, with GRUB's own tools: ``grub-mkimage`` makes
-core.img (``grub-install`` needs partition device nodes, which a loop device here lacks),
-boot.img goes to the MBR and core.img after it, the modules to ``/boot/grub/i386-pc``.
+"""GRUB 2 (i386-pc) into the disk image, with the image root's own GRUB (Debian's
+``grub-pc-bin`` and ``grub2-common`` in the base root, :mod:`.root`): its ``grub-mkimage``
+(run in a chroot of the tree) makes core.img (``grub-install`` needs partition device nodes,
+which a loop device here lacks), its boot.img goes to the MBR and core.img after it, its
+modules to ``/boot/grub/i386-pc``.
 
-grub.cfg is made the way ``grub-mkconfig`` makes it: a header like ``00_header``'s (serial
-terminal, ``load_env``, ``next_entry`` once, else ``saved_entry`` when ``GRUB_DEFAULT=saved``),
-then the output of every ``/etc/grub.d`` script of the image's root, which holds the one
-``doit install`` wrote (``42_xenpipe``)."""
+grub.cfg is made the way a box makes it: the root's own ``grub-mkconfig -o
+/boot/grub/grub.cfg`` in a chroot of the mounted image (:func:`.image.mounted`: grub-mkconfig
+asks ``grub-probe`` for the device holding ``/`` and its UUID, and offers no override), so
+``00_header`` reads the box's ``/etc/default/grub`` (the serial terminal) and xenpipe's
+``GRUB_DEFAULT=saved``, ``10_linux`` makes the known-good entry of Debian's kernel, and
+``42_xenpipe`` the entry ``doit install`` wrote. The grub.cfg a staging root got directly
+from ``doit install`` is replaced by that output, as on the box."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.boot.disk.image import EMBED, SECTOR, DiskError, Layout, need
+from pipeline.boot.disk.image import EMBED, SECTOR, DiskError, Layout, chroot, need
 from pipeline.install.bootloader import shell_assignments
 
 PLATFORM = Path("/usr/lib/grub/i386-pc")
 PREFIX = "(hd0,msdos1)/boot/grub"
 MODULES = ("biosdisk", "part_msdos", "ext2")
 SERIAL = "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
+CFG = "/boot/grub/grub.cfg"
 
 
 class Grub2:
@@ -29,23 +34,32 @@ class Grub2:
 
     name = "grub2"
     layout = Layout(fstype="ext4")
-    menu_file = "/boot/grub/grub.cfg"
+    menu_file = CFG
     state_file = "/boot/grub/grubenv"
 
     def __init__(self, work: Path, log: Path) -> None:
         self.work, self.log = work, log
 
     def version(self) -> str:
-        res = proc.run([need("grub-mkimage", "grub-pc-bin"), "--version"], capture=True,
-                       check=False)
-        return res.stdout.strip()
+        """The GRUB of the image's root is the base root's (its key covers the packages)."""
+        return "grub-pc-bin of the base root"
 
     def install_files(self, tree: Path) -> None:
-        install_files(tree)
+        install_files(tree, own=True)
 
-    def menu(self, tree: Path, known: tuple[str, str, str]) -> str:
-        """grub.cfg, made from the root as grub-mkconfig would."""
-        return grub_cfg(tree, known_good(*known), self.log)
+    def menu(self, tree: Path, known: tuple[str, str, str]) -> str | None:
+        """None: grub.cfg is made in the mounted image (:meth:`configure`)."""
+        return None
+
+    def configure(self, where: Path) -> str:
+        """grub.cfg by the root's own grub-mkconfig in the chroot of the mounted image (and
+        an empty grubenv, which ``save_env`` needs, when ``doit install`` left none)."""
+        if not (where / self.state_file.lstrip("/")).is_file():
+            chroot(where, ["grub-editenv", self.state_file, "create"],
+                   "grub-editenv create (in the image's root)", self.log)
+        chroot(where, ["grub-mkconfig", "-o", CFG], "grub-mkconfig (in the image's root)",
+               self.log)
+        return (where / CFG.lstrip("/")).read_text(errors="replace")
 
     @staticmethod
     def entry_title(menu: str, name: str) -> str | None:
@@ -53,38 +67,36 @@ class Grub2:
         m = re.search(rf"^menuentry '([^']*)' --id '?xenpipe-{re.escape(name)}'? ", menu, re.M)
         return m[1] if m else None
 
-    def boot_sectors(self) -> list[tuple[int, bytes]]:
-        return boot_sectors(self.work, self.log)
+    @staticmethod
+    def title_of(menu: str, ident: str) -> str | None:
+        """The title of the entry whose id grub-mkconfig's scripts gave as *ident*
+        (``$menuentry_id_option 'ID'``)."""
+        m = re.search(rf"^\s*menuentry '([^']*)' [^\n]*?\$menuentry_id_option "
+                      rf"'{re.escape(ident)}'", menu, re.M)
+        return m[1] if m else None
+
+    def boot_sectors(self, tree: Path | None = None) -> list[tuple[int, bytes]]:
+        return boot_sectors(self.work, self.log, tree)
 
     def setup(self, image: Path) -> None:
         """Nothing after the image is written: the boot sectors went in with it."""
 
 
-def install_files(tree: Path) -> None:
-    """GRUB's i386-pc modules into the root's /boot/grub (what grub-install copies)."""
-    if not (PLATFORM / "boot.img").is_file():
+def install_files(tree: Path, own: bool = False) -> None:
+    """GRUB's i386-pc modules into the root's /boot/grub (what grub-install copies): the
+    host's, or with *own* the root's when it has grub-pc-bin (core.img must come from the
+    same GRUB: :func:`boot_sectors` with the tree)."""
+    src = tree / PLATFORM.relative_to("/")
+    if not own or not (src / "boot.img").is_file():
+        src = PLATFORM
+    if not (src / "boot.img").is_file():
         raise DiskError("installing GRUB 2", f"{PLATFORM}/boot.img missing: apt-get install "
                         "grub-pc-bin")
     dest = tree / "boot" / "grub" / "i386-pc"
     dest.mkdir(parents=True, exist_ok=True)
-    for f in PLATFORM.iterdir():
+    for f in src.iterdir():
         if f.suffix in (".mod", ".lst", ".img"):
             shutil.copy2(f, dest / f.name)
-
-
-def boot_sectors(work: Path, log: Path) -> list[tuple[int, bytes]]:
-    """boot.img's first 440 bytes for sector 0 (the partition table stays) and core.img from
-    sector 1."""
-    core = work / "core.img"
-    res = proc.run([need("grub-mkimage", "grub-pc-bin"), "-O", "i386-pc", "-o", core,
-                    "-p", PREFIX, *MODULES], log=log, capture=True, check=False)
-    if res.returncode != 0:
-        raise DiskError("grub-mkimage", proc.last_line(res.stdout) or "failed")
-    data = core.read_bytes()
-    if len(data) > EMBED * SECTOR:
-        raise DiskError("grub-mkimage", f"core.img is {len(data)} bytes, more than the "
-                        f"{EMBED} sectors before the partition")
-    return [(0, (PLATFORM / "boot.img").read_bytes()[:440]), (1, data)]
 
 
 def _default_saved(tree: Path) -> bool:
@@ -98,34 +110,44 @@ def _default_saved(tree: Path) -> bool:
 
 
 def header(tree: Path) -> str:
-    """What ``00_header`` writes for this root: the serial terminal, the saved default."""
+    """What ``00_header`` writes for this root (the serial terminal, ``load_env``,
+    ``next_entry`` once, the saved default with ``GRUB_DEFAULT=saved``): for a grub.cfg
+    written before the root's own grub-mkconfig ever ran (the test box's first boot); the
+    disk boot's grub.cfg is grub-mkconfig's."""
     default = ('  set default="${saved_entry}"\n' if _default_saved(tree)
                else "  set default=0\n")
-    return (f"# made by xenpipe's disk boot as grub-mkconfig would (00_header, then "
-            f"/etc/grub.d)\n{SERIAL}"
+    return (f"# written by xenpipe as grub-mkconfig's 00_header would\n{SERIAL}"
             "if [ -s $prefix/grubenv ]; then\n  load_env\nfi\n"
             'if [ "${next_entry}" ] ; then\n  set default="${next_entry}"\n  set next_entry=\n'
             f"  save_env next_entry\nelse\n{default}fi\nset timeout=1\n")
 
 
-def known_good(kernel: str, initrd: str, title: str) -> str:
-    """The plain Linux entry the base root has (no Xen): what boots when xenpipe's does not."""
-    return (f"menuentry '{title}' --id known-good {{\n"
-            f"\tlinux /boot/{kernel} console=ttyS0,115200\n\tinitrd /boot/{initrd}\n}}\n")
-
-
-def grub_cfg(tree: Path, known: str, log: Path) -> str:
-    """grub.cfg for *tree*: the header, the known-good entry, each /etc/grub.d script's
-    output (sorted, executable ones, as grub-mkconfig runs them)."""
-    parts = [header(tree), known]
-    d = tree / "etc" / "grub.d"
-    for script in sorted(d.iterdir()) if d.is_dir() else []:
-        if not script.is_file() or not os.access(script, os.X_OK):
-            continue
-        res = proc.run(["sh", script], capture=True, check=False, log=log,
-                       env={"pkgdatadir": ""})
+def boot_sectors(work: Path, log: Path, tree: Path | None = None) -> list[tuple[int, bytes]]:
+    """boot.img's first 440 bytes for sector 0 (the partition table stays) and core.img from
+    sector 1: by the grub-mkimage of *tree* (in a chroot of it, so that core.img matches the
+    modules it installs), else the host's."""
+    own = tree is not None and (tree / PLATFORM.relative_to("/") / "boot.img").is_file()
+    args = ["-O", "i386-pc", "-p", PREFIX, *MODULES]
+    if own:
+        assert tree is not None
+        core = tree / "tmp" / "xenpipe-core.img"
+        core.parent.mkdir(exist_ok=True)
+        try:
+            chroot(tree, ["grub-mkimage", "-o", "/tmp/xenpipe-core.img", *args],
+                   "grub-mkimage (in the image's root)", log)
+            data = core.read_bytes()
+        finally:
+            core.unlink(missing_ok=True)
+        boot_img = tree / PLATFORM.relative_to("/") / "boot.img"
+    else:
+        core = work / "core.img"
+        res = proc.run([need("grub-mkimage", "grub-pc-bin"), "-o", core, *args], log=log,
+                       capture=True, check=False)
         if res.returncode != 0:
-            raise DiskError(f"running /etc/grub.d/{script.name}",
-                            proc.last_line(res.stdout) or f"exit status {res.returncode}")
-        parts.append(res.stdout)
-    return "".join(parts)
+            raise DiskError("grub-mkimage", proc.last_line(res.stdout) or "failed")
+        data = core.read_bytes()
+        boot_img = PLATFORM / "boot.img"
+    if len(data) > EMBED * SECTOR:
+        raise DiskError("grub-mkimage", f"core.img is {len(data)} bytes, more than the "
+                        f"{EMBED} sectors before the partition")
+    return [(0, boot_img.read_bytes()[:440]), (1, data)]

@@ -98,7 +98,7 @@ class GrubLegacy:
                       menu, re.M)
         return m[1] if m else None
 
-    def boot_sectors(self) -> list[tuple[int, bytes]]:
+    def boot_sectors(self, tree: Path | None = None) -> list[tuple[int, bytes]]:
         return []  # grub's setup writes them
 
     def setup(self, image: Path) -> None:
