@@ -424,6 +424,30 @@ def test_sigkill_leaves_valid_metadata_and_no_build_behind(site: Site) -> None:
     assert md["status"] == "pass" and md["stages"]["kernel"]["status"] == "pass"
 
 
+def test_a_make_killed_unseen_has_its_last_writes_made_again(built: Site) -> None:
+    """xenpipe SIGKILLed while make's vmlinux link had truncated System.map (written by the
+    link's ``nm > System.map``) and not yet filled it: the rerun's make found vmlinux up to
+    date and xenpipe published the empty System.map (crash suite, build SIGKILL at 1.218 s,
+    seed 2642685587). Here that moment is set up as the kill leaves it: the start of a make
+    recorded, then vmlinux rewritten and System.map emptied by it, and no end recorded."""
+    good = (built.ws.out / f"System.map-{RELEASE}").read_bytes()
+    kbuild = built.ws.out / "kernel-build"
+    objects = {p: p.stat().st_mtime_ns for p in kbuild.rglob("*.o")}
+    time.sleep(0.1)
+    (built.ws.dir / "state" / "make-kernel.json").write_text(
+        f'{{"started_ns": {time.time_ns()}}}')
+    time.sleep(0.1)
+    (kbuild / "vmlinux").write_bytes((kbuild / "vmlinux").read_bytes())
+    (kbuild / "System.map").write_bytes(b"")
+    out = built.ok("build")
+    assert ran(out, "build:kernel") and "files it wrote last are made again" in out, out
+    assert (built.ws.out / f"System.map-{RELEASE}").read_bytes() == good
+    assert (kbuild / "System.map").read_bytes() == good
+    # what the killed make wrote before its last seconds stays: the objects are not compiled
+    assert {p: p.stat().st_mtime_ns for p in kbuild.rglob("*.o")} == objects
+    assert not (built.ws.dir / "state" / "make-kernel.json").exists()
+
+
 # ---------------------------------------------------------------------------- options
 def test_ccache_wraps_cc_and_hostcc_as_single_argv_items(tmp_path: Path) -> None:
     need("ccache")

@@ -240,18 +240,84 @@ def publish(ws: Workspace, tree: str, files: dict[str, Path], state: dict[str, A
     return out
 
 
+# A make that xenpipe did not see end (xenpipe SIGKILLed, the machine lost power) may have left
+# a file half written that make takes for up to date at its next run: System.map, which the
+# vmlinux link writes as a side effect, empty beside a complete vmlinux (crash suite, build
+# SIGKILL at 1.218 s, seed 2642685587: the rerun published the empty System.map). Its start
+# is recorded; a make whose end xenpipe sees (pass, fail, or stopped by xenpipe on Ctrl-C,
+# when make itself removes what it was writing) clears the record.
+MARGIN_NS = 50_000_000  # file times come from the kernel's coarse clock, a tick behind
+# What the killed make was writing was written last: the files of its last seconds are made
+# again, not the whole run's work (a killed 15-minute build keeps its objects).
+LAST_WRITES_NS = 10_000_000_000
+
+
+def _running_marker(ws: Workspace, stage: str) -> Path:
+    """``state/make-<stage>.json``: ``{"started_ns": ...}`` while a make runs."""
+    return ws.state_dir / f"make-{stage}.json"
+
+
+def sweep_killed_make(ws: Workspace, stage: str, scratch: Path | None,
+                      keep: Sequence[Path] = ()) -> list[Path]:
+    """After a make that was killed unseen, remove the files of *scratch* (a directory only
+    make writes: the kernel's O=) that it wrote in its last LAST_WRITES_NS, except *keep* (the
+    .config that doit config writes there), so that the next make writes them again.
+    Returns them."""
+    marker = _running_marker(ws, stage)
+    started = ws.state(f"make-{stage}").get("started_ns")
+    if not isinstance(started, int):
+        return []
+    written: list[tuple[int, Path]] = []
+    if scratch is not None and scratch.is_dir():
+        kept = {p.resolve() for p in keep}
+        for dirpath, _, names in os.walk(scratch):
+            for n in names:
+                path = Path(dirpath) / n
+                with contextlib.suppress(FileNotFoundError):
+                    mtime = path.lstat().st_mtime_ns
+                    if mtime >= started and path.resolve() not in kept:
+                        written.append((mtime, path))
+    last = max((m for m, _ in written), default=0) - LAST_WRITES_NS
+    removed = [p for m, p in written if m >= last]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    return removed
+
+
+@contextlib.contextmanager
+def make_running(ws: Workspace, stage: str, scratch: Path | None,
+                 keep: Sequence[Path] = ()) -> Iterator[None]:
+    """Around one make: first undo what a make killed unseen left (sweep_killed_make), then
+    record this one's start until it ends in a way xenpipe sees."""
+    removed = sweep_killed_make(ws, stage, scratch, keep)
+    if removed:
+        print(f"build:{stage}: the last make was killed: the {len(removed)} files it wrote "
+              f"last are made again", flush=True)
+    ws.save_state(f"make-{stage}", {"started_ns": time.time_ns() - MARGIN_NS})
+    try:
+        yield
+    finally:
+        _running_marker(ws, stage).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def make_stage(cfg: Config, ws: Workspace, stage: str, make_args: Sequence[str],
                argv: list[str], targets: list[str], root: Path, log: Path,
+               scratch: Path | None = None, keep: Sequence[Path] = (),
                **fields: Any) -> Iterator[tuple[metadata.StageRecord, Progress]]:
     """One tree's make inside its metadata.json stage record (the half that Xen and the
-    kernel share); the caller publishes the artifacts and finishes the record."""
+    kernel share); the caller publishes the artifacts and finishes the record. *scratch*: a
+    directory only make writes (the kernel's O=; Xen builds in its tree, among the user's
+    files, so it has none), swept after a make killed unseen (see make_running)."""
     with metadata.stage(cfg, ws, stage, log=log,
                         toolchain=metadata.toolchain(make_args, cfg.build.ccache),
                         build=build_record(cfg)) as rec:
         rec.set(targets=targets, **fields)
-        yield rec, run_make(rec, argv, targets, log=log, label=f"build:{stage}",
+        with make_running(ws, stage, scratch, keep):
+            prog = run_make(rec, argv, targets, log=log, label=f"build:{stage}",
                             expected=expected_objects(ws, stage, root), env=make_env(cfg, ws))
+        yield rec, prog
 
 
 # --------------------------------------------------------------------------------- Xen
@@ -362,6 +428,7 @@ def build_kernel(cfg: Config, ws: Workspace) -> dict[str, Any]:
     targets = kernel_targets(arch, kb.config)
     argv = kb.argv(*targets, variables=make_vars(cfg, kcfg.make_args))
     with make_stage(cfg, ws, "kernel", kcfg.make_args, argv, targets, build, log,
+                    scratch=build, keep=[kb.config, kb.config.with_name(".config.old")],
                     build_dir=str(build)) as (rec, prog):
         try:
             release = (build / "include" / "config" / "kernel.release").read_text().strip()
