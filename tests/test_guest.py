@@ -285,6 +285,93 @@ def test_an_hvm_guest_gets_an_hvm_test_config(tmp_path: Path) -> None:
     assert fps[0] != fps[1]
 
 
+# The HVM test guest's xl config, written out by hand from xl.cfg(5) (Xen 4.17): "type" hvm,
+# "device_model_version" qemu-xen (Debian's qemu-system-xen), "serial" pty (the console
+# `xl create -c` attaches to), "vga" none with vnc and sdl off, direct kernel boot
+# ("kernel", "ramdisk", "extra"), and "pci" as xl-pci-configuration(5) spells each device;
+# the options of a [[guests]] devices entry ride along.
+HVM_EXPECTED = """\
+# xenpipe boot check: [[guests]] demo, started by dom0's /init (xl create -c).
+# pci: from ORIGIN. The rest is the test guest: an HVM guest running the dom0
+# kernel with a busybox initramfs that lists its PCI devices, loads their drivers,
+# pings dom0 from each NIC, then waits for dom0 to destroy it.
+name = "demo"
+type = "hvm"
+device_model_version = "qemu-xen"
+serial = "pty"
+vga = "none"
+vnc = 0
+sdl = 0
+kernel = "/var/lib/xenpipe/guest/vmlinuz"
+ramdisk = "/var/lib/xenpipe/guest/initrd.gz"
+extra = "console=ttyS0 xenpipe.name=demo xenpipe.devices=2 xenpipe.peer=-"
+memory = 256
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "preserve"
+pci = ['00:03.0,permissive=1', '01:00.0,seize=1']
+"""
+
+
+def test_an_hvm_guest_config_is_rendered_line_for_line(tmp_path: Path) -> None:
+    """[[guests]] type = "hvm" with per-device options, before any doit install: the boot
+    VM's xl config is exactly :data:`HVM_EXPECTED` (the device path resolved to its BDF with
+    its option kept), its plan an HVM one with the HVM time budget."""
+    body = BODY.replace(f'config = "/etc/xen/demo.cfg"\ndevices = ["00:03.0", "{PATH}"]',
+                        'config = "/etc/xen/demo.cfg"\ntype = "hvm"\n'
+                        f'devices = ["00:03.0,permissive=1", "{PATH},seize=1"]')
+    assert body != BODY
+    (p,) = guest.plan(load(tmp_path, body), q35_topology(tmp_path))
+    assert p.kind == "hvm" and p.timeout == guest.HVM_TIMEOUT > guest.GUEST_TIMEOUT
+    assert p.config.splitlines() == HVM_EXPECTED.replace("ORIGIN", p.origin).splitlines()
+    assert p.config.endswith("\n")
+
+
+def test_recorded_xen_consoles_say_whether_an_hvm_guest_can_have_the_device(
+        tmp_path: Path) -> None:
+    """The HVM probe's recorded consoles (tests/data/boot/hvm-*.log: Xen 4.17 under TCG with
+    an IOMMU, up to dom0): with SVM (qemu64) Xen enables HVM and the IOMMU, so the device
+    of an HVM guest gets no no-go; with VT-x asked for, TCG drops vmx, Xen has no HVM, and the
+    same device is a no-go that says why, while a PV guest's device stays fine."""
+    from pipeline.boot import devicecheck
+    from pipeline.pci import xenplatform
+
+    boot_data = DATA.parent / "boot"
+    svm, vmx = ((boot_data / f"hvm-{n}.log").read_bytes().decode(errors="replace")
+                for n in ("svm-amd-iommu", "vmx-intel-iommu"))
+    assert "TCG doesn't support requested feature: CPUID.01H:ECX.vmx" in vmx
+    for text in (svm, vmx):
+        assert "(XEN) I/O virtualisation enabled" in text
+        assert "(XEN) Interrupt remapping enabled" in text
+    assert "(XEN) AMD-Vi: IOMMU 0 Enabled." in svm and "(XEN) HVM: SVM enabled" in svm
+    assert "HVM:" not in vmx
+    good, bad = (devicecheck.xen_console(t) for t in (svm, vmx))
+    assert xenplatform.no_hvm(good) is None
+    assert [(f.level, f.text) for f in xenplatform.check_xen(None, good, E1000, True)] == [
+        ("info", "xl dmesg: I/O virtualisation enabled")]
+    assert [(f.level, f.text) for f in xenplatform.check_xen(None, bad, E1000, True)] == [
+        ("no-go", 'xl dmesg: Xen found no SVM or VT-x (no "HVM: SVM enabled" or "HVM: VMX '
+                  'enabled" line): it starts no HVM guest, and the device goes to an HVM guest'),
+        ("info", "xl dmesg: I/O virtualisation enabled")]
+    assert [f.level for f in xenplatform.check_xen(None, bad, E1000, False)] == ["info"]
+    # a ring that no longer holds the boot cannot tell
+    assert xenplatform.no_hvm(bad.split("(XEN) Command line:")[1].split("\n", 1)[1]) is None
+    # in a boot: [[guests]] type = "hvm" (no config installed yet) makes the device an HVM
+    # guest's, so each of the guest's devices is a no-go on that console
+    cfg = load(tmp_path, BODY.replace('config = "/etc/xen/demo.cfg"\n',
+                                      'config = "/etc/xen/demo.cfg"\ntype = "hvm"\n'))
+    topo = q35_topology(tmp_path)
+    assert passthrough.hvm_devices(cfg, topo) == {E1000: True, E1000E: True}
+    assert passthrough.hvm_devices(load(tmp_path), topo) == {E1000: False, E1000E: False}
+    report = probe.parse((DATA / "pass.log").read_text(errors="replace"))
+    found = devicecheck.record(cfg, Workspace(cfg.workspace), bad, report, tmp_path / "trees")
+    assert [(c["bdf"], c["verdict"], c["findings"][0]["text"]) for c in found] == [
+        (str(b), "no-go", 'xl dmesg: Xen found no SVM or VT-x (no "HVM: SVM enabled" or "HVM: '
+                          'VMX enabled" line): it starts no HVM guest, and the device goes to '
+                          "an HVM guest") for b in (E1000, E1000E)]
+
+
 def test_plan_errors_are_one_line(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     path = guest.installed(cfg, cfg.guests[0])
@@ -320,10 +407,10 @@ def test_dom0_init_runs_the_probe_then_the_toolstack_and_guests(tmp_path: Path) 
     sh_syntax(script, tmp_path)
     dump = probe.INIT.rsplit("sync\n", 1)[0]
     assert script.startswith(dump)
-    assert 'timeout 120 xl create -c "/etc/xen/xenpipe/$1.cfg"' in script  # README: 120 s
+    assert 'timeout "$t" xl create -c "/etc/xen/xenpipe/$1.cfg"' in script
     order = ["mount -t xenfs xenfs /proc/xen", 'modprobe -q "$m"', 'nic_up "$nic"',
-             "/etc/init.d/xen start", "xl info", "xl pci-assignable-list", "for name in demo; do",
-             'run_guest "$name" ""', 'run_guest "$name" "again "',
+             "/etc/init.d/xen start", "xl info", "xl pci-assignable-list",
+             'run_guest demo "" 120\n', 'run_guest demo "again " 120\n',  # README: 120 s
              "for bdf in 0000:00:03.0 0000:01:00.0; do", 'xl pci-assignable-remove -r "$bdf"',
              "/sys/bus/pci/drivers_probe", "busybox poweroff -f"]
     at = [script.index(s) for s in order]
@@ -446,7 +533,7 @@ def test_assignable_mode_dom0_makes_the_devices_assignable_after_the_daemons(
     script = guest.dom0_init(plans, assign=True)
     sh_syntax(script, tmp_path)
     order = ['modprobe -q "$m"', 'nic_up "$nic"', "/etc/init.d/xen start",
-             'xl pci-assignable-add "$bdf"', "xl pci-assignable-list", 'run_guest "$name" ""',
+             'xl pci-assignable-add "$bdf"', "xl pci-assignable-list", 'run_guest demo "" 120',
              'xl pci-assignable-remove -r "$bdf"']
     at = [script.index(s) for s in order]
     assert at == sorted(at)
