@@ -12,8 +12,9 @@ then gives each device back to dom0 (``xl pci-assignable-remove -r``, then dom0'
 probe it and its NIC comes up), then powers off with ``busybox poweroff -f`` (minbase has no
 poweroff, and an init that exits makes the hypervisor report a crash).
 
-Each guest is a PV guest (HVM needs hardware virtualisation, which TCG does not offer): the
-dom0 kernel itself (it has xen-pcifront) with a tiny busybox initramfs that waits for
+Each guest is a PV guest, or HVM for ``[[guests]] type = "hvm"`` (README, "HVM guests": TCG's
+SVM with nested paging, Debian's qemu-system-xen in dom0 as its device model): the dom0 kernel
+itself (it has xen-pcifront) with a tiny busybox initramfs that waits for
 pcifront's devices, prints each one's vendor, device and class from sysfs, runs pciutils'
 ``lspci -nn``, loads the kernel's modules, prints each device's driver and interrupt mode,
 pings dom0's NIC over IPv6 link-local from each of its NICs (``[boot] devices`` with
@@ -200,6 +201,9 @@ run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignmen
     done
     rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
     stty sane 2>/dev/null
+    # an HVM guest's device model (qemu-system-xen) logs apart: its last lines when xl failed
+    [ "$rc" = 0 ] || [ ! -s "/var/log/xen/qemu-dm-$1.log" ] ||
+        tail -n 20 "/var/log/xen/qemu-dm-$1.log" | sed "s/^/{dom0} guest $1 ${{2}}dm: /"
     state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
     echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
     xl destroy "$1" 2>/dev/null
@@ -342,8 +346,8 @@ def plan(cfg: Config, topo: pci.Topology | None) -> list[GuestPlan]:
 
 # an HVM guest (``[[guests]] type = "hvm"``): Debian's qemu-system-xen in dom0 is its device
 # model, the same kernel and initramfs boot directly (QEMU's -kernel), its console is the
-# emulated serial port that ``xl create -c`` follows; Xen needs HVM support (SVM or VT-x: under
-# TCG, ``-cpu qemu64,+svm``) and an IOMMU it uses for the devices (docs: hvm-under-tcg)
+# emulated serial port that ``xl create -c`` follows; Xen needs HVM support with HAP (under
+# TCG: ``qemu.HVM_CPU``) and an IOMMU it uses for the devices (README, "HVM guests")
 HVM = (
     'type = "hvm"\n'
     'device_model_version = "qemu-xen"\n'
