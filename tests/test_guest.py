@@ -466,7 +466,7 @@ esac
 
 
 def run_guest_with_fake_xl(tmp_path: Path, again: str = "", timeout: int = 120,
-                           **env: str) -> tuple[str, str]:
+                           kind: str = "pv", **env: str) -> tuple[str, str]:
     """dom0's run_guest for guest "demo" against :data:`FAKE_XL` in busybox sh: (its output,
     the fake's log)."""
     bindir, cfgdir, log = tmp_path / "bin", tmp_path / "cfg", tmp_path / "xl.log"
@@ -474,9 +474,10 @@ def run_guest_with_fake_xl(tmp_path: Path, again: str = "", timeout: int = 120,
     cfgdir.mkdir()
     (bindir / "xl").write_text(FAKE_XL)
     (bindir / "xl").chmod(0o755)
-    (cfgdir / "demo.cfg").write_text('extra = "console=hvc0 xenpipe.peer=-"\n')
+    (cfgdir / "demo.cfg").write_text(f'type = "{kind}"\nextra = "console=hvc0 xenpipe.peer=-"\n')
     log.write_text("")
-    script = f'peer=fe80::1\n{guest.run_guest(str(cfgdir), timeout)}\nrun_guest demo "{again}"\n'
+    script = (f"peer=fe80::1\n{guest.run_guest(str(cfgdir), timeout, str(tmp_path / 'xen'))}\n"
+              f'run_guest demo "{again}"\n')
     res = subprocess.run([str(probe.busybox()), "sh", "-c", script], capture_output=True,
                          text=True, timeout=60, stdin=subprocess.DEVNULL,
                          env={"PATH": f"{bindir}:{os.environ['PATH']}", "XL_LOG": str(log),
@@ -505,6 +506,30 @@ def test_dom0_destroys_the_guest_at_its_last_line_instead_of_waiting_for_its_hal
     lines = [ln.rstrip("\r") for ln in again.splitlines()]
     assert "xenpipe-dom0: guest demo again detached 0000:00:03.0 rc=0" in lines
     assert lines[-1] == "xenpipe-dom0: guest demo again exit rc=0 state=-"
+
+
+def test_an_hvm_guest_is_destroyed_without_detaching_and_its_device_model_log_shown(
+        tmp_path: Path) -> None:
+    """An HVM guest's pci-detach is an ACPI hot-unplug the test kernel does not answer, so
+    dom0 goes straight to xl destroy; when xl create fails, the device model's log (where
+    qemu-system-xen says why it left, e.g. "Can't open /dev/mem") follows on the console."""
+    _, log = run_guest_with_fake_xl(tmp_path / "ok", kind="hvm")
+    assert "pci-detach" not in log and log.splitlines()[0] == "destroy demo"
+    (tmp_path / "bad" / "xen").mkdir(parents=True)
+    (tmp_path / "bad" / "xen" / "qemu-dm-demo.log").write_text(
+        "[00:03.0] xen_pt_msix_init: Error: Can't open /dev/mem: No such file or directory\n"
+        "malloc_consolidate(): invalid chunk size\n")
+    out, _ = run_guest_with_fake_xl(tmp_path / "bad", again="again ", kind="hvm",
+                                    XL_FAIL="QMP socket: Connection reset by peer")
+    lines = [ln.rstrip("\r") for ln in out.splitlines()]
+    assert lines[-3:] == [
+        "xenpipe-dom0: guest demo again dm: [00:03.0] xen_pt_msix_init: Error: Can't open "
+        "/dev/mem: No such file or directory",
+        "xenpipe-dom0: guest demo again dm: malloc_consolidate(): invalid chunk size",
+        "xenpipe-dom0: guest demo again exit rc=3 state=-"]
+    verdict = guestverdict.parse(out).again["demo"]
+    assert verdict.rc == 3 and verdict.errors == [
+        "libxl: error: QMP socket: Connection reset by peer"]
 
 
 def test_a_hung_xl_create_is_a_guest_timeout_not_a_hung_boot(tmp_path: Path) -> None:

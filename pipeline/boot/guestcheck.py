@@ -55,6 +55,7 @@ DOM0 = "xenpipe-dom0:"
 GUEST = "xenpipe-guest:"
 GUEST_DIR = "/var/lib/xenpipe/guest"  # the guest kernel and initramfs, inside dom0
 CONFIG_DIR = "/etc/xen/xenpipe"  # the rendered guest configs, inside dom0
+XEN_LOG_DIR = "/var/log/xen"  # where libxl has an HVM guest's device model log, inside dom0
 GUEST_MEMORY = 256  # MiB per guest (swiotlb-xen takes up to 64 MiB of it for DMA)
 GUEST_TIMEOUT = 120  # seconds dom0 gives each guest, from xl create to its end
 # an HVM guest under TCG: hvmloader, SeaBIOS and the kernel run on Xen's shadow paging over
@@ -202,17 +203,20 @@ run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignmen
     rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
     stty sane 2>/dev/null
     # an HVM guest's device model (qemu-system-xen) logs apart: its last lines when xl failed
-    [ "$rc" = 0 ] || [ ! -s "/var/log/xen/qemu-dm-$1.log" ] ||
-        tail -n 20 "/var/log/xen/qemu-dm-$1.log" | sed "s/^/{dom0} guest $1 ${{2}}dm: /"
+    [ "$rc" = 0 ] || [ ! -s "{log_dir}/qemu-dm-$1.log" ] ||
+        tail -n 20 "{log_dir}/qemu-dm-$1.log" | sed "s/^/{dom0} guest $1 ${{2}}dm: /"
     state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
     echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
     xl destroy "$1" 2>/dev/null
 }}"""
 
 
-def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT) -> str:
-    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir*."""
-    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout)
+def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT,
+              log_dir: str = XEN_LOG_DIR) -> str:
+    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir* and xl's
+    logs in *log_dir*."""
+    return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout,
+                            log_dir=log_dir)
 
 
 _DOM0_TAIL = """
