@@ -58,9 +58,9 @@ CONFIG_DIR = "/etc/xen/xenpipe"  # the rendered guest configs, inside dom0
 XEN_LOG_DIR = "/var/log/xen"  # where libxl has an HVM guest's device model log, inside dom0
 GUEST_MEMORY = 256  # MiB per guest (swiotlb-xen takes up to 64 MiB of it for DMA)
 GUEST_TIMEOUT = 120  # seconds dom0 gives each guest, from xl create to its end
-# an HVM guest under TCG: hvmloader, SeaBIOS and the kernel run on Xen's shadow paging over
-# QEMU's emulated SVM, and every byte of its serial console is a round trip to its device
-# model in dom0 (measured: see README, "HVM guests")
+# an HVM guest under TCG: hvmloader, SeaBIOS and the kernel run on QEMU's emulated SVM and
+# nested paging, and every byte of its serial console is a round trip to its device model in
+# dom0 (measured: 209 to 318 s a run; README, "HVM guests")
 HVM_TIMEOUT = 900
 # dom0's userland for an HVM guest: Debian's qemu-system-xen is its device model (xl's
 # device_model_version = "qemu-xen"), which pulls in SeaBIOS; PV guests do without

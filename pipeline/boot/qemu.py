@@ -25,7 +25,7 @@ from pipeline.workspace import Key, Workspace
 CPU = "qemu64"  # -cpu max exposes SMAP, which crashes a PV dom0 under TCG
 # an HVM guest needs Xen's HVM support: qemu64 offers SVM, and +npt its nested paging (HAP),
 # without which Debian's Xen (built without CONFIG_SHADOW_PAGING) starts no HVM guest:
-# "neither hap nor shadow paging available" (tests/data/boot/README, hvm-*.log)
+# xl create says "neither hap nor shadow paging available" (README, "HVM guests")
 HVM_CPU = f"{CPU},+svm,+npt"
 TAIL_LINES = 30
 EXIT_GRACE = 30.0  # seconds QEMU may take to exit after dom0 powered off
