@@ -150,8 +150,8 @@ _HVM = re.compile(r"^\s*(?:type|builder)\s*=\s*[\"']hvm[\"']", re.M)
 
 
 def hvm_devices(cfg: Config, topo: pci.Topology) -> dict[pci.Bdf, bool] | None:
-    """Per device a [[guests]] entry gives away: whether that guest is HVM (``type = "hvm"``
-    or ``builder = "hvm"`` in its config file under install.root); None without guests."""
+    """Per device a [[guests]] entry gives away: whether that guest is HVM (its ``type``, or
+    ``type``/``builder = "hvm"`` in its config file under install.root); None without guests."""
     if not cfg.guests:
         return None
     out: dict[pci.Bdf, bool] = {}
@@ -167,7 +167,7 @@ def hvm_devices(cfg: Config, topo: pci.Topology) -> dict[pci.Bdf, bool] | None:
             except DeviceError:
                 continue
             for b in bdfs:
-                out[b] = out.get(b, False) or bool(_HVM.search(text))
+                out[b] = out.get(b, False) or g.type == "hvm" or bool(_HVM.search(text))
     return out
 
 

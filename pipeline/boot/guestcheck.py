@@ -12,8 +12,9 @@ then gives each device back to dom0 (``xl pci-assignable-remove -r``, then dom0'
 probe it and its NIC comes up), then powers off with ``busybox poweroff -f`` (minbase has no
 poweroff, and an init that exits makes the hypervisor report a crash).
 
-Each guest is a PV guest (HVM needs hardware virtualisation, which TCG does not offer): the
-dom0 kernel itself (it has xen-pcifront) with a tiny busybox initramfs that waits for
+Each guest is a PV guest, or HVM for ``[[guests]] type = "hvm"`` (README, "HVM guests": TCG's
+SVM with nested paging, Debian's qemu-system-xen in dom0 as its device model): the dom0 kernel
+itself (it has xen-pcifront) with a tiny busybox initramfs that waits for
 pcifront's devices, prints each one's vendor, device and class from sysfs, runs pciutils'
 ``lspci -nn``, loads the kernel's modules, prints each device's driver and interrupt mode,
 pings dom0's NIC over IPv6 link-local from each of its NICs (``[boot] devices`` with
@@ -54,8 +55,16 @@ DOM0 = "xenpipe-dom0:"
 GUEST = "xenpipe-guest:"
 GUEST_DIR = "/var/lib/xenpipe/guest"  # the guest kernel and initramfs, inside dom0
 CONFIG_DIR = "/etc/xen/xenpipe"  # the rendered guest configs, inside dom0
+XEN_LOG_DIR = "/var/log/xen"  # where libxl has an HVM guest's device model log, inside dom0
 GUEST_MEMORY = 256  # MiB per guest (swiotlb-xen takes up to 64 MiB of it for DMA)
 GUEST_TIMEOUT = 120  # seconds dom0 gives each guest, from xl create to its end
+# an HVM guest under TCG: hvmloader, SeaBIOS and the kernel run on QEMU's emulated SVM and
+# nested paging, and every byte of its serial console is a round trip to its device model in
+# dom0 (measured: 209 to 318 s a run; README, "HVM guests")
+HVM_TIMEOUT = 900
+# dom0's userland for an HVM guest: Debian's qemu-system-xen is its device model (xl's
+# device_model_version = "qemu-xen"), which pulls in SeaBIOS; PV guests do without
+HVM_PACKAGES = (*rootfs.PACKAGES, "qemu-system-xen")
 BOOT_MEMORY = 3072  # MiB of QEMU memory at least: Xen, dom0 (dom0_mem=1024M), the guests
 NIGHTLY_ENV = "XENPIPE_NIGHTLY"  # set by doit nightly for its child doit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -167,37 +176,47 @@ while :; do sleep 3600; done
 # and ``xl destroy`` (no wait for the guest to halt and for xl to notice); xl create -c's exit
 # status comes through a file, as busybox sh has no PIPESTATUS
 RUN_GUEST = r"""release() {{  # guest $1 (run $2): devices detached while pcifront answers
+    # (PV; an HVM guest's removal is an ACPI hot-unplug its kernel does not answer: xl destroy
+    # takes its devices back at once)
+    grep -q '^type = "hvm"' "{config_dir}/$1.cfg" ||
     for bdf in $(xl pci-list "$1" 2>/dev/null | awk 'NR > 1 {{print $2}}'); do
         xl pci-detach "$1" "$bdf"
         echo "{dom0} guest $1 ${{2}}detached $bdf rc=$?"
     done
     xl destroy "$1" 2>/dev/null
 }}
-run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment)
+run_guest() {{  # $1: the guest's name, $2: "" or "again " (the second assignment), $3: the
+    # seconds it may take (default {timeout})
+    t=${{3:-{timeout}}}
     sed -i "s/xenpipe\.peer=[^ \"]*/xenpipe.peer=$peer/" "{config_dir}/$1.cfg"
     echo "{dom0} guest $1 ${{2}}create"
     rm -f "{config_dir}/$1.rc"
     # xl's creating child shares the pipe: a creation that hangs past the timeout keeps it open,
     # so the domain is destroyed then, and the reader gives up after longer without a line;
     # timeout runs in a subshell of its own (busybox's applet may exec the command in place)
-    {{ (timeout {timeout} xl create -c "{config_dir}/$1.cfg" 2>&1)
+    {{ (timeout "$t" xl create -c "{config_dir}/$1.cfg" 2>&1)
       echo $? >"{config_dir}/$1.rc"
-      xl destroy "$1" >/dev/null 2>&1; }} | while IFS= read -r -t {read_timeout} line; do
+      xl destroy "$1" >/dev/null 2>&1; }} | while IFS= read -r -t $((t + 10)) line; do
         printf '%s\n' "$line"
         case "$line" in *"{guest} $1 done"*) release "$1" "$2" ;; esac
     done
     rc=$(cat "{config_dir}/$1.rc" 2>/dev/null || echo -)
     stty sane 2>/dev/null
+    # an HVM guest's device model (qemu-system-xen) logs apart: its last lines when xl failed
+    [ "$rc" = 0 ] || [ ! -s "{log_dir}/qemu-dm-$1.log" ] ||
+        tail -n 20 "{log_dir}/qemu-dm-$1.log" | sed "s/^/{dom0} guest $1 ${{2}}dm: /"
     state=$(xl list "$1" 2>/dev/null | awk 'NR == 2 {{print $5}}')
     echo "{dom0} guest $1 ${{2}}exit rc=$rc state=${{state:--}}"
     xl destroy "$1" 2>/dev/null
 }}"""
 
 
-def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT) -> str:
-    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir*."""
+def run_guest(config_dir: str = CONFIG_DIR, timeout: int = GUEST_TIMEOUT,
+              log_dir: str = XEN_LOG_DIR) -> str:
+    """dom0's ``run_guest`` shell function, with the guest configs in *config_dir* and xl's
+    logs in *log_dir*."""
     return RUN_GUEST.format(dom0=DOM0, guest=GUEST, config_dir=config_dir, timeout=timeout,
-                            read_timeout=timeout + 10)
+                            log_dir=log_dir)
 
 
 _DOM0_TAIL = """
@@ -236,11 +255,7 @@ if /etc/init.d/xen start; then
     echo "{dom0} xen started"
     xl info
 {assign}    xl pci-assignable-list | while read -r bdf; do echo "{dom0} assignable $bdf"; done
-    for name in {names}; do
-        run_guest "$name" ""
-        run_guest "$name" "again "
-    done
-    # back to dom0: out of pciback (-r: to the driver it had), then probed by dom0's drivers
+{runs}    # back to dom0: out of pciback (-r: to the driver it had), then probed by dom0's drivers
     for bdf in {bdfs}; do
         xl pci-assignable-remove -r "$bdf"
         rc=$?
@@ -283,10 +298,16 @@ class GuestPlan:
     entries: tuple[str, ...]  # the pci list as written there
     bdfs: tuple[pci.Bdf, ...]
     config: str  # the xl config dom0 starts it from
+    kind: str = "pv"  # [[guests]] type: "pv" or "hvm"
 
     @property
     def path(self) -> str:
         return f"{CONFIG_DIR}/{self.name}.cfg"
+
+    @property
+    def timeout(self) -> int:
+        """The seconds dom0 gives each run of this guest, from xl create to its end."""
+        return HVM_TIMEOUT if self.kind == "hvm" else GUEST_TIMEOUT
 
 
 def _source(cfg: Config, g: GuestCfg, topo: pci.Topology | None) -> tuple[str, str]:
@@ -323,14 +344,14 @@ def plan(cfg: Config, topo: pci.Topology | None) -> list[GuestPlan]:
                                 "BDF")
             bdfs.append(bdf)
         out.append(GuestPlan(g.name, origin, tuple(entries), tuple(bdfs),
-                             render(g.name, entries, bdfs, origin, g.type)))
+                             render(g.name, entries, bdfs, origin, g.type), g.type))
     return out
 
 
 # an HVM guest (``[[guests]] type = "hvm"``): Debian's qemu-system-xen in dom0 is its device
 # model, the same kernel and initramfs boot directly (QEMU's -kernel), its console is the
-# emulated serial port that ``xl create -c`` follows; Xen needs HVM support (SVM or VT-x: under
-# TCG, ``-cpu qemu64,+svm``) and an IOMMU it uses for the devices (docs: hvm-under-tcg)
+# emulated serial port that ``xl create -c`` follows; Xen needs HVM support with HAP (under
+# TCG: ``qemu.HVM_CPU``) and an IOMMU it uses for the devices (README, "HVM guests")
 HVM = (
     'type = "hvm"\n'
     'device_model_version = "qemu-xen"\n'
@@ -385,8 +406,9 @@ def dom0_init(plans: Sequence[GuestPlan], assign: bool = False) -> str:
         raise AssertionError("probe.INIT no longer ends with sync and poweroff -f")
     bdfs = dict.fromkeys(str(b) for p in plans for b in p.bdfs)
     assign_sh = ASSIGN.format(dom0=DOM0, bdfs=" ".join(bdfs)) if assign and bdfs else ""
-    return head + _DOM0_TAIL.format(dom0=DOM0, names=" ".join(p.name for p in plans) or "",
-                                    bdfs=" ".join(bdfs), funcs=NET_FUNCS,
+    runs = "".join(f'    run_guest {p.name} "{again}" {p.timeout}\n'
+                   for p in plans for again in ("", "again "))
+    return head + _DOM0_TAIL.format(dom0=DOM0, runs=runs, bdfs=" ".join(bdfs), funcs=NET_FUNCS,
                                     run_guest=run_guest(), assign=assign_sh)
 
 
@@ -443,7 +465,7 @@ def initramfs(cfg: Config, ws: Workspace, plans: Sequence[GuestPlan], kernel: Pa
               dest: Path) -> Path:
     """dom0's initramfs for a guest boot at *dest*: the cached Debian root, then a small
     archive with /init, the guests' configs, their kernel and initramfs, and modules."""
-    rfs = rootfs.build(ws)
+    rfs = rootfs.build(ws, packages(any(p.kind == "hvm" for p in plans)))
     log = ws.log("boot")
     stage = dest.with_name(f"{dest.name}.d")
     rootfs.remove_tree(stage, log)
@@ -473,6 +495,11 @@ def initramfs(cfg: Config, ws: Workspace, plans: Sequence[GuestPlan], kernel: Pa
     return dest
 
 
+def packages(hvm: bool) -> tuple[str, ...]:
+    """dom0's Debian packages: the device model too when a guest is HVM (*hvm*)."""
+    return HVM_PACKAGES if hvm else rootfs.PACKAGES
+
+
 def identity(cfg: Config) -> dict[str, Any] | None:
     """What a guest boot depends on beyond the dom0 boot, cheaply (None: no guest boot)."""
     if not enabled(cfg):
@@ -486,5 +513,9 @@ def identity(cfg: Config) -> dict[str, Any] | None:
         except OSError:
             configs.append([g.name, g.config, list(g.devices), None, None, g.type])
     scripts = digest.of_text(f"{GUEST_INIT}\0{_DOM0_TAIL}\0{NET_FUNCS}\0{RUN_GUEST}\0{ASSIGN}")
-    return {"rootfs": rootfs.identity(), "scripts": scripts, "guests": configs,
-            "memory": GUEST_MEMORY, "timeout": GUEST_TIMEOUT}
+    try:
+        root: str | None = rootfs.key(packages(any(g.type == "hvm" for g in cfg.guests)))
+    except BootError:  # apt has no sources: the build says so
+        root = None
+    return {"rootfs": root, "scripts": scripts, "guests": configs,
+            "memory": GUEST_MEMORY, "timeout": [GUEST_TIMEOUT, HVM_TIMEOUT]}

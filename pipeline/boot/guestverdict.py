@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import pci
 from pipeline.boot import probe
-from pipeline.boot.guestcheck import DOM0, GUEST, GUEST_TIMEOUT, GuestPlan
+from pipeline.boot.guestcheck import DOM0, GUEST, GuestPlan
 from pipeline.boot.guestuse import Returned, Use, device_line
 from pipeline.boot.milestone import Milestone, Milestones
 
@@ -231,14 +231,14 @@ def _problem(run: GuestRun, p: GuestPlan, t: Transcript, dom0: dict[str, SeenDev
             return (f"guest {n}: device not hidden: xl refused to assign {what}; dom0 hides "
                     "only [passthrough] devices at boot")
         if run.rc == 124 or run.rc is None:
-            return (f"guest {n}: timeout: its /init did not start within {GUEST_TIMEOUT} s of "
+            return (f"guest {n}: timeout: its /init did not start within {p.timeout} s of "
                     f"xl create (last line: {run.last or 'none'})")
         detail = run.errors[-1] if run.errors else run.last or "no error message"
         return f"guest {n}: xl create failed with exit status {run.rc}: {detail}"
     if not run.done:
         if run.rc == 124 or run.rc is None:
             return (f"guest {n}: timeout: it started but did not list its devices within "
-                    f"{GUEST_TIMEOUT} s (last line: {run.last})")
+                    f"{p.timeout} s (last line: {run.last})")
         return (f"guest {n} crashed: it stopped before listing its devices (xl exit status "
                 f"{run.rc}, state {run.state}; last line: {run.last})")
     left = list(run.devices)

@@ -23,6 +23,10 @@ from pipeline.files import atomic_write
 from pipeline.workspace import Key, Workspace
 
 CPU = "qemu64"  # -cpu max exposes SMAP, which crashes a PV dom0 under TCG
+# an HVM guest needs Xen's HVM support: qemu64 offers SVM, and +npt its nested paging (HAP),
+# without which Debian's Xen (built without CONFIG_SHADOW_PAGING) starts no HVM guest:
+# xl create says "neither hap nor shadow paging available" (README, "HVM guests")
+HVM_CPU = f"{CPU},+svm,+npt"
 TAIL_LINES = 30
 EXIT_GRACE = 30.0  # seconds QEMU may take to exit after dom0 powered off
 
@@ -149,11 +153,19 @@ def accel(cfg: Config, kvm: bool) -> str:
     return f"tcg,thread={cfg.boot.tcg}"
 
 
+def cpu(cfg: Config, kvm: bool) -> str:
+    """QEMU's ``-cpu``: :data:`HVM_CPU` under TCG when a ``[[guests]]`` entry is HVM (QEMU's
+    TCG emulates SVM and its nested paging; under KVM the host decides), else :data:`CPU`."""
+    if not kvm and any(g.type == "hvm" for g in cfg.guests):
+        return HVM_CPU
+    return CPU
+
+
 def machine_argv(cfg: Config, kvm: bool, boot: Sequence[str]) -> list[str]:
     """QEMU with the machine, serial on stdio, no reboot (a reboot ends QEMU), what to boot
     (*boot*: ``-kernel ...`` or a disk) and [boot] devices."""
     argv = [cfg.boot.qemu, "-machine", cfg.boot.machine, "-accel", accel(cfg, kvm),
-            "-cpu", CPU, "-smp", str(cfg.boot.cpus), "-m", str(cfg.boot.memory),
+            "-cpu", cpu(cfg, kvm), "-smp", str(cfg.boot.cpus), "-m", str(cfg.boot.memory),
             "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot", *boot]
     argv += hubports(cfg.boot.devices)
     for dev in cfg.boot.devices:

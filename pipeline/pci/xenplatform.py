@@ -18,6 +18,7 @@ _BDF = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
 _SHARED = re.compile(rf"cannot assign ({_BDF}) with shared RMRR", re.I)
 _RMRR = re.compile(r"found ACPI_DMAR_RMRR|RMRR region", re.I)
 _ENDPOINT = re.compile(rf"endpoint:\s*({_BDF})", re.I)
+_HVM_ON = re.compile(r"HVM: (?:SVM|VMX) enabled")
 
 
 def info_fields(text: str) -> dict[str, str]:
@@ -57,6 +58,17 @@ def rmrr_sharers(dmesg: str) -> dict[Bdf, set[Bdf]]:
     return out
 
 
+def no_hvm(dmesg: str) -> str | None:
+    """Why this Xen starts no HVM guest, from its boot messages: no ``HVM: SVM enabled`` nor
+    ``HVM: VMX enabled`` (the CPU offers neither; under QEMU's TCG, VT-x is never offered:
+    ``TCG doesn't support requested feature: CPUID.01H:ECX.vmx``). None when it does, or when
+    the ring no longer holds the boot (no ``Command line:`` line) to tell."""
+    if _HVM_ON.search(dmesg) or "Command line:" not in dmesg:
+        return None
+    return ("Xen found no SVM or VT-x (no \"HVM: SVM enabled\" or \"HVM: VMX enabled\" "
+            "line): it starts no HVM guest")
+
+
 def check_xen(info: str | None, dmesg: str | None, bdf: Bdf,
               hvm: bool | None) -> list[Finding]:
     """The findings for device *bdf* on a running Xen; *hvm*: whether an HVM guest
@@ -64,7 +76,11 @@ def check_xen(info: str | None, dmesg: str | None, bdf: Bdf,
     out: list[Finding] = []
     if info is not None:
         caps = info_fields(info).get("virt_caps", "").split()
-        if "hvm_directio" not in caps:
+        if hvm and "hvm" not in caps:
+            out.append(Finding(NOGO, "xen", f"xl info: virt_caps is \"{' '.join(caps)}\", "
+                               "without hvm: this Xen starts no HVM guest (no SVM or VT-x), "
+                               "and the device goes to one"))
+        elif "hvm_directio" not in caps:
             why = f"xl info: virt_caps is \"{' '.join(caps)}\", without hvm_directio"
             if hvm:
                 out.append(Finding(NOGO, "xen", f"{why}: this Xen cannot give a device to an HVM "
@@ -75,6 +91,9 @@ def check_xen(info: str | None, dmesg: str | None, bdf: Bdf,
             elif hvm is None:  # no [[guests]] says which guest gets it
                 out.append(Finding(WARN, "xen", f"{why}: only a PV guest can have the device"))
     if dmesg is not None:
+        if hvm and info is None and (why := no_hvm(dmesg)) is not None:
+            out.append(Finding(NOGO, "xen", f"xl dmesg: {why}, and the device goes to an HVM "
+                               "guest"))
         if "I/O virtualisation enabled" in dmesg:
             out.append(Finding(INFO, "xen", "xl dmesg: I/O virtualisation enabled"))
         elif "I/O virtualisation disabled" in dmesg:
