@@ -1,6 +1,6 @@
 """ssh over a serial line, both ends (stdlib only: it also runs inside the test box).
 
-In the box: ``serialpipe.py /dev/ttyS1 /dev/ttyS2`` sets the line raw and, while idle, says
+In the box: ``serialpipe.py /dev/ttyS1 /dev/ttyS3`` sets the line raw and, while idle, says
 READY on it every half second. The host's ssh runs ``serialpipe.py --connect <QEMU's unix
 socket> <control socket>`` as its ProxyCommand: it waits for READY, sends HELLO, waits for
 GO, then pumps bytes both ways. On HELLO the box starts ``sshd -i`` on the line and says GO
