@@ -141,7 +141,14 @@ def boot(cfg: Config, ws: Workspace) -> dict[str, Any]:
             if not watch.ok and watch.missed is not None:
                 problem = f"{watch.missed.missed} ({watch.reason})"
         if problem is None:
-            if wait_back(ssh, old, deadline) is None:
+            if con is not None:
+                con.follow()
+            back = wait_back(ssh, old, deadline)
+            failed = con.failure if con is not None else None
+            if failed is not None:
+                last = list(results.get("milestones") or ["the reboot"])[-1]
+                problem = f"dom0 did not come up: {failed} (after {last})"
+            elif back is None:
                 problem = f"ssh did not answer within boot_timeout = {t.boot_timeout} s"
             else:
                 times["reboot"] = time.monotonic() - start
