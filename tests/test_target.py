@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,20 @@ def test_console_follow_names_a_panic_after_the_milestones(tmp_path: Path) -> No
     assert con.failure == ("the dom0 kernel panicked: Kernel panic - not syncing: VFS: Unable "
                            "to mount root fs")
     assert "noise 1999" in (tmp_path / "console.log").read_text()
+
+
+def test_testbox_module_with_bad_input_is_one_line(tmp_path: Path) -> None:
+    """`python -m pipeline.testbox CONFIG`: a missing config, a [boot] xen that is not a
+    file: one `xenpipe: error:` line, exit 1, no traceback (nothing is built)."""
+    config = _config(tmp_path, '[boot]\nxen = "/nonexistent/xen.gz"\n')
+    for arg, words in ((str(tmp_path / "none.toml"), "config file not found"),
+                       (str(config), "[boot] xen = /nonexistent/xen.gz: the box's Xen")):
+        res = subprocess.run([sys.executable, "-m", "pipeline.testbox", arg],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1
+        assert res.stderr.startswith("xenpipe: error:") and words in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "ws" / "testbox").exists()
 
 
 # ---------------------------------------------------------------------------- the config
