@@ -301,7 +301,8 @@ def _disk_box_config(rk: RealKernel, tmp: Path, target_toml: str, ws: Path | Non
     text = h.set_key(text, "install", "once", "true")
     text = h.set_key(text, "install", "xen_cmdline",
                      '"iommu=1 dom0_mem=1024M console=com1 com1=115200"')
-    text = h.set_key(text, "install", "dom0_cmdline", f'"console=hvc0{dom0_extra}"')
+    text = h.set_key(text, "install", "dom0_cmdline",
+                     f'"console=hvc0 earlyprintk=xen{dom0_extra}"')
     text = h.set_key(text, "boot", "guest", "false")
     if ws is not None:
         text = h.set_key(text, "workspace", "dir", f'"{ws}"')

@@ -78,18 +78,21 @@ while :; do sleep 3600; done
 
 # The disk box's "initramfs tool", a stand-in: the demo's dom0 kernel (tinyconfig) has no
 # block layer, so dom0 cannot mount the box's disk; its initramfs is the box's own root
-# instead (the archive the image was made with, plus what `doit install` wrote since: /etc,
-# the kernel's modules and image), and it runs from RAM. `doit install` runs it on the box as
-# it runs Red Hat's mkinitrd (`mkinitrd -f IMAGE RELEASE`).
+# instead, and it runs from RAM: what `doit install` wrote (/etc, the kernel's modules and
+# image) as an uncompressed cpio, then the rest of the root as the image was built (no /etc:
+# the two never overlap). `doit install` runs it on the box as it runs Red Hat's mkinitrd
+# (`mkinitrd -f IMAGE RELEASE`). The uncompressed part comes first because GRUB's `module2`
+# gunzips a module that starts gzip'd and sizes it by the LAST gzip member's length: two gzip
+# members came out as 3.3 MB of the first (measured: dom0 found no /bin/sh).
 MKINITRD = f"""#!/bin/sh
-# xenpipe test box: dom0's initramfs is this box's root (see tests/support/testbox.py)
+# xenpipe test box: dom0's initramfs is this box's root (see pipeline/testbox)
 set -e
 [ "$1" = -f ] && shift
 image=$1 r=$2
 cd /
-cp {DOM0_ROOT} "$image.tmp"
 find etc "usr/lib/modules/$r" "boot/vmlinuz-$r" -print 2>/dev/null \\
-    | cpio -o -H newc -R 0:0 --quiet | gzip -1 >>"$image.tmp"
+    | cpio -o -H newc -R 0:0 --quiet >"$image.tmp"
+cat {DOM0_ROOT} >>"$image.tmp"
 mv "$image.tmp" "$image"
 """
 
@@ -325,13 +328,13 @@ def _unpack(archive: Path, tree: Path) -> None:
 
 
 def _dom0_root(tree: Path, dest: Path, release: str, log: Path) -> None:
-    """The root dom0 runs from (MKINITRD): *tree* without /boot and the Debian kernel's
-    modules, packed by the guest boots' own packer."""
+    """The root dom0 runs from (MKINITRD): *tree* without /boot, /etc (the box's own, at
+    mkinitrd time) and the Debian kernel's modules, packed by the guest boots' own packer."""
     aside = dest.with_name("aside")
     aside.mkdir()
     moved: list[Path] = []
     try:
-        for p in (tree / "boot", tree / "usr/lib/modules" / release):
+        for p in (tree / "boot", tree / "etc", tree / "usr/lib/modules" / release):
             p.rename(aside / str(len(moved)))
             moved.append(p)
         rootfs.pack(tree, dest, log)
@@ -358,6 +361,7 @@ def disk_image(d: Path, root: Path, host_key: Path, client_key: Path,
             raise RuntimeError("the disk box's root has no kernel (linux-image-amd64)")
         release = kernels[-1].name.removeprefix("vmlinuz-")
         _box_files(tree, "sbin/xenpipe-init", host_key, client_key)
+        (tree / "init").symlink_to("sbin/xenpipe-init")  # dom0's, from RAM (MKINITRD)
         _write(tree, {"etc/default/grub": (GRUB_DEFAULTS, 0o644),
                       "etc/grub.d/05_xenpipe_testbox": (
                           f"#!/bin/sh\ncat <<'EOF'\n{known_entry(release)}EOF\n", 0o755),
