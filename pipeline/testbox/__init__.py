@@ -2,8 +2,8 @@
 (``python -m pipeline.testbox`` starts one and prints its ``[target]`` table): a QEMU VM (TCG)
 running a Debian root with the real OpenSSH ``sshd``, reached without any network: the VM's
 second serial line is a unix socket (``-chardev socket``), the host's ssh reaches it through
-``ProxyCommand`` (:mod:`.serialpipe`) and the VM runs ``sshd -i`` (inetd style) on that line,
-one connection at a time. Nothing leaves this machine.
+``ProxyCommand`` (the ``serialpipe`` script here) and the VM runs ``sshd -i`` (inetd style) on
+that line, one connection at a time. Nothing leaves this machine.
 
 :func:`running_disk_box` boots from its own disk through a real GRUB 2: an MBR disk image (the
 disk boot's machinery: ``grub-mkimage`` + boot.img, an ext4 root made by ``mke2fs -d``)
@@ -25,22 +25,28 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pexpect
+
+from pipeline import proc
 from pipeline.boot import qemu as bootqemu
 from pipeline.boot import rootfs
 from pipeline.boot.disk import grub2
 from pipeline.boot.disk.image import Layout, drive_argv, make_image, overlay
+from pipeline.errors import BootError
 from pipeline.target import Ssh
-from pipeline.testbox import serialpipe
 from pipeline.workspace import Workspace
 
+# ssh over a serial line, both ends (stdlib only: it also runs inside the box); a script, not
+# a module of xenpipe (which starts no program but through pipeline.proc)
+SERIALPIPE = Path(__file__).with_name("serialpipe")
 PACKAGES = (*rootfs.PACKAGES, "openssh-server")
 # the disk box's root: its own kernel (the known-good entry), udev for that kernel's initramfs
 # (it finds the disk), GRUB's tools for update-grub and grub-reboot on the box
@@ -122,7 +128,7 @@ class Box:
     """A running test box and what a ``[target]`` table needs to reach it."""
 
     dir: Path
-    qemu: subprocess.Popen[bytes]
+    qemu: Any  # the pexpect child running QEMU
     ssh_config: Path
     known_release: str = ""  # the disk box's own kernel (its known-good entry)
 
@@ -136,9 +142,9 @@ class Box:
 
     def target_toml(self) -> str:
         """The ``[target]`` table for a config."""
-        reset = [sys.executable, str(Path(serialpipe.__file__)), "--monitor", str(self.monitor),
+        reset = [sys.executable, str(SERIALPIPE), "--monitor", str(self.monitor),
                  "system_reset"]
-        console = [sys.executable, str(Path(serialpipe.__file__)), "--read",
+        console = [sys.executable, str(SERIALPIPE), "--read",
                    str(self.dir / "console.sock")]
         return ("[target]\n"
                 f'ssh = "root@{HOST}"\n'
@@ -179,8 +185,8 @@ def root_archive(ws: Workspace, disk: bool) -> Path:
 def _keys(d: Path) -> tuple[Path, Path]:
     """A fresh host key and a fresh client key for this box."""
     for name in ("host_key", "id_ed25519"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testbox-{name}",
-                        "-f", str(d / name)], check=True)
+        proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testbox-{name}",
+                  "-f", d / name], error=BootError, what="ssh-keygen")
     return d / "host_key", d / "id_ed25519"
 
 
@@ -202,7 +208,7 @@ def _box_files(tree: Path, init: str, host_key: Path, client_key: Path) -> None:
         "etc/ssh/xenpipe_host_ed25519_key.pub": (host_key.with_suffix(".pub").read_text(),
                                                   0o644),
         "root/.ssh/authorized_keys": (client_key.with_suffix(".pub").read_text(), 0o600),
-        "usr/local/sbin/xenpipe-serial-sshd": (Path(serialpipe.__file__).read_text(), 0o755),
+        "usr/local/sbin/xenpipe-serial-sshd": (SERIALPIPE.read_text(), 0o755),
         "usr/local/sbin/systemctl": (SYSTEMCTL, 0o755),
     })
     (tree / "root").chmod(0o700)
@@ -223,7 +229,7 @@ def _ssh_config(d: Path, host_key: Path, client_key: Path) -> Path:
     known = d / "known_hosts"
     known.write_text(f"{HOST} {host_key.with_suffix('.pub').read_text().split(' ', 2)[0]} "
                      f"{host_key.with_suffix('.pub').read_text().split(' ', 2)[1]}\n")
-    proxy = shlex.join([sys.executable, str(Path(serialpipe.__file__)), "--connect",
+    proxy = shlex.join([sys.executable, str(SERIALPIPE), "--connect",
                         str(d / "ssh.sock"), str(d / "control.sock")])
     conf = d / "ssh_config"
     conf.write_text(f"Host {HOST}\n"
@@ -256,20 +262,16 @@ def _serial_argv(d: Path) -> list[str]:
 @contextmanager
 def _run(d: Path, argv: list[str], conf: Path) -> Iterator[Box]:
     """QEMU with *argv*, until ssh answers; stopped afterwards."""
-    with open(d / "qemu.log", "wb") as log:
-        qemu = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    qemu = pexpect.spawn(argv[0], argv[1:], timeout=None, logfile=open(d / "qemu.log", "wb"),  # noqa: SIM115
+                         preexec_fn=proc.die_with_parent())
     box = Box(d, qemu, conf)
     try:
         _wait_up(box)
         yield box
     finally:
-        qemu.terminate()
-        try:
-            qemu.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait()
+        proc.stop_group(qemu.pid, qemu.isalive, grace=30)
+        qemu.close(force=True)
+        qemu.logfile.close()
 
 
 def _qemu() -> str:
@@ -320,11 +322,8 @@ def known_entry(release: str) -> str:
 
 def _unpack(archive: Path, tree: Path) -> None:
     tree.mkdir(parents=True)
-    with subprocess.Popen(["gzip", "-dc", str(archive)], stdout=subprocess.PIPE) as gz:
-        subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], stdin=gz.stdout,
-                       cwd=tree, check=True)
-    if gz.returncode != 0:
-        raise RuntimeError(f"gzip -dc {archive} failed")
+    proc.run(["sh", "-c", 'gzip -dc "$1" | cpio -idm --quiet --no-absolute-filenames', "sh",
+              archive], cwd=tree, error=BootError, what=f"unpacking {archive}")
 
 
 def _dom0_root(tree: Path, dest: Path, release: str, log: Path) -> None:
@@ -376,8 +375,8 @@ def disk_image(d: Path, root: Path, host_key: Path, client_key: Path,
         grub2.install_files(tree)
         (tree / "boot/grub/grub.cfg").write_text(grub2.header(tree) + known_entry(release))
         env = tree / "boot/grub/grubenv"
-        subprocess.run(["grub-editenv", str(env), "create"], check=True)
-        subprocess.run(["grub-editenv", str(env), "set", f"saved_entry={KNOWN_ID}"], check=True)
+        for args in (["create"], ["set", f"saved_entry={KNOWN_ID}"]):
+            proc.run(["grub-editenv", env, *args], error=BootError, what="grub-editenv")
         image = d / "disk.img"
         make_image(tree, image, Layout(size_mb=DISK_MB, fstype="ext4"), log,
                    grub2.boot_sectors(d, log))
@@ -414,8 +413,8 @@ def running_disk_box(d: Path, xen: Path, root: Path, devices: Sequence[str] = ()
 def _wait_up(box: Box) -> None:
     deadline = time.monotonic() + BOOT_TIMEOUT
     while UP not in box.console():
-        if box.qemu.poll() is not None:
-            raise RuntimeError(f"QEMU exited ({box.qemu.returncode}): see {box.dir}/qemu.log")
+        if not box.qemu.isalive():
+            raise RuntimeError(f"QEMU exited ({box.qemu.exitstatus}): see {box.dir}/qemu.log")
         if time.monotonic() > deadline:
             raise RuntimeError(f"the test box did not boot: see {box.console_log}")
         time.sleep(1)

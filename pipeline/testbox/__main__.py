@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pexpect
+
 from pipeline.config import load
 from pipeline.errors import XenpipeError
 from pipeline.testbox import root_archive, running_disk_box
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"testbox: up ({box.known_release}, its known-good entry); paste into your "
                   f"config:\n\n{box.target_toml()}", flush=True)
             print("testbox: Ctrl-C stops it", flush=True)
-            box.qemu.wait()
+            box.qemu.expect(pexpect.EOF)
     except XenpipeError as exc:
         print(f"xenpipe: error: {exc}", file=sys.stderr)
         return 1
