@@ -4,9 +4,15 @@ install`` to a real test box (QEMU TCG, Debian, the real sshd over a serial line
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,13 +20,14 @@ from pipeline import target
 from pipeline.config import load
 from pipeline.errors import ConfigError
 from pipeline.target import Ssh, box, sh
+from pipeline.target.console import Console
 from pipeline.target.deploy import local_files, staging_root
 from pipeline.workspace import Workspace
 
 from .support import install as h
 from .support.doit import run_doit
 from .support.realkernel import RealKernel
-from .support.testbox import running_box
+from .support.testbox import KNOWN_TITLE, running_box, running_disk_box
 from .support.tools import need
 
 
@@ -88,6 +95,50 @@ def _cfg_stub(loader: str, once: bool) -> object:
         install = Install
 
     return Cfg
+
+
+def test_the_entry_milestone_is_grubs_line_for_xenpipes_entry(tmp_path: Path) -> None:
+    """GRUB 2 prints ``Booting `TITLE'`` for the entry it boots: xenpipe's title (named after
+    the config file) passes, the known-good entry's does not."""
+    cfg = load(_config(tmp_path, '[target]\nssh = "root@box"\n'))
+    m = target.roundtrip.entry_milestone(cfg)
+    assert m.regex.search("  Booting `Xen 4.17.7, Linux 6.1.192+ (xenpipe site)'\r\n")
+    assert not m.regex.search("  Booting `Known good: Debian Linux without Xen'\r\n")
+    assert not m.regex.search("  Booting `Xen 4.17.7, Linux 6.1.192+ (xenpipe other)'\r\n")
+    assert target.roundtrip.milestones(cfg)[0] == [m]  # [install] bootloader = "grub2"
+
+
+def test_console_follow_names_a_panic_after_the_milestones(tmp_path: Path) -> None:
+    """After the last milestone the console is still read (a box never stalls on a full
+    pipe) and a dom0 panic is noted while ssh is awaited; a real console command (sh)."""
+    script = ("echo 'Linux version 6.1'; i=0; while [ $i -lt 2000 ]; do echo \"noise $i\"; "
+              "i=$((i+1)); done; echo 'Kernel panic - not syncing: VFS: Unable to mount root "
+              "fs'; sleep 60")
+    con = Console(("sh", "-c", script), tmp_path / "console.log").start()
+    try:
+        con.follow()
+        deadline = time.monotonic() + 30
+        while con.failure is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        con.stop()
+    assert con.failure == ("the dom0 kernel panicked: Kernel panic - not syncing: VFS: Unable "
+                           "to mount root fs")
+    assert "noise 1999" in (tmp_path / "console.log").read_text()
+
+
+def test_testbox_module_with_bad_input_is_one_line(tmp_path: Path) -> None:
+    """`python -m pipeline.testbox CONFIG`: a missing config, a [boot] xen that is not a
+    file: one `xenpipe: error:` line, exit 1, no traceback (nothing is built)."""
+    config = _config(tmp_path, '[boot]\nxen = "/nonexistent/xen.gz"\n')
+    for arg, words in ((str(tmp_path / "none.toml"), "config file not found"),
+                       (str(config), "[boot] xen = /nonexistent/xen.gz: the box's Xen")):
+        res = subprocess.run([sys.executable, "-m", "pipeline.testbox", arg],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1
+        assert res.stderr.startswith("xenpipe: error:") and words in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "ws" / "testbox").exists()
 
 
 # ---------------------------------------------------------------------------- the config
@@ -238,6 +289,134 @@ def test_doit_boot_on_a_box_that_misses_xen_falls_back(real_kernel: RealKernel,
                       f"({rk.release}, no /proc/xen)"], out
     assert after.split()[0] != first.strip()  # the box really rebooted
     assert tb.console().count("Linux version") >= 3  # first boot, the reboot, the power cycle
+
+
+# ----------------------------------------------------------- the disk-booted test box
+def _disk_box_config(rk: RealKernel, tmp: Path, target_toml: str, ws: Path | None = None,
+                     dom0_extra: str = "") -> Path:
+    """The demo config for the disk box: GRUB 2 with the one-shot, its mkinitrd (dom0's root
+    from RAM, see testbox.MKINITRD), Xen on the first serial line (the box's console)."""
+    text = rk.config.read_text()
+    text = h.set_key(text, "install", "initramfs", '"mkinitrd"')
+    text = h.set_key(text, "install", "once", "true")
+    text = h.set_key(text, "install", "xen_cmdline",
+                     '"iommu=1 dom0_mem=1024M console=com1 com1=115200"')
+    text = h.set_key(text, "install", "dom0_cmdline",
+                     f'"console=hvc0 earlyprintk=xen{dom0_extra}"')
+    text = h.set_key(text, "boot", "guest", "false")
+    if ws is not None:
+        text = h.set_key(text, "workspace", "dir", f'"{ws}"')
+    path = (tmp if ws is None else tmp / "boot") / "disk-box.toml"  # one name: one entry
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text + "\n" + target_toml)
+    return path
+
+
+def _timed(*args: str, **kw: Any) -> tuple[Any, float]:
+    start = time.monotonic()
+    res = run_doit(*args, **kw)
+    return res, time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_round_trip_on_a_box_booting_from_its_disk(real_kernel: RealKernel,
+                                                   tmp_path: Path) -> None:
+    """The whole round trip on a test box that boots from its own disk through GRUB 2 (MBR,
+    ext4 root, its Debian kernel as the known-good default): `doit install` over ssh (the
+    real dom0 kernel, Debian's Xen, `xen-pciback.hide=` for the demo's two NICs, update-grub
+    and grub-reboot run on the box), then `doit boot`: reboot into the one-shot entry, the
+    console shows GRUB booting it, Xen and dom0; on the box Xen runs and pciback holds both
+    NICs, which `xl pci-assignable-list` lists; the device checks made on the box are in
+    boot.json; the next reboot comes back on the known-good entry."""
+    need("ssh")
+    rk = real_kernel
+    env = {**rk.env, **h.machine_demo(tmp_path)}
+    phases: dict[str, float] = {}
+    with running_disk_box(tmp_path / "box", rk.cfg.boot.xen, rk.cfg.boot.devices) as tb:
+        known = tb.known_release
+        assert tb.run("sh", "-c", "uname -r; ls /proc/xen 2>&1 || true").split()[0] == known
+        assert f"Booting `{KNOWN_TITLE}'" in tb.console()
+        with rk.lock():
+            config = _disk_box_config(rk, tmp_path, tb.target_toml())
+            res, phases["deploy"] = _timed("install", config=config, env=env, timeout=3600)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "depmod on the box" in res.stdout and "grub-reboot" in res.stdout
+        cfg_text = tb.run("cat", "/boot/grub/grub.cfg")
+        assert "--id 'xenpipe-" in cfg_text or "--id xenpipe-" in cfg_text
+        assert "xen-pciback.hide=" in cfg_text
+
+        boot_cfg = _disk_box_config(rk, tmp_path, tb.target_toml(), ws=tmp_path / "ws")
+        res, phases["boot"] = _timed("boot", config=boot_cfg, env={"XENPIPE_SYSFS": ""},
+                                     timeout=3600)
+        out = res.stdout + res.stderr
+        print(out)
+        assert res.returncode == 0, out
+        result = json.loads((tmp_path / "ws/out/boot.json").read_text())
+        assert result["verdict"] == "pass"
+        assert list(result["milestones"])[0].startswith("GRUB booted xenpipe-")
+        console = tb.console()
+        assert re.search(r"Booting `Xen [^']*\(xenpipe ", console), console[-3000:]
+        assert "(XEN) Xen version" in console
+        checks = {c["bdf"]: c for c in result["checks"]}
+        assert set(checks) == {"0000:00:03.0", "0000:01:00.0"}, result["checks"]
+        assert all(c["findings"] for c in checks.values())
+        listed = tb.run("xl", "pci-assignable-list")
+        assert "0000:00:03.0" in listed and "0000:01:00.0" in listed
+
+        start = time.monotonic()
+        old = tb.run("cat", "/proc/sys/kernel/random/boot_id").strip()
+        tb.run("sh", "-c", "(sleep 2; systemctl reboot) </dev/null >/dev/null 2>&1 &")
+        back = target.roundtrip.wait_back(tb.ssh(), old, time.monotonic() + 900)
+        phases["back to known-good"] = time.monotonic() - start
+        assert back is not None
+        where = tb.run("sh", "-c", "uname -r; [ -d /proc/xen ] && echo xen || echo no-xen")
+    print(f"phases (s): { {k: round(v) for k, v in phases.items()} }; boot.json: "
+          f"{result['seconds']}, milestones {result['milestones']}")
+    assert where.split() == [known, "no-xen"]
+
+
+BAD_INIT = " rdinit=/xenpipe-no-such-init init=/xenpipe-no-such-init"  # a requested init: panic
+
+
+@pytest.mark.slow
+def test_a_broken_deploy_on_the_disk_box_falls_back(real_kernel: RealKernel,
+                                                    tmp_path: Path) -> None:
+    """A broken deploy on the box that boots from its disk: the new entry's dom0 panics (its
+    requested init does not exist) after every console milestone, and Xen reboots the box by
+    itself; `doit boot` names the panic, power-cycles (QEMU's system_reset) and finds the box
+    back on its known-good entry; boot.json says so, with the fallback's time."""
+    need("ssh")
+    rk = real_kernel
+    env = {**rk.env, **h.machine_demo(tmp_path)}
+    phases: dict[str, float] = {}
+    with running_disk_box(tmp_path / "box", rk.cfg.boot.xen, rk.cfg.boot.devices) as tb:
+        known = tb.known_release
+        with rk.lock():
+            broken = _disk_box_config(rk, tmp_path, tb.target_toml(), dom0_extra=BAD_INIT)
+            res, phases["deploy"] = _timed("install", config=broken, env=env, timeout=3600)
+        assert res.returncode == 0, res.stdout + res.stderr
+        boot_cfg = _disk_box_config(rk, tmp_path, tb.target_toml(), ws=tmp_path / "ws",
+                                    dom0_extra=BAD_INIT)
+        res, phases["boot"] = _timed("boot", config=boot_cfg, env={"XENPIPE_SYSFS": ""},
+                                     timeout=3600)
+        out = res.stdout + res.stderr
+        print(out)
+        where = tb.run("sh", "-c", "uname -r; [ -d /proc/xen ] && echo xen || echo no-xen")
+        console = tb.console()
+    assert res.returncode != 0, out
+    assert "Kernel panic - not syncing: Requested init /xenpipe-no-such-init failed" in console
+    errors = [ln for ln in out.splitlines() if "xenpipe: error:" in ln]
+    assert len(errors) == 1, out
+    assert errors[0].startswith("xenpipe: error: root@testbox: dom0 did not come up: the dom0 "
+                                "kernel panicked: Kernel panic - not syncing: Requested init"), \
+        errors
+    assert errors[0].endswith(f"power-cycled: the box is back on its known-good entry "
+                              f"({known}, no /proc/xen)"), errors
+    failed = json.loads((tmp_path / "ws/out/boot.json").read_text())
+    assert failed["verdict"] == "fail" and "fallback" in failed["seconds"]
+    assert where.split() == [known, "no-xen"]
+    print(f"phases (s): { {k: round(v) for k, v in phases.items()} }; boot.json: "
+          f"{failed['seconds']}, milestones {failed.get('milestones')}")
 
 
 # ------------------------------------------------------------- the plan with [target]

@@ -49,6 +49,13 @@ def _as_json(v: pci.Verdict) -> dict[str, Any]:
                          for f in v.findings]}
 
 
+def verdicts(cfg: Config, ws: Workspace, box: pci.Box) -> list[dict[str, Any]]:
+    """Per ``[passthrough] devices`` device: its verdict on *box* (a booted dom0's trees, or
+    a ``[target]`` box over ssh), as boot.json records it."""
+    dotconfig = kernel_build_dir(ws) / ".config"
+    return [_as_json(v) for v in passthrough.device_verdicts(cfg, ws, dotconfig, box)]
+
+
 def record(cfg: Config, ws: Workspace, console: str, report: probe.Report,
            dest: Path) -> list[dict[str, Any]]:
     """Per ``[passthrough] devices`` device: its verdict in the booted dom0, for boot.json
@@ -75,8 +82,7 @@ def _record(cfg: Config, ws: Workspace, console: str, report: probe.Report,
 
         box = pci.Box(snap.sysfs, snap.proc, "the booted dom0's /sys", is_target=True,
                       run=seen, shown="dom0:/sys")
-        dotconfig = kernel_build_dir(ws) / ".config"
-        return [_as_json(v) for v in passthrough.device_verdicts(cfg, ws, dotconfig, box)]
+        return verdicts(cfg, ws, box)
     topo = topology(report, dest) if report.devices else None
     hvm = passthrough.hvm_devices(cfg, topo) if topo is not None else None
     out: list[dict[str, Any]] = []
