@@ -47,10 +47,13 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
         os.close(dfd)
 
 
-def sweep_temps(path: Path) -> None:
+def sweep_temps(path: Path, names: str | None = None) -> None:
     """Remove the temp files a killed writer of *path* left beside it (named after their
-    process: a live writer keeps its own), so that nothing half-written stays beside it."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^/]+\.tmp")
+    process: a live writer keeps its own), so that nothing half-written stays beside it.
+    *names*: a regular expression for the file names whose temps go instead of *path*'s own
+    (the backups of a file, whose next one has another name)."""
+    name = names if names is not None else re.escape(path.name)
+    pattern = re.compile(rf"\.(?:{name})\.(\d+)\.[^/]+\.tmp")
     try:
         entries = os.listdir(path.parent)
     except FileNotFoundError:

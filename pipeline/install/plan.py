@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 
 from pipeline import digest, proc
 from pipeline.errors import InstallError
-from pipeline.files import atomic_write
+from pipeline.files import atomic_write, sweep_temps
 from pipeline.workspace import Key, Workspace
 
 STAGE = Key.INSTALL
@@ -331,9 +332,18 @@ def _make_backup(plan: Plan, rel: str, backup: str) -> None:
     atomic_write(plan.path(backup), src.read_bytes(), mode=src.stat().st_mode & 0o7777)
 
 
+def _sweep_backup_temps(plan: Plan, rel: str) -> None:
+    """The temp of a backup a killed install was writing: its next backup has another stamp,
+    so that write never sweeps it (crash suite, install-grub-legacy SIGKILL at 0.821 s, seed
+    3923721691: ``.GUEST.hvm.xenpipe-<stamp>.bak.<pid>.<random>.tmp`` stayed)."""
+    p = plan.path(rel)
+    sweep_temps(p, rf"{re.escape(p.name)}\.xenpipe-[^/]*\.bak")
+
+
 def apply(step: Step, plan: Plan, log: Path) -> None:
     """Carry out one step."""
     if isinstance(step, Write | Copy):
+        _sweep_backup_temps(plan, step.rel)
         if step.backup:
             _make_backup(plan, step.rel, step.backup)
         data = step.data if isinstance(step, Write) else step.src.read_bytes()
@@ -349,6 +359,7 @@ def apply(step: Step, plan: Plan, log: Path) -> None:
         os.replace(tmp, p)
     else:
         for rel, backup in step.backups:
+            _sweep_backup_temps(plan, rel)
             _make_backup(plan, rel, backup)
         proc.run(step.argv, cwd=step.cwd, log=log, error=InstallError, what=step.what,
                  timeout=MAKE_TIMEOUT)

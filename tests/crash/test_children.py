@@ -177,6 +177,26 @@ def test_a_backup_made_by_a_killed_install_is_not_made_twice(tmp_path: Path) -> 
     assert [b.read_bytes() for b in backups] == [user]
 
 
+def test_the_temp_of_a_backup_a_killed_install_was_writing_is_swept(tmp_path: Path) -> None:
+    """SIGKILL while the backup of the user's grub.conf was being written (its temp, named
+    after the dead install's pid, beside it): the rerun's backup has another stamp, so its
+    own write never swept that temp (crash suite, install-grub-legacy SIGKILL at 0.821 s,
+    seed 3923721691). The state a kill leaves is made here directly: a temp of a backup with
+    a stamp and the pid of a process that has ended."""
+    from .harness import run
+    from .scenarios import kbuild_site, prepared
+
+    site = prepared(kbuild_site(tmp_path), "build")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    grub = site.root / "boot/grub"
+    stale = grub / f".grub.conf.xenpipe-20200101T000000.bak.{dead.pid}.k1ll3d.tmp"
+    stale.write_bytes((grub / "grub.conf").read_bytes()[:10])
+    run(site, ["install"])
+    assert not stale.exists()
+    assert len(list(grub.glob("grub.conf.xenpipe-*.bak"))) == 1
+
+
 def test_a_file_written_by_a_killed_install_is_recorded_by_the_rerun(tmp_path: Path) -> None:
     """SIGKILL after grub.conf's rename, before the install recorded it: the rerun finds it
     as it wants it (no step) and must still record it as xenpipe's, or the next change
