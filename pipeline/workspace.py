@@ -99,7 +99,11 @@ class Workspace:
             raise SystemExit(f"xenpipe: error: {db} is not a file (doit's dependency "
                              "database belongs there): move it away and run doit again")
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            # read-write: a doit killed inside a transaction leaves a hot journal, which sqlite
+            # rolls back on open (its crash safety); a read-only connection cannot, and said
+            # "attempt to write a readonly database" (crash suite, config SIGKILL at 0.903 s,
+            # seed 350096607: every record set aside as corrupt)
+            con = sqlite3.connect(f"file:{db}?mode=rw", uri=True)
             try:
                 if con.execute("PRAGMA integrity_check").fetchone() != ("ok",):
                     raise sqlite3.DatabaseError("integrity check failed")
