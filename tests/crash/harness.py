@@ -46,6 +46,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -227,14 +228,23 @@ def half_done(before: dict[str, tuple[object, ...]], after: dict[str, tuple[obje
 
 def doit_rows(db: Path, also: frozenset[str] = frozenset()) -> dict[str, Any]:
     """doit's sqlite3 dependency records, parsed and masked (*also*: more keys masked; raises
-    if it does not open)."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
-        rows = {task: masked(json.loads(data), also)
-                for task, data in con.execute("SELECT task_id, task_data FROM doit")}
-    finally:
-        con.close()
+    if it does not open). Read as the next doit finds them: a copy of the database and of the
+    hot journal a kill inside a transaction leaves, opened read-write so that sqlite rolls
+    the journal back (a read-only connection cannot: "attempt to write a readonly
+    database"), without touching the workspace."""
+    with tempfile.TemporaryDirectory(prefix="xenpipe-crash-db-") as tmp:
+        copy = Path(tmp) / db.name
+        shutil.copyfile(db, copy)
+        journal = db.with_name(f"{db.name}-journal")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(journal, copy.with_name(journal.name))
+        con = sqlite3.connect(f"file:{copy}?mode=rw", uri=True)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
+            rows = {task: masked(json.loads(data), also)
+                    for task, data in con.execute("SELECT task_id, task_data FROM doit")}
+        finally:
+            con.close()
     return {task: row for task, row in rows.items() if row != EMPTY_ROW}
 
 
