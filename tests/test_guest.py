@@ -1222,6 +1222,7 @@ HVM_BODY = BODY.replace(f'devices = ["00:03.0", "{PATH}"]', 'devices = ["00:03.0
 
 
 @pytest.mark.slow
+@pytest.mark.hvm
 def test_real_hvm_guest_uses_the_passed_through_nic(hvm_guest_ws: Workspace,
                                                     tmp_path: Path) -> None:
     """[[guests]] type = "hvm" for real, one boot: QEMU's TCG offers SVM with nested paging
