@@ -40,6 +40,8 @@ def _unraisable(args: Any) -> None:
     "Exception ignored" traceback for it; anything else is reported as Python does."""
     if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
         return
+    if SIGNALLED and args.object is not None and "__del__" in repr(args.object):
+        return  # an object the interrupt left half built (pexpect's PtyProcess: no .closed)
     sys.__unraisablehook__(args)
 
 

@@ -448,6 +448,24 @@ def test_a_make_killed_unseen_has_its_last_writes_made_again(built: Site) -> Non
     assert not (built.ws.dir / "state" / "make-kernel.json").exists()
 
 
+def test_an_object_a_make_killed_unseen_left_empty_in_the_xen_tree_is_compiled_again(
+        built: Site) -> None:
+    """Xen builds in its tree: a compiler killed with xenpipe left common/kernel.o empty and
+    the rerun's make took it for up to date (crash suite, build SIGKILL at 0.408 s, seed
+    2488375126). Objects written in the killed make's last seconds are compiled again."""
+    good = (built.ws.out / "xen-syms").read_bytes()
+    obj = built.src("xen") / "xen" / "common" / "kernel.o"
+    time.sleep(0.1)
+    (built.ws.dir / "state" / "make-xen.json").write_text(f'{{"started_ns": {time.time_ns()}}}')
+    time.sleep(0.1)
+    obj.write_bytes(b"")
+    (built.src("xen") / "xen" / "xen-syms").unlink()  # the killed make was relinking it
+    out = built.ok("build")
+    assert ran(out, "build:xen"), out
+    assert obj.stat().st_size > 0
+    assert (built.ws.out / "xen-syms").read_bytes() == good
+
+
 # ---------------------------------------------------------------------------- options
 def test_ccache_wraps_cc_and_hostcc_as_single_argv_items(tmp_path: Path) -> None:
     need("ccache")
