@@ -309,9 +309,9 @@ def make_stage(cfg: Config, ws: Workspace, stage: str, make_args: Sequence[str],
                scratch: Path | None = None, keep: Sequence[Path] = (),
                only: str | None = None, **fields: Any) -> Iterator[tuple[metadata.StageRecord, Progress]]:
     """One tree's make inside its metadata.json stage record (the half that Xen and the
-    kernel share); the caller publishes the artifacts and finishes the record. *scratch*: a
-    directory only make writes (the kernel's O=; Xen builds in its tree, among the user's
-    files, so it has none), swept after a make killed unseen (see make_running)."""
+    kernel share); the caller publishes the artifacts and finishes the record. *scratch*:
+    where make writes, swept after a make killed unseen (see make_running): the kernel's O=
+    whole, Xen's tree for *only* its objects (the user's files live there too)."""
     with metadata.stage(cfg, ws, stage, log=log,
                         toolchain=metadata.toolchain(make_args, cfg.build.ccache),
                         build=build_record(cfg)) as rec:
